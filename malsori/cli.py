@@ -1,0 +1,44 @@
+"""The `malsori` command line: one group, subcommands defined next to what they drive (malsori/commands/)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from malsori.errors import MalsoriError
+
+
+class _Group(click.Group):
+    """A click group that prints user errors (MalsoriError) as one line and exits with status 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MalsoriError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="malsori")
+def main() -> None:
+    """malsori: offline-first sequence-to-sequence toolkit (speech recognition, LMs, translation)."""
+
+
+@main.group(cls=_Group)
+def data() -> None:
+    """Make and import speech corpora (manifests of audio + text)."""
+
+
+def _register() -> None:
+    from malsori.commands import corpora, synth
+
+    data.add_command(synth.synth)
+    data.add_command(corpora.import_)
+
+
+_register()

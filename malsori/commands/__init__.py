@@ -1,0 +1,1 @@
+"""Click commands, one module per job; malsori.cli wires them into the `malsori` group."""

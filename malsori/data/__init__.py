@@ -1,0 +1,1 @@
+"""Data: manifests, corpus synthesis and importers, datasets and batching."""
