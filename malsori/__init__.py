@@ -1,3 +1,10 @@
 """malsori (말소리, "speech sounds"): an offline-first, from-scratch sequence-to-sequence toolkit."""
 
 __version__ = "0.1.0"
+
+
+def load(path, device: str = "auto"):
+    """Load a trained model folder as a Recognizer: `malsori.load("dir").transcribe("file.wav")`."""
+    from malsori.pretrained import Recognizer
+
+    return Recognizer.load(path, device)

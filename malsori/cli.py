@@ -35,10 +35,15 @@ def data() -> None:
 
 
 def _register() -> None:
-    from malsori.commands import corpora, synth
+    from malsori.commands import corpora, demo, recognize, synth, tokenizer, train
 
     data.add_command(synth.synth)
     data.add_command(corpora.import_)
+    main.add_command(tokenizer.tokenizer)
+    main.add_command(train.train)
+    main.add_command(recognize.evaluate)
+    main.add_command(recognize.transcribe)
+    main.add_command(demo.demo)
 
 
 _register()

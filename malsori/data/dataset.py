@@ -1,0 +1,166 @@
+"""Training data: utterances → (waveform, token ids), duration-bucketed dynamic batches, and padding collate.
+
+Features are computed per batch by the trainer (batched fbank is faster than per utterance), so items carry waveforms.
+Batch order is a pure function of (seed, epoch): resuming mid-epoch replays the same batches from where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from malsori.audio import SAMPLE_RATE, load_audio
+from malsori.data.manifest import Utterance
+from malsori.errors import AudioError
+
+
+@dataclass
+class BatchConfig:
+    """How utterances are grouped into batches."""
+
+    max_frames: int = 24000  # padded feature frames per batch (batch size × longest utterance, at 100 frames/s)
+    max_batch_size: int = 64  # upper bound on utterances per batch
+    num_buckets: int = 20  # duration buckets; batches are formed inside a bucket so padding stays small
+    max_duration: float = 30.0  # training utterances longer than this (seconds) are left out
+    min_duration: float = 0.1  # ... and shorter than this
+    shuffle: bool = True  # shuffle utterances within buckets and the order of batches (seeded)
+    num_workers: int = 0  # DataLoader worker processes for audio decoding (0 = in the training process)
+
+
+@dataclass
+class Batch:
+    """A padded batch of waveforms and token ids."""
+
+    ids: list[str]  # utterance ids
+    texts: list[str]  # normalized reference texts
+    waves: torch.Tensor  # [B, S] float32, zero-padded
+    wave_lens: torch.Tensor  # [B] samples
+    tokens: torch.Tensor  # [B, U] int64, padded with 0
+    token_lens: torch.Tensor  # [B]
+    skipped: int = 0  # items dropped from this batch (unreadable audio)
+
+    @property
+    def audio_seconds(self) -> float:
+        return float(self.wave_lens.sum()) / SAMPLE_RATE
+
+
+class SpeechDataset(torch.utils.data.Dataset):
+    """Reads one utterance: audio (honouring `offset`/`duration` extras for segmented recordings), augmentation, targets."""
+
+    def __init__(
+        self,
+        utterances: Sequence[Utterance],
+        encode: Callable[[str], list[int]],
+        normalize: Callable[[str], str],
+        augmenter: Callable | None = None,
+        seed: int = 0,
+    ):
+        self.utts = list(utterances)
+        self.encode = encode
+        self.normalize = normalize
+        self.augmenter = augmenter
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentation draws depend on (seed, epoch, index) only, so they replay exactly on resume."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, i: int) -> dict | None:
+        u = self.utts[i]
+        try:
+            wave = load_utterance_audio(u)
+        except AudioError as e:
+            return {"id": u.id, "error": str(e)}
+        if self.augmenter is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            wave, _ = self.augmenter(wave, rng)
+        text = self.normalize(u.text)
+        return {"id": u.id, "wave": torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), "text": text, "tokens": torch.tensor(self.encode(text), dtype=torch.long)}
+
+
+def load_utterance_audio(u: Utterance, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The utterance's samples; a Kaldi-style segment (`offset`, `duration` extras) is cut from its recording."""
+    wave = load_audio(u.audio_path, sample_rate)
+    if "offset" in u.extra:
+        start = int(round(float(u.extra["offset"]) * sample_rate))
+        wave = wave[start : start + int(round(u.duration * sample_rate))]
+        if wave.size == 0:
+            raise AudioError(f"{u.audio_path}: segment of {u.id} at {u.extra['offset']} s is empty")
+    return wave
+
+
+def collate(items: list[dict]) -> Batch:
+    """Zero-pad waveforms and token ids into a Batch; unreadable items are dropped and counted."""
+    good = [it for it in items if "error" not in it]
+    waves = [it["wave"] for it in good]
+    toks = [it["tokens"] for it in good]
+    wave_lens = torch.tensor([len(w) for w in waves], dtype=torch.long)
+    token_lens = torch.tensor([len(t) for t in toks], dtype=torch.long)
+    W = torch.zeros(len(good), int(wave_lens.max()) if good else 0)
+    T = torch.zeros(len(good), int(token_lens.max()) if good and token_lens.max() > 0 else 1, dtype=torch.long)
+    for j, (w, t) in enumerate(zip(waves, toks)):
+        W[j, : len(w)] = w
+        T[j, : len(t)] = t
+    return Batch([it["id"] for it in good], [it["text"] for it in good], W, wave_lens, T, token_lens, len(items) - len(good))
+
+
+@dataclass
+class BucketBatchSampler:
+    """Duration-bucketed dynamic batches, deterministic per (seed, epoch), sharded by rank for multi-process training."""
+
+    durations: Sequence[float]  # seconds per utterance, in dataset order
+    cfg: BatchConfig  # batching limits
+    seed: int = 0  # base seed for shuffling
+    rank: int = 0  # this process's index (DDP)
+    world_size: int = 1  # number of processes (DDP)
+    epoch: int = 0  # current epoch; set with set_epoch
+    skip: int = 0  # batches to skip at the start of this epoch (exact resume); reset by set_epoch
+    _kept: list[int] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._kept = [i for i, d in enumerate(self.durations) if self.cfg.min_duration <= d <= self.cfg.max_duration]
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def batches(self) -> list[list[int]]:
+        """All batches of this epoch for this rank, before skipping."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = sorted(self._kept, key=lambda i: self.durations[i])
+        n_b = max(1, min(self.cfg.num_buckets, len(order)))
+        buckets = [order[k * len(order) // n_b : (k + 1) * len(order) // n_b] for k in range(n_b)]
+        out: list[list[int]] = []
+        for b in buckets:
+            if self.cfg.shuffle:
+                b = list(rng.permutation(b))
+            cur: list[int] = []
+            longest = 0.0
+            for i in b:
+                frames = math.ceil(max(longest, self.durations[i]) * 100) * (len(cur) + 1)
+                if cur and (frames > self.cfg.max_frames or len(cur) >= self.cfg.max_batch_size):
+                    out.append(cur)
+                    cur, longest = [], 0.0
+                cur.append(int(i))
+                longest = max(longest, self.durations[i])
+            if cur:
+                out.append(cur)
+        if self.cfg.shuffle:
+            out = [out[k] for k in rng.permutation(len(out))]
+        if self.world_size > 1:
+            n = len(out) // self.world_size * self.world_size  # equal counts so collective ops stay in step
+            out = out[self.rank : n : self.world_size]
+        return out
+
+    def __iter__(self):
+        return iter(self.batches()[self.skip :])
+
+    def __len__(self) -> int:
+        return max(0, len(self.batches()) - self.skip)

@@ -1,0 +1,80 @@
+"""Scoring a model on a manifest: WER/CER after the shared normalizer, and a per-utterance report, worst first."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from malsori.data.dataset import load_utterance_audio
+from malsori.data.manifest import atomic_write_text, read_manifest
+from malsori.errors import AudioError
+from malsori.metrics import ErrorRates, error_rates, utterance_errors
+from malsori.pretrained import Recognizer
+from malsori.text import normalize
+
+
+@dataclass
+class EvalResult:
+    """What an evaluation measured."""
+
+    rates: ErrorRates  # corpus WER/CER
+    report: Path  # per-utterance TSV
+    skipped: int  # unreadable audio or malformed lines
+    audio_seconds: float  # audio decoded
+    decode_seconds: float  # wall time spent decoding (features + model + search)
+
+    @property
+    def rtf(self) -> float:
+        return self.decode_seconds / max(1e-9, self.audio_seconds)
+
+    def summary(self) -> str:
+        s = f"{self.rates.line()}  RTF {self.rtf:.4f}  report: {self.report}"
+        return s + (f"  ({self.skipped} skipped)" if self.skipped else "")
+
+
+def evaluate_manifest(model: Path | Recognizer, manifest: Path, method: str = "greedy", beam_size: int = 8, batch_size: int = 16,
+                      device: str = "auto", report: Path | None = None, limit: int = 0, strict: bool = False,
+                      progress: bool = True) -> EvalResult:
+    rec = model if isinstance(model, Recognizer) else Recognizer.load(model, device)
+    man = read_manifest(manifest, strict=strict)
+    utts = man.utterances[:limit] if limit else man.utterances
+    skipped = len(man.skipped)
+    rows, refs, hyps = [], [], []
+    audio_s = decode_s = 0.0
+    bar = tqdm(total=len(utts), desc=f"decoding {Path(manifest).name}", disable=not progress, dynamic_ncols=True)
+    for b in range(0, len(utts), batch_size):
+        batch, waves = [], []
+        for u in utts[b : b + batch_size]:
+            try:
+                waves.append(load_utterance_audio(u))
+                batch.append(u)
+            except AudioError:
+                if strict:
+                    raise
+                skipped += 1
+        t0 = time.time()
+        out = rec.transcribe_waves(waves, method, beam_size, batch_size) if waves else []
+        decode_s += time.time() - t0
+        audio_s += sum(len(w) for w in waves) / 16000
+        for u, t in zip(batch, out):
+            ref = normalize(u.text)
+            we, nw, ce, nc = utterance_errors(ref, t.text)
+            rows.append((u.id, we, nw, we / max(1, nw), ce / max(1, nc), ref, t.text))
+            refs.append(ref)
+            hyps.append(t.text)
+        bar.update(len(utts[b : b + batch_size]))
+    bar.close()
+    rows.sort(key=lambda r: (-r[3], -r[1], r[0]))
+    base = Path(".") if isinstance(model, Recognizer) else Path(model).resolve().parent
+    report = Path(report) if report else base / f"eval_{Path(manifest).stem}_{method}.tsv"
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    w.writerow(["id", "word_errors", "ref_words", "wer", "cer", "reference", "hypothesis"])
+    w.writerows([(r[0], r[1], r[2], f"{r[3]:.3f}", f"{r[4]:.3f}", r[5], r[6]) for r in rows])
+    atomic_write_text(report, buf.getvalue())
+    return EvalResult(error_rates(refs, hyps), report, skipped, audio_s, decode_s)

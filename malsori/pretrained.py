@@ -1,0 +1,205 @@
+"""A trained model on disk (a folder: config.json, model.safetensors, tokenizer files, feature_stats.json) and the
+`Recognizer` that transcribes audio with it. Loading reads JSON and safetensors only; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from malsori.audio import SAMPLE_RATE, load_audio
+from malsori.config import from_dict, to_dict
+from malsori.data.manifest import Utterance
+from malsori.errors import MalsoriError
+from malsori.features import Fbank, FbankConfig, GlobalCMVN
+from malsori.models.registry import ModelConfig, build_model
+from malsori.tokenizer import Tokenizer, load_tokenizer
+
+FORMAT_VERSION = 1
+
+
+def save_model_dir(path: Path, model: torch.nn.Module, model_cfg: ModelConfig, feat_cfg: FbankConfig, tokenizer: Tokenizer, cmvn: GlobalCMVN) -> Path:
+    """Write the model folder under a temporary name and rename it into place (an old folder is replaced whole)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        config = {"format_version": FORMAT_VERSION, "model": to_dict(model_cfg), "features": to_dict(feat_cfg),
+                  "vocab_size": tokenizer.vocab_size}
+        (tmp / "config.json").write_text(json.dumps(config, indent=1))
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        (tmp / "feature_stats.json").write_text(json.dumps(cmvn.to_dict()))
+        tokenizer.save(tmp)
+        old = path.with_name(path.name + ".old")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+@dataclass
+class Word:
+    """A recognized word and its time span in seconds (from the token alignment)."""
+
+    word: str
+    start: float
+    end: float
+
+
+@dataclass
+class Transcript:
+    """One recognition result."""
+
+    text: str  # normalized words
+    tokens: list[int] = field(default_factory=list)  # token ids
+    score: float = 0.0  # log-probability from the search
+    words: list[Word] = field(default_factory=list)  # word timestamps
+    id: str = ""  # utterance id or file path
+    duration: float = 0.0  # seconds of audio
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "text": self.text, "score": round(self.score, 4), "duration": round(self.duration, 3),
+                "words": [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)} for w in self.words]}
+
+
+class Recognizer:
+    """Features → model → search → text, batched; long audio is cut at quiet points into bounded segments."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, fbank: Fbank, cmvn: GlobalCMVN, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.fbank = fbank.to(self.device)
+        self.cmvn = cmvn.to(self.device)
+        self.frame_shift = fbank.cfg.frame_shift_ms / 1000.0
+        self.subsampling = int(getattr(getattr(model, "encoder", None), "subsampling_factor", 1))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto") -> "Recognizer":
+        """Load a model folder written by save_model_dir."""
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise MalsoriError(f"{path}: not a malsori model folder (no config.json)")
+        try:
+            config = json.loads((path / "config.json").read_text())
+            model_cfg = from_dict(ModelConfig, config["model"], "model")
+            feat_cfg = from_dict(FbankConfig, config["features"], "features")
+            tokenizer = load_tokenizer(path)
+            model = build_model(model_cfg, feat_cfg.num_mel_bins, tokenizer.vocab_size)
+            model.load_state_dict(load_file(str(path / "model.safetensors")))
+            cmvn = GlobalCMVN.from_dict(json.loads((path / "feature_stats.json").read_text()))
+        except (OSError, KeyError, json.JSONDecodeError, RuntimeError) as e:
+            raise MalsoriError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from None
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return cls(model, tokenizer, Fbank(feat_cfg), cmvn, device)
+
+    # -- public API ---------------------------------------------------------------------------------------------
+    def transcribe(self, audio: str | os.PathLike | np.ndarray | Sequence, method: str = "greedy", beam_size: int = 8,
+                   batch_size: int = 16, max_segment_seconds: float = 30.0) -> Transcript | list[Transcript]:
+        """Transcribe a file path or a 16 kHz waveform, or a list of them (then a list of results)."""
+        single = isinstance(audio, (str, os.PathLike, np.ndarray))
+        items = [audio] if single else list(audio)
+        waves, ids = [], []
+        for a in items:
+            waves.append(a.astype(np.float32) if isinstance(a, np.ndarray) else load_audio(a))
+            ids.append("" if isinstance(a, np.ndarray) else str(a))
+        out = self.transcribe_waves(waves, method, beam_size, batch_size, max_segment_seconds)
+        for t, i in zip(out, ids):
+            t.id = i
+        return out[0] if single else out
+
+    def transcribe_utterances(self, utts: Sequence[Utterance], method: str = "greedy", beam_size: int = 8, batch_size: int = 16) -> list[Transcript]:
+        """Transcribe manifest utterances (Kaldi-style segments honoured); ids are copied onto the results."""
+        from malsori.data.dataset import load_utterance_audio
+
+        out = self.transcribe_waves([load_utterance_audio(u) for u in utts], method, beam_size, batch_size)
+        for t, u in zip(out, utts):
+            t.id = u.id
+        return out
+
+    def transcribe_waves(self, waves: list[np.ndarray], method: str = "greedy", beam_size: int = 8, batch_size: int = 16,
+                         max_segment_seconds: float = 30.0) -> list[Transcript]:
+        """Cut each waveform into segments, decode all segments in length-sorted batches, and join per waveform."""
+        segments: list[tuple[int, int, np.ndarray]] = []  # (wave index, start sample, samples)
+        for wi, w in enumerate(waves):
+            for start, end in split_points(w, int(max_segment_seconds * SAMPLE_RATE)):
+                segments.append((wi, start, w[start:end]))
+        order = sorted(range(len(segments)), key=lambda k: len(segments[k][2]))
+        results: list[Transcript | None] = [None] * len(segments)
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            for k, t in zip(idx, self._decode([segments[k][2] for k in idx], method, beam_size)):
+                results[k] = t
+        joined = [Transcript(text="", duration=len(w) / SAMPLE_RATE) for w in waves]
+        for (wi, start, _), t in zip(segments, results):
+            j = joined[wi]
+            off = start / SAMPLE_RATE
+            j.tokens += t.tokens
+            j.score += t.score
+            j.words += [Word(w.word, w.start + off, w.end + off) for w in t.words]
+        for j in joined:
+            j.text = " ".join(w.word for w in j.words)
+        return joined
+
+    # -- internals ------------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _decode(self, waves: list[np.ndarray], method: str, beam_size: int) -> list[Transcript]:
+        lens = torch.tensor([len(w) for w in waves])
+        batch = torch.zeros(len(waves), int(lens.max()))
+        for i, w in enumerate(waves):
+            batch[i, : len(w)] = torch.from_numpy(w)
+        feats, feat_lens = self.fbank(batch.to(self.device), lens.to(self.device))
+        feats = self.cmvn(feats, feat_lens)
+        hyps = self.model.decode(feats, feat_lens, method=method, beam_size=beam_size)
+        return [Transcript(text="", tokens=list(h.tokens), score=float(h.score), words=self._words(h.tokens, h.token_frames)) for h in hyps]
+
+    def _words(self, tokens: list[int], frames: list[int]) -> list[Word]:
+        """Group tokens into words at word-start pieces; times from the frames where tokens were emitted."""
+        step = self.subsampling * self.frame_shift
+        groups: list[list[tuple[int, int]]] = []
+        for tok, fr in zip(tokens, frames):
+            if not groups or self.tokenizer.is_word_start(tok):
+                groups.append([])
+            groups[-1].append((tok, fr))
+        words = []
+        for g in groups:
+            text = self.tokenizer.decode([t for t, _ in g]).strip()
+            for k, piece in enumerate(text.split()):  # a group can hold several words if the tokenizer says so
+                words.append(Word(piece, g[0][1] * step, (g[-1][1] + 1) * step))
+        return words
+
+
+def split_points(wave: np.ndarray, max_len: int) -> list[tuple[int, int]]:
+    """Cut a waveform into pieces of at most max_len samples, each cut at the quietest 10 ms in the last quarter."""
+    n = len(wave)
+    if n <= max_len:
+        return [(0, n)]
+    cuts, start, hop = [], 0, SAMPLE_RATE // 100
+    while n - start > max_len:
+        lo, hi = start + 3 * max_len // 4, start + max_len
+        region = wave[lo:hi]
+        frames = region[: len(region) // hop * hop].reshape(-1, hop)
+        cut = lo + int(np.argmin((frames**2).sum(1))) * hop + hop // 2
+        cuts.append((start, cut))
+        start = cut
+    cuts.append((start, n))
+    return cuts
+
+
+def load(path: str | os.PathLike, device: str = "auto") -> Recognizer:
+    """`malsori.load("exp/run/model").transcribe("file.wav")`."""
+    return Recognizer.load(path, device)

@@ -1,0 +1,98 @@
+"""Dynamic batching invariants and atomic, exact checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+
+from malsori.checkpoint import average_checkpoints, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from malsori.data.dataset import BatchConfig, BucketBatchSampler
+
+
+def test_buckets_respect_limits_and_cover_each_kept_utterance_once():
+    rng = np.random.default_rng(0)
+    durs = list(rng.uniform(0.5, 12.0, 500)) + [40.0, 0.01]
+    cfg = BatchConfig(max_frames=3000, max_batch_size=16, max_duration=30.0)
+    s = BucketBatchSampler(durs, cfg, seed=1)
+    batches = s.batches()
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(500))  # the 40 s and 0.01 s utterances are left out, the rest appear once
+    for b in batches:
+        assert len(b) <= 16
+        assert len(b) == 1 or len(b) * np.ceil(max(durs[i] for i in b) * 100) <= 3000
+    # padding stays small: batches hold similar durations
+    spread = np.median([max(durs[i] for i in b) - min(durs[i] for i in b) for b in batches])
+    assert spread < 1.5
+
+
+def test_batch_order_is_a_function_of_seed_and_epoch_and_skip_resumes():
+    durs = list(np.random.default_rng(1).uniform(1, 5, 200))
+    cfg = BatchConfig(max_frames=2000)
+    a, b = BucketBatchSampler(durs, cfg, seed=3), BucketBatchSampler(durs, cfg, seed=3)
+    a.set_epoch(2)
+    b.set_epoch(2, skip=5)
+    assert list(b) == a.batches()[5:]
+    c = BucketBatchSampler(durs, cfg, seed=3)
+    c.set_epoch(3)
+    assert c.batches() != a.batches()
+    # ranks split the batches without overlap and in equal numbers
+    r0, r1 = (BucketBatchSampler(durs, cfg, seed=3, rank=r, world_size=2) for r in (0, 1))
+    for s in (r0, r1):
+        s.set_epoch(2)
+    assert len(r0) == len(r1) and not {i for bt in r0 for i in bt} & {i for bt in r1 for i in bt}
+
+
+def _model_opt():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 2))
+    o = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    return m, o
+
+
+def _step(m, o):
+    loss = m(torch.randn(16, 4)).pow(2).mean()
+    loss.backward()
+    o.step()
+    o.zero_grad()
+    return float(loss.detach())
+
+
+def test_checkpoint_restores_model_optimizer_and_rng_exactly(tmp_path):
+    m, o = _model_opt()
+    for _ in range(3):
+        _step(m, o)
+    save_checkpoint(tmp_path, 3, m, o, {"epoch": 0, "pos": 3})
+    expected = [_step(m, o) for _ in range(4)]
+    m2, o2 = _model_opt()
+    torch.manual_seed(123)  # a different RNG state, restored by the checkpoint
+    state = load_checkpoint(latest_checkpoint(tmp_path), m2, o2)
+    assert state["pos"] == 3
+    assert [_step(m2, o2) for _ in range(4)] == expected
+
+
+def test_interrupted_checkpoint_write_keeps_last_good(tmp_path, monkeypatch):
+    m, o = _model_opt()
+    save_checkpoint(tmp_path, 1, m, o, {"epoch": 0, "pos": 1})
+    import malsori.checkpoint as ck
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ck, "save_file", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, 2, m, o, {"epoch": 0, "pos": 2})
+    assert latest_checkpoint(tmp_path).name == "ckpt-00000001"
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-00000001"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ckpt")]
+
+
+def test_average_and_pruning(tmp_path):
+    m, o = _model_opt()
+    ws = []
+    for step in range(1, 5):
+        _step(m, o)
+        ws.append(m[0].weight.detach().clone())
+        save_checkpoint(tmp_path, step, m, o, {"epoch": 0, "pos": step}, keep_last=3)
+    ck = list_checkpoints(tmp_path)
+    assert [p.name for p in ck] == ["ckpt-00000002", "ckpt-00000003", "ckpt-00000004"]
+    avg = average_checkpoints(ck[-2:])
+    assert torch.allclose(avg["0.weight"], (ws[2] + ws[3]) / 2, atol=1e-7)
