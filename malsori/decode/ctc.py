@@ -1,0 +1,107 @@
+"""CTC search: greedy (best path) and prefix beam search over per-frame log-probabilities.
+
+Both take log_probs [B, T, V] and lengths [B] and return one `Hypothesis` per utterance. Frames past an
+utterance's length are ignored, so padded batches give the same results as single utterances.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from malsori.decode.result import Hypothesis
+from malsori.nn.mask import length_mask
+
+NEG_INF = float("-inf")
+
+
+def ctc_greedy(log_probs: Tensor, lengths: Tensor, blank_id: int = 0) -> list[Hypothesis]:
+    """Best path: argmax per frame, collapse repeats, drop blanks. Score = sum of the per-frame max log-probs."""
+    best, ids = log_probs.max(dim=-1)  # [B, T]
+    valid = length_mask(lengths.to(ids.device), ids.size(1))
+    prev = torch.nn.functional.pad(ids[:, :-1], (1, 0), value=-1)
+    emit = valid & (ids != blank_id) & (ids != prev)  # first frame of each non-blank run
+    scores = best.masked_fill(~valid, 0.0).sum(dim=1).tolist()
+    ids_list, emit_list = ids.tolist(), emit.tolist()
+    hyps = []
+    for b in range(len(ids_list)):
+        frames = [t for t, e in enumerate(emit_list[b]) if e]
+        hyps.append(Hypothesis([ids_list[b][t] for t in frames], scores[b], frames))
+    return hyps
+
+
+def _logaddexp(a: float, b: float) -> float:
+    """log(exp(a) + exp(b)) for Python floats, safe with -inf."""
+    if a < b:
+        a, b = b, a
+    if b == NEG_INF:
+        return a
+    return a + math.log1p(math.exp(b - a))
+
+
+def _prefix_beam_one(lp: list[list[float]], ids: list[list[int]], blank_lp: list[float], beam: int, blank_id: int):
+    """Prefix beam search over one utterance given, per frame, the candidate token ids and their log-probs.
+
+    Each prefix keeps log P(prefix, path ends in blank) and log P(prefix, path ends in its last token); a token
+    equal to the prefix's last one extends it only from a blank-ending path (otherwise it is a repeat that
+    collapses). Returns [(prefix, log P(prefix), frames)] best first.
+    """
+    # prefix -> [log p_blank, log p_nonblank, frames of the emissions, log-prob of the contribution that set frames]
+    beams: dict[tuple[int, ...], list] = {(): [0.0, NEG_INF, [], 0.0]}
+    for t in range(len(blank_lp)):
+        nxt: dict[tuple[int, ...], list] = {}
+
+        def add(prefix: tuple[int, ...], blank_end: bool, value: float, frames: list[int]) -> None:
+            entry = nxt.get(prefix)
+            if entry is None:
+                nxt[prefix] = [value, NEG_INF, frames, value] if blank_end else [NEG_INF, value, frames, value]
+                return
+            i = 0 if blank_end else 1
+            entry[i] = _logaddexp(entry[i], value)
+            if value > entry[3]:  # keep the frames of the most probable way of reaching this prefix
+                entry[2], entry[3] = frames, value
+
+        for prefix, (pb, pnb, frames, _) in beams.items():
+            total = _logaddexp(pb, pnb)
+            add(prefix, True, total + blank_lp[t], frames)
+            last = prefix[-1] if prefix else None
+            for c, lpc in zip(ids[t], lp[t]):
+                if c == blank_id:
+                    continue
+                if c == last:
+                    add(prefix, False, pnb + lpc, frames)  # repeat of the last token: same prefix
+                    if pb != NEG_INF:
+                        add(prefix + (c,), False, pb + lpc, frames + [t])  # blank in between: a new token
+                else:
+                    add(prefix + (c,), False, total + lpc, frames + [t])
+        ranked = sorted(nxt.items(), key=lambda kv: _logaddexp(kv[1][0], kv[1][1]), reverse=True)
+        beams = dict(ranked[:beam])
+    return [(p, _logaddexp(e[0], e[1]), e[2]) for p, e in beams.items()]
+
+
+def ctc_prefix_beam_search(
+    log_probs: Tensor, lengths: Tensor, beam_size: int = 8, nbest: int = 1, blank_id: int = 0
+) -> list[Hypothesis]:
+    """CTC prefix beam search: keeps `beam_size` label prefixes, merging all alignments of the same prefix.
+
+    Per frame only the `beam_size` most likely tokens are tried. Score = log of the total probability of the
+    prefix's surviving alignments (the exact CTC log-likelihood when the beam is wide enough). The best
+    hypothesis carries the top `nbest` in `.nbest`.
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    log_probs = log_probs.detach().double().cpu()
+    k = min(beam_size, log_probs.size(-1))
+    top_lp, top_ids = log_probs.topk(k, dim=-1)  # [B, T, k]
+    hyps = []
+    for b, n in enumerate(lengths.tolist()):
+        ranked = _prefix_beam_one(
+            top_lp[b, :n].tolist(), top_ids[b, :n].tolist(), log_probs[b, :n, blank_id].tolist(), beam_size, blank_id
+        )
+        ranked.sort(key=lambda r: r[1], reverse=True)
+        alts = [Hypothesis(list(p), score, list(frames)) for p, score, frames in ranked[: max(nbest, 1)]]
+        best = Hypothesis(alts[0].tokens, alts[0].score, alts[0].token_frames, nbest=alts if nbest > 1 else [])
+        hyps.append(best)
+    return hyps

@@ -1,0 +1,184 @@
+"""Searches for transducer models: greedy (batched), Graves-style beam search and modified beam search (≤ 1 label
+per frame, as in k2/icefall). All take encoder output [B, T, D] + lengths and return one Hypothesis per utterance,
+with `token_frames` = the encoder frame at which each label was emitted.
+
+Scores are natural-log probabilities under each search's lattice:
+- greedy: the log-prob of the chosen path: every label and every blank taken; a frame ends with a blank or with its
+  `max_symbols_per_frame`-th label (then nothing more is paid for that frame).
+- beam: Σ over the alignments that survived the beam of their probability (standard RNN-T lattice, at most
+  `max_symbols_per_frame` labels per frame), merged per label sequence; unpruned, it is log P(y | x) = -rnnt_loss.
+- modified_beam: each frame takes exactly one step, a blank or one label; hypotheses with equal labels are merged
+  by log-add, so the score sums those paths.
+For merged hypotheses, `token_frames` come from the most probable of the merged paths. `.nbest` holds the n best.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from malsori.decode.result import Hypothesis
+from malsori.decode.scorers import select_state
+
+BLANK = 0
+
+
+@dataclass
+class _Hyp:
+    """Bookkeeping of one search hypothesis; `row` indexes its predictor state / output in the batched tensors."""
+
+    tokens: tuple[int, ...]
+    frames: tuple[int, ...]
+    score: float  # log-sum over merged paths
+    best: float  # log-prob of the most probable merged path (its frames are kept)
+    row: int
+
+
+def _merge(into: dict[tuple[int, ...], _Hyp], h: _Hyp) -> None:
+    """Add `h` to `into`, log-adding its score to a hypothesis with the same labels."""
+    old = into.get(h.tokens)
+    if old is None:
+        into[h.tokens] = h
+        return
+    hi, lo = max(old.score, h.score), min(old.score, h.score)
+    score = hi if lo == -math.inf else hi + math.log1p(math.exp(lo - hi))
+    keep = h if h.best > old.best else old
+    into[h.tokens] = _Hyp(keep.tokens, keep.frames, score, max(h.best, old.best), keep.row)
+
+
+def _where(mask: Tensor, new: tuple[Tensor, ...], old: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Row-wise choice between two predictor states (or outputs): `new` where mask [N] is True."""
+    return tuple(torch.where(mask.view(-1, *[1] * (n.dim() - 1)), n, o) for n, o in zip(new, old))
+
+
+def _start(model, n: int, device: torch.device) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """Projected predictor output and state after the start symbol (blank), for n rows."""
+    out, state = model.predictor.step(torch.full((n,), BLANK, dtype=torch.long, device=device), model.predictor.init_state(n))
+    return model.joiner.pred_proj(out), state
+
+
+def _advance(model, labels: Tensor, pred_p: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """Feed labels [N] to the predictor where they are not blank; rows with blank keep their output and state."""
+    emit = labels != BLANK
+    if not bool(emit.any()):
+        return pred_p, state
+    out, new_state = model.predictor.step(labels, state)
+    return _where(emit, (model.joiner.pred_proj(out),), (pred_p,))[0], _where(emit, new_state, state)
+
+
+def _finish(hyps: list[_Hyp]) -> Hypothesis:
+    """Best-first Hypothesis objects; the best one carries the list as `.nbest`."""
+    out = [Hypothesis(tokens=list(h.tokens), score=h.score, token_frames=list(h.frames)) for h in sorted(hyps, key=lambda h: -h.score)]
+    best = out[0]
+    best.nbest = out
+    return best
+
+
+@torch.no_grad()
+def transducer_greedy(model, enc: Tensor, enc_lens: Tensor, max_symbols_per_frame: int = 3) -> list[Hypothesis]:
+    """Most probable symbol at every step, all utterances at once; at most `max_symbols_per_frame` labels a frame."""
+    B, T, _ = enc.shape
+    enc_p = model.joiner.enc_proj(enc)
+    pred_p, state = _start(model, B, enc.device)
+    tokens: list[list[int]] = [[] for _ in range(B)]
+    frames: list[list[int]] = [[] for _ in range(B)]
+    score = torch.zeros(B, dtype=torch.float64, device=enc.device)
+    for t in range(T):
+        deciding = t < enc_lens  # rows still deciding at frame t
+        for _ in range(max_symbols_per_frame):
+            if not bool(deciding.any()):
+                break
+            best_lp, best = model.joiner(enc_p[:, t], pred_p).log_softmax(-1).max(-1)
+            score += torch.where(deciding, best_lp, 0).double()
+            labels = torch.where(deciding, best, BLANK)
+            for b in (labels != BLANK).nonzero()[:, 0].tolist():
+                tokens[b].append(int(labels[b]))
+                frames[b].append(t)
+            pred_p, state = _advance(model, labels, pred_p, state)
+            deciding = labels != BLANK
+    return [_finish([_Hyp(tuple(tokens[b]), tuple(frames[b]), float(score[b]), float(score[b]), 0)]) for b in range(B)]
+
+
+@torch.no_grad()
+def modified_beam_search(model, enc: Tensor, enc_lens: Tensor, beam_size: int = 4) -> list[Hypothesis]:
+    """Each frame, every hypothesis takes one step (blank or one label); the best `beam_size` of all K·V steps are
+    kept, equal label sequences merged. Batched over hypotheses, one utterance at a time."""
+    enc_p = model.joiner.enc_proj(enc)
+    results = []
+    for b in range(enc.size(0)):
+        pred_p, state = _start(model, 1, enc.device)
+        hyps = [_Hyp((), (), 0.0, 0.0, 0)]
+        for t in range(int(enc_lens[b])):
+            logp = model.joiner(enc_p[b, t][None], pred_p).log_softmax(-1).double()  # [K, V]
+            V = logp.size(1)
+            cand = torch.tensor([h.score for h in hyps], dtype=torch.float64, device=enc.device)[:, None] + logp
+            best = torch.tensor([h.best for h in hyps], dtype=torch.float64, device=enc.device)[:, None] + logp
+            top_s, top_i = cand.flatten().topk(min(beam_size, cand.numel()))
+            top_best = best.flatten()[top_i].tolist()
+            merged: dict[tuple[int, ...], _Hyp] = {}
+            steps: list[tuple[int, int]] = []  # (parent row, label) of each new row
+            for sc, bs, i in zip(top_s.tolist(), top_best, top_i.tolist()):
+                k, v = divmod(i, V)
+                h = hyps[k]
+                toks, frs = (h.tokens, h.frames) if v == BLANK else (h.tokens + (v,), h.frames + (t,))
+                _merge(merged, _Hyp(toks, frs, sc, bs, len(steps)))
+                steps.append((k, v))
+            hyps = list(merged.values())
+            parents = torch.tensor([steps[h.row][0] for h in hyps], device=enc.device)
+            labels = torch.tensor([steps[h.row][1] for h in hyps], device=enc.device)
+            pred_p, state = _advance(model, labels, pred_p[parents], select_state(state, parents))
+            hyps = [_Hyp(h.tokens, h.frames, h.score, h.best, i) for i, h in enumerate(hyps)]
+        results.append(_finish(hyps))
+    return results
+
+
+@torch.no_grad()
+def transducer_beam_search(model, enc: Tensor, enc_lens: Tensor, beam_size: int = 4, max_symbols_per_frame: int = 3) -> list[Hypothesis]:
+    """Graves (2012)-style beam search, simplified as in ESPnet: within a frame, hypotheses that emit blank join the
+    frame's ended set (merged by log-add); the best `beam_size` label expansions that still beat the `beam_size`-th
+    ended hypothesis are expanded again, at most `max_symbols_per_frame` times. The best ended ones form the next beam."""
+    enc_p = model.joiner.enc_proj(enc)
+    results = []
+    for b in range(enc.size(0)):
+        pred_p, state = _start(model, 1, enc.device)
+        beam = [_Hyp((), (), 0.0, 0.0, 0)]
+        for t in range(int(enc_lens[b])):
+            ended: dict[tuple[int, ...], _Hyp] = {}
+            ended_rows: list[tuple[Tensor, tuple[Tensor, ...], int]] = []  # (predictor outputs, states, row) per entry
+            active, a_pred, a_state = beam, pred_p, state
+            for s in range(max_symbols_per_frame + 1):
+                logp = model.joiner(enc_p[b, t][None], a_pred).log_softmax(-1).double()  # [K, V]
+                blank_lp = logp[:, BLANK].tolist()
+                for k, h in enumerate(active):
+                    lp = blank_lp[k]
+                    _merge(ended, _Hyp(h.tokens, h.frames, h.score + lp, h.best + lp, len(ended_rows)))
+                    ended_rows.append((a_pred, a_state, k))
+                if s == max_symbols_per_frame:
+                    break
+                scores = torch.tensor([h.score for h in active], dtype=torch.float64, device=enc.device)[:, None] + logp
+                scores[:, BLANK] = -math.inf
+                top_s, top_i = scores.flatten().topk(min(beam_size, scores.numel()))
+                floor = sorted((h.score for h in ended.values()), reverse=True)[beam_size - 1] if len(ended) >= beam_size else -math.inf
+                keep = [(float(sc), i) for sc, i in zip(top_s.tolist(), top_i.tolist()) if sc > floor]
+                if not keep:
+                    break
+                V = logp.size(1)
+                parents = torch.tensor([i // V for _, i in keep], device=enc.device)
+                labels = torch.tensor([i % V for _, i in keep], device=enc.device)
+                label_lp = logp.flatten()[torch.tensor([i for _, i in keep], device=logp.device)].tolist()
+                new = []
+                for r, ((sc, i), lp) in enumerate(zip(keep, label_lp)):
+                    h, v = active[i // V], i % V
+                    new.append(_Hyp(h.tokens + (v,), h.frames + (t,), sc, h.best + lp, r))
+                active = new
+                a_pred, a_state = _advance(model, labels, a_pred[parents], select_state(a_state, parents))
+            beam = sorted(ended.values(), key=lambda h: -h.score)[:beam_size]
+            rows = [ended_rows[h.row] for h in beam]
+            pred_p = torch.stack([p[k] for p, _, k in rows])
+            state = tuple(torch.stack(parts) for parts in zip(*([x[k] for x in st] for _, st, k in rows)))
+            beam = [_Hyp(h.tokens, h.frames, h.score, h.best, i) for i, h in enumerate(beam)]
+        results.append(_finish(beam))
+    return results

@@ -1,0 +1,180 @@
+"""Attention encoder–decoder: any encoder + an attention decoder, optionally trained jointly with CTC.
+
+Targets are framed by one token, sos = eos = 2: the decoder reads [sos] + y and predicts y + [eos].
+Joint CTC/attention (Kim et al., 2017): loss = w · CTC + (1 − w) · attention cross-entropy; the CTC head makes
+alignments monotonic and gives the search a second opinion (joint decoding, attention rescoring).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from malsori.decode.beam import BeamSearch
+from malsori.decode.ctc import ctc_greedy, ctc_prefix_beam_search
+from malsori.decode.rescore import attention_rescore
+from malsori.decode.result import Hypothesis
+from malsori.decode.scorers import CTCPrefixScorer, DecoderScorer
+from malsori.errors import ConfigError
+from malsori.nn.decoders import FixedVectorDecoder, LASDecoder
+from malsori.nn.mask import length_mask
+from malsori.nn.transformer import TransformerDecoder
+
+BLANK, SOS, EOS = 0, 2, 2
+DECODE_METHODS = ("greedy", "beam", "ctc_greedy", "ctc_beam", "rescore")
+
+
+@dataclass
+class AttentionConfig:
+    """The attention decoder, the joint CTC weight and decoding defaults of an attention encoder–decoder."""
+
+    decoder: Literal["fixed", "las", "transformer"] = "transformer"  # fixed-vector LSTM, LAS, or Transformer decoder
+    num_layers: int = 2  # decoder layers: LSTM layers (fixed, las) or Transformer blocks
+    embed_dim: int = 128  # token embedding size of the LSTM decoders
+    hidden_size: int = 320  # LSTM cells of the fixed-vector and LAS decoders
+    summary: Literal["auto", "bilstm", "last", "mean"] = "auto"  # fixed: input summary; auto = bilstm for BiLSTMs, else mean
+    attention_dim: int = 128  # LAS: size of the additive attention's hidden layer
+    location_filters: int = 16  # LAS: channels of the conv over the previous attention weights
+    location_kernel: int = 31  # LAS: width of that conv in encoder frames (odd)
+    d_model: int = 256  # Transformer decoder width
+    num_heads: int = 4  # Transformer decoder heads (d_model / num_heads must be even)
+    ff_expansion: int = 4  # Transformer decoder feed-forward size = ff_expansion × d_model
+    dropout: float = 0.1  # dropout in the decoder
+    attention_dropout: float = 0.1  # Transformer decoder: dropout on attention weights
+    label_smoothing: float = 0.1  # probability mass spread uniformly over the vocabulary in the attention loss
+    ctc_weight: float = 0.3  # joint training: weight of the CTC loss in [0, 1]; 0 = no CTC head at all
+    decode_ctc_weight: float = 0.3  # default CTC weight in joint decoding and attention rescoring
+    length_bonus: float = 0.0  # default beam-search reward per emitted token (counters the bias to short outputs)
+    max_len_ratio: float = 1.0  # at most this many tokens per encoder frame (greedy and beam search)
+
+
+def build_decoder(cfg: AttentionConfig, encoder: nn.Module, vocab_size: int) -> nn.Module:
+    """The decoder `cfg.decoder` names, reading memory of `encoder.output_dim` channels."""
+    d = encoder.output_dim
+    if cfg.decoder == "fixed":
+        summary = cfg.summary
+        if summary == "auto":
+            summary = "bilstm" if getattr(encoder, "bidirectional_output", False) else "mean"
+        return FixedVectorDecoder(vocab_size, d, cfg.embed_dim, cfg.hidden_size, cfg.num_layers, cfg.dropout, summary)
+    if cfg.decoder == "las":
+        return LASDecoder(vocab_size, d, cfg.embed_dim, cfg.hidden_size, cfg.num_layers, cfg.attention_dim,
+                          cfg.location_filters, cfg.location_kernel, cfg.dropout)
+    if cfg.decoder == "transformer":
+        return TransformerDecoder(vocab_size, d, cfg.d_model, cfg.num_layers, cfg.num_heads, cfg.ff_expansion,
+                                  cfg.dropout, cfg.attention_dropout)
+    raise ConfigError(f"model.attention.decoder: unknown decoder '{cfg.decoder}' (known: fixed, las, transformer)")
+
+
+def decoder_io(targets: Tensor, target_lens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """targets [B, U] (0-padded) → (ys_in [B, U+1] = sos + y, ys_out [B, U+1] = y + eos with -100 on padding, lengths)."""
+    b, u = targets.shape
+    real = length_mask(target_lens, u)
+    y = targets.masked_fill(~real, 0)
+    ys_in = torch.cat((y.new_full((b, 1), SOS), y), dim=1)
+    ys_out = torch.cat((y, y.new_zeros(b, 1)), dim=1).scatter(1, target_lens[:, None].long(), EOS)
+    lens = target_lens + 1
+    return ys_in, ys_out.masked_fill(~length_mask(lens, u + 1), -100), lens
+
+
+class AttentionModel(nn.Module):
+    """Encoder → attention decoder (+ a CTC linear head when `ctc_weight` > 0)."""
+
+    def __init__(self, encoder: nn.Module, vocab_size: int, cfg: AttentionConfig) -> None:
+        super().__init__()
+        if not 0.0 <= cfg.ctc_weight <= 1.0:
+            raise ConfigError(f"model.attention.ctc_weight: must be in [0, 1], got {cfg.ctc_weight}")
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.encoder = encoder
+        self.decoder = build_decoder(cfg, encoder, vocab_size)
+        self.ctc = nn.Linear(encoder.output_dim, vocab_size) if cfg.ctc_weight > 0 else None
+
+    def ctc_log_probs(self, enc: Tensor) -> Tensor:
+        """enc [B, T, D] → CTC log-probs [B, T, V] (float32)."""
+        if self.ctc is None:
+            raise ConfigError("this model has no CTC head (trained with model.attention.ctc_weight = 0)")
+        return self.ctc(enc).float().log_softmax(-1)
+
+    def compute_loss(self, feats: Tensor, feat_lens: Tensor, targets: Tensor, target_lens: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """Joint loss, summed over the batch / batch size; stats: loss, att (smoothed CE), ctc, acc (next-token accuracy)."""
+        enc, enc_lens = self.encoder(feats, feat_lens)
+        ys_in, ys_out, lens = decoder_io(targets, target_lens)
+        logits = self.decoder(enc, enc_lens, ys_in, lens).float()
+        att = F.cross_entropy(logits.flatten(0, 1), ys_out.flatten(), ignore_index=-100,
+                              label_smoothing=self.cfg.label_smoothing, reduction="sum") / feats.size(0)
+        real = ys_out != -100
+        acc = (logits.argmax(-1) == ys_out)[real].float().mean()
+        loss, ctc = att, att.new_zeros(())
+        if self.ctc is not None:
+            ctc = F.ctc_loss(self.ctc_log_probs(enc).transpose(0, 1), targets, enc_lens, target_lens, blank=BLANK,
+                             reduction="sum", zero_infinity=True) / feats.size(0)
+            loss = self.cfg.ctc_weight * ctc + (1.0 - self.cfg.ctc_weight) * att
+        return loss, {"loss": loss.item(), "att": att.item(), "ctc": ctc.item(), "acc": acc.item()}
+
+    @torch.no_grad()
+    def decode(self, feats: Tensor, feat_lens: Tensor, method: str = "greedy", beam_size: int = 8,
+               ctc_weight: float | None = None, length_bonus: float | None = None, nbest: int = 1) -> list[Hypothesis]:
+        """One Hypothesis per utterance (best first in `.nbest` for the beam methods).
+
+        greedy: attention argmax until eos; beam: batched beam search with the decoder scorer and, with a CTC head,
+        the CTC prefix scorer weighted `ctc_weight` (joint decoding); ctc_greedy / ctc_beam: the CTC head alone;
+        rescore: CTC prefix beam search n-best re-ranked by the decoder. Call `model.eval()` first.
+        """
+        if method not in DECODE_METHODS:
+            raise ConfigError(f"decode method: unknown '{method}' (known: {', '.join(DECODE_METHODS)})")
+        w = self.cfg.decode_ctc_weight if ctc_weight is None else ctc_weight
+        w = 0.0 if self.ctc is None and method in ("greedy", "beam") else w
+        bonus = self.cfg.length_bonus if length_bonus is None else length_bonus
+        enc, lens = self.encoder(feats, feat_lens)
+        if method == "greedy":
+            return self.greedy(enc, lens)
+        if method == "beam":
+            scorers: dict = {"att": DecoderScorer(self.decoder)}
+            weights = {"att": 1.0 - w}
+            if w > 0:
+                scorers["ctc"], weights["ctc"] = CTCPrefixScorer(self.ctc_log_probs(enc), lens, BLANK, EOS), w
+            search = BeamSearch(scorers, weights, beam_size=beam_size, sos=SOS, eos=EOS, blank=BLANK,
+                                max_len_ratio=self.cfg.max_len_ratio, length_bonus=bonus, nbest=nbest)
+            return search(enc, lens)
+        log_probs = self.ctc_log_probs(enc)
+        if method == "ctc_greedy":
+            return ctc_greedy(log_probs, lens, blank_id=BLANK)
+        if method == "ctc_beam":
+            return ctc_prefix_beam_search(log_probs, lens, beam_size, nbest=nbest, blank_id=BLANK)
+        first = ctc_prefix_beam_search(log_probs, lens, beam_size, nbest=beam_size, blank_id=BLANK)
+        return attention_rescore(self.decoder, enc, lens, [h.nbest or [h] for h in first], w, sos=SOS, eos=EOS)
+
+    def greedy(self, enc: Tensor, lens: Tensor) -> list[Hypothesis]:
+        """Attention greedy search over a batch: the argmax token each step, until eos or max_len_ratio × frames.
+
+        Token frames are the argmax of the decoder's attention weights (LAS, Transformer), else the last frame.
+        """
+        n = enc.size(0)
+        max_lens = (lens.float() * self.cfg.max_len_ratio).long().clamp(min=1)
+        state = self.decoder.init_state(enc, lens)
+        ys = torch.full((n, 1), SOS, dtype=torch.long, device=enc.device)
+        scores = enc.new_zeros(n, dtype=torch.float32)
+        frames, done = [], torch.zeros(n, dtype=torch.bool, device=enc.device)
+        vocab = torch.arange(self.vocab_size, device=enc.device)
+        for i in range(int(max_lens.max()) + 1):
+            log_probs, state = self.decoder.step(ys, state, enc, lens)
+            banned = (vocab == BLANK) | ((i >= max_lens)[:, None] & (vocab != EOS))  # at the length limit: eos only
+            best, token = log_probs.masked_fill(banned, float("-inf")).max(-1)
+            scores += best.masked_fill(done, 0.0)
+            token = token.masked_fill(done, EOS)
+            ys = torch.cat((ys, token[:, None]), 1)
+            attn = state.get("attn") if isinstance(state, dict) else None
+            frames.append(attn.argmax(-1) if attn is not None else (lens - 1).clamp(min=0))
+            done |= token == EOS
+            if bool(done.all()):
+                break
+        hyps = []
+        frames_t = torch.stack(frames, 1).tolist()
+        for b, row in enumerate(ys[:, 1:].tolist()):
+            k = row.index(EOS) if EOS in row else len(row)
+            hyps.append(Hypothesis(tokens=row[:k], score=float(scores[b]), token_frames=frames_t[b][:k]))
+        return hyps

@@ -1,0 +1,80 @@
+"""Model config → model: encoders and heads register builders by name, `build_model` puts them together.
+
+A new family adds itself without touching this file's logic:
+`@register_encoder("lstm") def build(cfg: ModelConfig, input_dim: int) -> nn.Module` and
+`@register_head("aed") def build(cfg: ModelConfig, encoder: nn.Module, vocab_size: int) -> nn.Module`
+(its module must be imported by `malsori.models` so the decorator runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+from malsori.errors import ConfigError
+from malsori.models.ctc import CTCModel
+from malsori.models.transducer import TransducerConfig, TransducerModel
+from malsori.nn.conformer import ConformerConfig, ConformerEncoder
+
+EncoderBuilder = Callable[["ModelConfig", int], nn.Module]
+HeadBuilder = Callable[["ModelConfig", nn.Module, int], nn.Module]
+ENCODERS: dict[str, EncoderBuilder] = {}
+HEADS: dict[str, HeadBuilder] = {}
+
+
+@dataclass
+class ModelConfig:
+    """Which encoder and head make the model, and their sizes."""
+
+    encoder: str = "conformer"  # encoder family, a name registered with register_encoder
+    conformer: ConformerConfig = field(default_factory=ConformerConfig)  # used when encoder == "conformer"
+    head: str = "ctc"  # output head / loss family, a name registered with register_head
+    transducer: TransducerConfig = field(default_factory=TransducerConfig)  # used when head == "transducer"
+
+
+def register_encoder(name: str) -> Callable[[EncoderBuilder], EncoderBuilder]:
+    """Decorator: make `builder(cfg, input_dim) -> encoder` available as `ModelConfig.encoder = name`."""
+
+    def wrap(builder: EncoderBuilder) -> EncoderBuilder:
+        ENCODERS[name] = builder
+        return builder
+
+    return wrap
+
+
+def register_head(name: str) -> Callable[[HeadBuilder], HeadBuilder]:
+    """Decorator: make `builder(cfg, encoder, vocab_size) -> model` available as `ModelConfig.head = name`."""
+
+    def wrap(builder: HeadBuilder) -> HeadBuilder:
+        HEADS[name] = builder
+        return builder
+
+    return wrap
+
+
+@register_encoder("conformer")
+def _conformer(cfg: ModelConfig, input_dim: int) -> nn.Module:
+    return ConformerEncoder(dataclasses.replace(cfg.conformer, input_dim=input_dim))
+
+
+@register_head("ctc")
+def _ctc(cfg: ModelConfig, encoder: nn.Module, vocab_size: int) -> nn.Module:
+    return CTCModel(encoder, vocab_size, blank_id=0)
+
+
+@register_head("transducer")
+def _transducer(cfg: ModelConfig, encoder: nn.Module, vocab_size: int) -> nn.Module:
+    return TransducerModel(encoder, vocab_size, cfg.transducer)
+
+
+def build_model(cfg: ModelConfig, input_dim: int, vocab_size: int) -> nn.Module:
+    """The model `cfg` names, for features of `input_dim` bins and `vocab_size` tokens (token 0 = blank)."""
+    if cfg.encoder not in ENCODERS:
+        raise ConfigError(f"model.encoder: unknown encoder '{cfg.encoder}' (known: {', '.join(sorted(ENCODERS))})")
+    if cfg.head not in HEADS:
+        raise ConfigError(f"model.head: unknown head '{cfg.head}' (known: {', '.join(sorted(HEADS))})")
+    encoder = ENCODERS[cfg.encoder](cfg, input_dim)
+    return HEADS[cfg.head](cfg, encoder, vocab_size)

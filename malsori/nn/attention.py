@@ -1,0 +1,79 @@
+"""Multi-head self-attention with rotary position embeddings (RoPE) and padding / attention masks.
+
+RoPE rotates each query and key by an angle proportional to its position, so the dot product q_i·k_j depends
+only on their content and the offset i - j: relative positions at no extra cost, and the rotated q, k go
+straight into `scaled_dot_product_attention`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin tables for rotating pairs of channels by angle position × frequency (geometric frequencies)."""
+
+    def __init__(self, dim: int, base: float = 10000.0) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"rotary embedding needs an even head dimension, got {dim}")
+        inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """positions [T] → (cos, sin), each [T, dim/2]."""
+        angles = positions.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None, :]
+        return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate channel pairs (i, i + dim/2) of x [..., T, dim] by the angles whose cos/sin are [T, dim/2]."""
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Self-attention over [B, T, D] with RoPE on queries and keys.
+
+    Masks use True = "may take part": `mask` [B, T] marks real (non-padding) frames and hides padded keys;
+    `attn_mask` [T, T] or [B, T, T] (query, key) restricts attention further, e.g. to chunks for streaming.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.rotary = RotaryEmbedding(self.head_dim)
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, attn_mask: Tensor | None = None, positions: Tensor | None = None
+    ) -> Tensor:
+        """x [B, T, D] → [B, T, D]; `positions` [T] defaults to 0..T-1 (pass an offset for streaming chunks)."""
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if positions is None:
+            positions = torch.arange(t, device=x.device)
+        cos, sin = self.rotary(positions)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        allowed = None
+        if attn_mask is not None:
+            allowed = (attn_mask if attn_mask.dim() == 2 else attn_mask[:, None]).bool()
+        if mask is not None:
+            keys = mask[:, None, None, :]
+            allowed = keys if allowed is None else allowed & keys
+        if allowed is not None and mask is not None:
+            # A padded query row may have no allowed key (NaN with some torch versions/kernels): let it see all.
+            # Their outputs are padding anyway and never reach real frames.
+            allowed = allowed | ~mask[:, None, :, None]
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
