@@ -39,7 +39,7 @@ SYMBOLS = {
     "°": " degrees ", "#": " number ", "×": " times ", "½": " one half ",
 }
 # a few abbreviations, only when written with their dot
-ABBREVIATIONS = {"mr.": "mister", "mrs.": "missus", "dr.": "doctor", "vs.": "versus", "etc.": "etcetera", "st.": "saint"}
+ABBREVIATIONS = {"mr.": "mister", "mrs.": "missus", "dr.": "doctor", "vs.": "versus", "etc.": "etcetera"}
 # fraction denominators read as words
 DENOMINATORS = {2: ("half", "halves"), 3: ("third", "thirds"), 4: ("quarter", "quarters")}
 # characters NFKC leaves alone but that are only typographic variants
@@ -62,7 +62,11 @@ def _below_thousand(n: int) -> list[str]:
 
 
 def number_to_words(n: int) -> str:
-    """Cardinal words for an integer, short scale, no "and": 1234567 → "one million two hundred thirty four thousand five hundred sixty seven"."""
+    """Cardinal words for an integer, short scale, no "and".
+
+    1234567 → "one million two hundred thirty four thousand five hundred sixty seven"; beyond the scale
+    table (10**36) the digits are read one by one.
+    """
     if n < 0:
         return "minus " + number_to_words(-n)
     if n == 0:
@@ -94,7 +98,8 @@ def ordinal_to_words(n: int) -> str:
 
 
 def year_to_words(n: int) -> str:
-    """A year as spoken: 1990 → "nineteen ninety", 1905 → "nineteen oh five", 2000 → "two thousand", 2024 → "twenty twenty four"."""
+    """A year as spoken: 1990 → "nineteen ninety", 1905 → "nineteen oh five", 2005 → "two thousand five",
+    2024 → "twenty twenty four"."""
     hi, lo = divmod(n, 100)
     if n % 1000 < 10:  # 2005 → two thousand five
         return number_to_words(n)
@@ -181,11 +186,13 @@ _NUM = r"\d{1,3}(?:,\d{3})+|\d+"  # 1,234,567 or 1234567
 # (pattern, replacement) rewrites, in order; each turns one kind of written number or symbol into words
 RULES: list[tuple[re.Pattern, object]] = [
     # money: $5.20, £3, €1.5 million
-    (re.compile(rf"(?P<cur>[$£€¥₩])\s?(?P<whole>{_NUM})(?:\.(?P<frac>\d+))?(?:\s?(?P<scale>thousand|million|billion|trillion)\b)?"), _money),
+    (re.compile(rf"(?P<cur>[$£€¥₩])\s?(?P<whole>{_NUM})(?:\.(?P<frac>\d+))?"
+                rf"(?:\s?(?P<scale>thousand|million|billion|trillion)\b)?"), _money),
     # clock times: 7:30, 07:05 pm, 12:00
     (re.compile(r"\b(?P<h>[01]?\d|2[0-3]):(?P<m>[0-5]\d)(?:\s?(?P<ampm>[ap]\.?m\.?)(?![a-z]))?"), _time),
     # hour with am/pm: 7pm, 11 a.m.
-    (re.compile(r"\b(\d{1,2})\s?([ap]\.?m\.?)(?![a-z])"), lambda m: f" {number_to_words(int(m.group(1)))} {_ampm(m.group(2))} "),
+    (re.compile(r"\b(\d{1,2})\s?([ap]\.?m\.?)(?![a-z])"),
+     lambda m: f" {number_to_words(int(m.group(1)))} {_ampm(m.group(2))} "),
     # decades: 1990s, 80s, '90s → "nineteen nineties", "eighties"
     (re.compile(r"'?\b(\d{1,3}0)'?s\b"), lambda m: f" {_plural(_decade_words(m.group(1)))} "),
     # ordinals: 1st, 22nd, 103rd, 4th
@@ -209,7 +216,8 @@ _STRAY_APOSTROPHE = re.compile(r"(?<!\w)'+|'+(?!\w)")  # keep only apostrophes i
 
 
 def normalize(text: str) -> str:
-    """Written text → spoken words: NFKC, lower-case, numbers/money/times/symbols as words, no punctuation except in-word apostrophes."""
+    """Written text → spoken words: NFKC, lower-case, numbers/money/times/symbols as words, no punctuation
+    except apostrophes inside words."""
     text = unicodedata.normalize("NFKC", text).translate(TYPOGRAPHY).lower()
     text = _ABBREV.sub(lambda m: f" {ABBREVIATIONS[m.group(1)]} ", text)
     if any(c.isdigit() for c in text):

@@ -103,6 +103,7 @@ def test_overfits_toy_set_and_decodes_it(name: str) -> None:
     if model.ctc is not None:
         for method in ("ctc_greedy", "ctc_beam", "rescore"):
             assert [h.tokens for h in model.decode(feats, feat_lens, method=method, beam_size=3)] == LABELS, method
+        assert [h.tokens for h in model.decode(feats, feat_lens, "beam", beam_size=3, ctc_weight=1.0)] == LABELS
 
 
 @pytest.mark.parametrize("name", ["fixed-bilstm", "las-pyramid-bilstm", "transformer"])
@@ -183,3 +184,15 @@ def test_build_model_from_config() -> None:
         model = build_model(cfg, F_DIM, VOCAB)
         assert isinstance(model, AttentionModel) and model.ctc is not None
         assert model.encoder.cfg.input_dim == F_DIM
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_greedy_batched_equals_one_at_a_time(name: str) -> None:
+    model = build(name, seed=10).eval()
+    feats, feat_lens, _, _ = toy_batch(seed=11)
+    with torch.no_grad():
+        batched = model.decode(feats, feat_lens, "greedy")
+        for b, n in enumerate(FRAMES):
+            (one,) = model.decode(feats[b : b + 1, :n], feat_lens[b : b + 1], "greedy")
+            assert (one.tokens, one.token_frames) == (batched[b].tokens, batched[b].token_frames)
+            assert one.score == pytest.approx(batched[b].score, abs=1e-4)

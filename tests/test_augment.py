@@ -127,5 +127,6 @@ def test_augment_config_errors():
         from_dict(AugmentConfig, {"noise_types": ["purple"]})
     with pytest.raises(ConfigError, match="babble"):
         Augmenter(AugmentConfig(noise_prob=1.0, noise_types=["babble"]), SR)(_speechlike(), np.random.default_rng(0))
-    out, p = Augmenter(AugmentConfig(noise_prob=1.0, noise_types=["babble"]), SR, babble=[_speechlike()])(_speechlike(0.5), np.random.default_rng(0))
+    babbler = Augmenter(AugmentConfig(noise_prob=1.0, noise_types=["babble"]), SR, babble=[_speechlike()])
+    out, p = babbler(_speechlike(0.5), np.random.default_rng(0))
     assert p["noise"] == "babble" and len(out) == SR // 2

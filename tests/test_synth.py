@@ -1,4 +1,5 @@
-"""Corpus synthesis with eSpeak NG: determinism, held-out voices and sentences, manifests, resume, CLI; and the sentence generator."""
+"""Corpus synthesis with eSpeak NG (determinism, held-out voices and sentences, manifests, resume, CLI) and the
+sentence generator."""
 
 import gzip
 import json
@@ -36,7 +37,8 @@ def _read(out: Path) -> dict:
     res = {}
     for split in ("train", "dev", "test"):
         lines = (out / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
-        res[split] = (lines, {json.loads(x)["id"]: sf.read(out / json.loads(x)["audio"], dtype="int16")[0] for x in lines})
+        utts = [json.loads(x) for x in lines]
+        res[split] = (lines, {u["id"]: sf.read(out / u["audio"], dtype="int16")[0] for u in utts})
     return res
 
 
@@ -184,18 +186,21 @@ def test_resume_with_other_arguments_is_refused(corpus, tmp_path):
 
 
 def test_augmentation_is_recorded(tmp_path):
-    cfg = SynthConfig(**{**SMALL, "augment": {"noise_prob": 1.0, "snr_db": [10.0, 10.0], "speed_prob": 1.0, "speeds": [1.1],
-                                              "noise_types": ["pink", "babble"]}})
+    aug = {"noise_prob": 1.0, "snr_db": [10.0, 10.0], "noise_types": ["pink", "babble"], "speed_prob": 1.0,
+           "speeds": [1.1]}
+    cfg = SynthConfig(**{**SMALL, "augment": aug})
     synthesize_corpus(cfg, tmp_path / "aug", progress=False)
     train = read_manifest(tmp_path / "aug" / "train.jsonl")
     assert all(u.extra["augment"]["speed"] == 1.1 and u.extra["augment"]["snr_db"] == 10.0 for u in train)
     assert {u.extra["augment"]["noise"] for u in train} <= {"pink", "babble"}
-    assert all("augment" not in u.extra for u in read_manifest(tmp_path / "aug" / "test.jsonl"))  # only train by default
+    test = read_manifest(tmp_path / "aug" / "test.jsonl")
+    assert all("augment" not in u.extra for u in test)  # only train is augmented by default
 
 
 def test_text_files_and_bad_lines(tmp_path):
     good = tmp_path / "a.txt"
-    good.write_text("\ufeffFirst sentence here.\n\nSecond one, with 2 numbers: 7:30!\n" + "".join(f"Line number {i}.\n" for i in range(20)), encoding="utf-8")
+    lines = "".join(f"Line number {i}.\n" for i in range(20))
+    good.write_text("\ufeffFirst sentence here.\n\nSecond one, with 2 numbers: 7:30!\n" + lines, encoding="utf-8")
     zipped = tmp_path / "b.txt.gz"
     with gzip.open(zipped, "wb") as f:
         f.write(b"Zipped sentence.\n\xff\xfe broken bytes\n???\n")
@@ -260,3 +265,18 @@ def test_generator_domains():
     assert any(any(c.isdigit() for c in s) for _, s in only)
     with pytest.raises(ConfigError, match="unknown sentence domain"):
         generate_sentences(5, seed=0, domains=["poetry"])
+
+
+def test_config_errors_and_edge_cases():
+    jobs, _ = plan(SynthConfig(num_train=0, num_dev=3, num_test=2))
+    assert [j.split for j in jobs] == ["dev"] * 3 + ["test"] * 2
+    with pytest.raises(ConfigError, match="accents: unknown en-xx"):
+        plan(SynthConfig(accents=["en-xx"]))
+    with pytest.raises(ConfigError, match="dev_voices/test_voices"):
+        plan(SynthConfig(accents=["en"], variants=["m1", "m2"], dev_voices=1, test_voices=1))
+    with pytest.raises(ConfigError, match="rate: range low 200 is above high 100"):
+        SynthConfig(rate=(200, 100))
+    with pytest.raises(ConfigError, match="augment_splits"):
+        SynthConfig(augment_splits=["valid"])
+    with pytest.raises(ConfigError, match="too few"):
+        plan(SynthConfig(num_train=0, num_dev=0, num_test=0))

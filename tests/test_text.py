@@ -15,7 +15,7 @@ CASES = [
     ("Don't 'quote' the dogs' toys.", "don't quote the dogs toys"),
     ("It’s fine", "it's fine"),
     ("  lots   of\tspace\n", "lots of space"),
-    ("(parentheses) [brackets] {braces} -- dashes — and… ellipsis", "parentheses brackets braces dashes and ellipsis"),
+    ("(parens) [brackets] {braces} -- dashes — and… ellipsis", "parens brackets braces dashes and ellipsis"),
     ("ＦＵＬＬＷＩＤＴＨ １２", "fullwidth twelve"),
     ("café naïve", "café naïve"),
     # integers

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+DOMAINS_HELP = "numbers,commands,weather,conversation,codes,navigation,shopping"
+
 
 def _csv(value: str | None) -> list[str] | None:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
@@ -15,45 +17,49 @@ def _csv(value: str | None) -> list[str] | None:
 
 @click.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output folder: audio/<split>/*.flac, <split>.jsonl manifests, synth_config.json. Rerun to resume.")
+              help="Output folder: audio/<split>/*.flac, <split>.jsonl manifests, synth_config.json. "
+                   "Run again with the same options to resume.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="YAML file with SynthConfig fields; the options below override it.")
 @click.option("--num-train", type=int, help="Train utterances.  [default: 2000]")
 @click.option("--num-dev", type=int, help="Dev utterances (voices and sentences unseen in train).  [default: 200]")
-@click.option("--num-test", type=int, help="Test utterances (voices and sentences unseen in train and dev).  [default: 200]")
+@click.option("--num-test", type=int,
+              help="Test utterances (voices and sentences unseen in train and dev).  [default: 200]")
 @click.option("--hours", type=float, help="Make about this many hours of train audio instead of --num-train.")
 @click.option("--seed", type=int, help="Seed for sentences, voices, prosody and augmentation.  [default: 0]")
 @click.option("--text", "text_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Sentence file, one a line (.txt or .txt.gz, UTF-8); repeatable. Without it the built-in generator is used.")
+              help="Sentence file, one a line (.txt or .txt.gz, UTF-8); repeatable. "
+                   "Without it the built-in sentence generator is used.")
 @click.option("--generator/--no-generator", default=None,
               help="Also use built-in sentences when --text is given (default: only without --text).")
-@click.option("--domains", help="Built-in sentence domains, comma-separated: numbers,commands,weather,conversation,codes,navigation,shopping.  [default: all]")
+@click.option("--domains", help=f"Built-in sentence domains, comma-separated: {DOMAINS_HELP}.  [default: all]")
 @click.option("--accents", help="eSpeak English accents, comma-separated (e.g. en-us,en-gb-x-rp).  [default: all]")
-@click.option("--variants", help="eSpeak voice variants, comma-separated (e.g. m1,f3,klatt2).  [default: the usable set]")
+@click.option("--variants",
+              help="eSpeak voice variants, comma-separated (e.g. m1,f3,klatt2).  [default: all but effect voices]")
 @click.option("--dev-voices", type=int, help="Accent+variant combinations reserved for dev.  [default: 12]")
 @click.option("--test-voices", type=int, help="Accent+variant combinations reserved for test.  [default: 12]")
 @click.option("--rate", type=(int, int), help="Speaking rate range LOW HIGH, words per minute.  [default: 130 240]")
 @click.option("--pitch", type=(int, int), help="Base pitch range LOW HIGH, 0-100.  [default: 20 80]")
-@click.option("--noise-snr", type=(float, float), help="Add noise at an SNR drawn from LOW HIGH dB (noise probability 0.5 unless --noise-prob).")
-@click.option("--noise-prob", type=click.FloatRange(0, 1), help="Probability of added noise per utterance.  [default: 0]")
+@click.option("--noise-snr", type=(float, float),
+              help="Add noise at an SNR drawn from LOW HIGH dB (probability 0.5 unless --noise-prob).")
+@click.option("--noise-prob", type=click.FloatRange(0, 1), help="Probability of added noise.  [default: 0]")
 @click.option("--noise-types", help="Noise kinds, comma-separated: white,pink,brown,babble.  [default: white,pink,brown]")
-@click.option("--reverb-prob", type=click.FloatRange(0, 1), help="Probability of synthetic room reverberation.  [default: 0]")
-@click.option("--speed", help="Speed perturbation factors, comma-separated, e.g. 0.9,1.1 (probability 0.5 unless --speed-prob).")
+@click.option("--reverb-prob", type=click.FloatRange(0, 1), help="Probability of room reverberation.  [default: 0]")
+@click.option("--speed", help="Speed perturbation factors, comma-separated, e.g. 0.9,1.1 "
+                              "(probability 0.5 unless --speed-prob).")
 @click.option("--speed-prob", type=click.FloatRange(0, 1), help="Probability of speed perturbation.  [default: 0]")
 @click.option("--workers", type=int, help="Processes (0 = all CPUs); the output does not depend on it.  [default: 0]")
 @click.option("--strict", is_flag=True, help="Stop at the first bad line of a --text file instead of skipping it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def synth(out: Path, config_file: Path | None, num_train, num_dev, num_test, hours, seed, text_files, generator, domains,
-          accents, variants, dev_voices, test_voices, rate, pitch, noise_snr, noise_prob, noise_types, reverb_prob,
-          speed, speed_prob, workers, strict, quiet) -> None:
-    """Synthesize a speech corpus with eSpeak NG: many accents x voice variants x prosody, train/dev/test splits
-    with unseen voices and sentences in dev and test, optional noise/reverb/speed augmentation. No downloads."""
+def synth(out: Path, config_file: Path | None, num_train, num_dev, num_test, hours, seed, text_files, generator,
+          domains, accents, variants, dev_voices, test_voices, rate, pitch, noise_snr, noise_prob, noise_types,
+          reverb_prob, speed, speed_prob, workers, strict, quiet) -> None:
+    """Synthesize a speech corpus with eSpeak NG, offline: many accents x voice variants x prosody; dev and test
+    get voices and sentences that train never has; optional noise, reverberation and speed augmentation."""
     from malsori.config import from_dict, load_config, to_dict
-    from malsori.data.augment import AugmentConfig
     from malsori.data.synth import SynthConfig, corpus_summary, synthesize_corpus
 
-    cfg = load_config(SynthConfig, config_file) if config_file else SynthConfig()
-    d = to_dict(cfg)
+    d = to_dict(load_config(SynthConfig, config_file) if config_file else SynthConfig())
     given = {
         "num_train": num_train, "num_dev": num_dev, "num_test": num_test, "train_hours": hours, "seed": seed,
         "text_files": [str(p) for p in text_files] or None, "use_generator": generator, "domains": _csv(domains),
@@ -70,21 +76,22 @@ def synth(out: Path, config_file: Path | None, num_train, num_dev, num_test, hou
                        ("noise_types", _csv(noise_types))):
         if value is not None:
             aug[key] = value
-    d["augment"] = to_dict(from_dict(AugmentConfig, aug, "augment"))
     cfg = from_dict(SynthConfig, d)
 
     start = time.perf_counter()
     manifests = synthesize_corpus(cfg, out, progress=not quiet)
     elapsed = time.perf_counter() - start
     stats = json.loads((out / "synth_stats.json").read_text(encoding="utf-8"))
-    summary = corpus_summary(manifests)
     click.echo(f"\n{'split':6s} {'utts':>7s} {'hours':>7s} {'voices':>7s} {'sentences':>9s} {'words':>6s}  manifest")
-    for split, s in summary.items():
-        click.echo(f"{split:6s} {s['utterances']:7d} {s['hours']:7.3f} {s['voices']:7d} {s['sentences']:9d} {s['vocabulary']:6d}  {manifests[split]}")
+    for split, s in corpus_summary(manifests).items():
+        click.echo(f"{split:6s} {s['utterances']:7d} {s['hours']:7.3f} {s['voices']:7d} {s['sentences']:9d} "
+                   f"{s['vocabulary']:6d}  {manifests[split]}")
     speedup = stats["seconds_synthesized"] / max(stats["synthesis_s"], 1e-9)
-    click.echo(f"synthesized {stats['synthesized']} utterances ({stats['seconds_synthesized'] / 3600:.3f} h) in {elapsed:.1f} s "
-               f"with {stats['workers']} workers: {speedup:.0f}x real time; {stats['skipped_existing']} already there (skipped)")
+    click.echo(f"synthesized {stats['synthesized']} utterances ({stats['seconds_synthesized'] / 3600:.3f} h) "
+               f"in {elapsed:.1f} s with {stats['workers']} worker(s): {speedup:.0f}x real time; "
+               f"{stats['skipped_existing']} already there (skipped)")
     if stats["text_lines_skipped"]:
-        click.echo(f"text lines skipped: {len(stats['text_lines_skipped'])} (first: {stats['text_lines_skipped'][0]}); --strict makes them errors")
+        click.echo(f"text lines skipped: {len(stats['text_lines_skipped'])} "
+                   f"(first: {stats['text_lines_skipped'][0]}); --strict makes them errors")
     if stats["sentences_too_long"]:
         click.echo(f"sentences dropped for more than {cfg.max_words} words: {stats['sentences_too_long']}")

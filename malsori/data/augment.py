@@ -54,7 +54,8 @@ def power(wave: np.ndarray) -> float:
 
 
 def colored_noise(n: int, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """Unit-power noise: white (flat), pink (power ∝ 1/f) or brown (power ∝ 1/f²), shaped in the frequency domain."""
+    """Unit-power noise: white (flat), pink (power ∝ 1/f) or brown (power ∝ 1/f²), shaped in the frequency
+    domain."""
     white = rng.standard_normal(n)
     if kind != "white":
         spec = np.fft.rfft(white)
@@ -65,7 +66,9 @@ def colored_noise(n: int, kind: str, rng: np.random.Generator) -> np.ndarray:
     return (white / np.sqrt(max(power(white), 1e-20))).astype(np.float32)
 
 
-def babble_noise(n: int, sources: list[np.ndarray], rng: np.random.Generator, talkers: tuple[int, int] = (3, 7)) -> np.ndarray:
+def babble_noise(
+    n: int, sources: list[np.ndarray], rng: np.random.Generator, talkers: tuple[int, int] = (3, 7)
+) -> np.ndarray:
     """Unit-power babble: the sum of a few random stretches of other utterances (looped when short)."""
     out = np.zeros(n, dtype=np.float64)
     for _ in range(int(rng.integers(talkers[0], talkers[1] + 1))):
@@ -128,12 +131,14 @@ class Augmenter:
         return self.apply(wave, params, rng), params
 
     def sample(self, rng: np.random.Generator) -> dict:
-        """Draw which augmentations happen and their settings (no audio needed), e.g. {"speed": 1.1, "noise": "pink", "snr_db": 12.5}."""
+        """Draw which augmentations happen and their settings (no audio needed), e.g.
+        {"speed": 1.1, "noise": "pink", "snr_db": 12.5}."""
         cfg, params = self.cfg, {}
         if rng.random() < cfg.speed_prob:
             params["speed"] = float(cfg.speeds[int(rng.integers(len(cfg.speeds)))])
         if rng.random() < cfg.reverb_prob:
-            params.update(rt60=round(float(rng.uniform(*cfg.rt60)), 3), drr_db=round(float(rng.uniform(*cfg.drr_db)), 2))
+            params["rt60"] = round(float(rng.uniform(*cfg.rt60)), 3)
+            params["drr_db"] = round(float(rng.uniform(*cfg.drr_db)), 2)
         if rng.random() < cfg.noise_prob:
             kind = cfg.noise_types[int(rng.integers(len(cfg.noise_types)))]
             params.update(noise=kind, snr_db=round(float(rng.uniform(*cfg.snr_db)), 2))
@@ -149,7 +154,7 @@ class Augmenter:
         if "noise" in params:
             if params["noise"] == "babble":
                 if not self.babble:
-                    raise ConfigError("augment.noise_types: 'babble' needs babble source utterances (Augmenter(babble=...))")
+                    raise ConfigError("augment.noise_types: 'babble' needs source utterances (Augmenter(babble=...))")
                 noise = babble_noise(len(wave), self.babble, rng)
             else:
                 noise = colored_noise(len(wave), params["noise"], rng)

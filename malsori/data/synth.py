@@ -10,6 +10,7 @@ each utterance runs in a freshly loaded copy of the library: output depends only
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import json
 import math
@@ -73,7 +74,7 @@ def espeak_data_path() -> Path:
 def available_accents() -> list[str]:
     """English accents shipped in the eSpeak NG data (lang/gmw/en*), as lower-case voice ids."""
     lang = espeak_data_path() / "lang" / "gmw"
-    return sorted(p.name.lower() for p in lang.glob("en*") if p.name.lower() != "en-shaw")  # Shavian = a script, not an accent
+    return sorted(p.name.lower() for p in lang.glob("en*") if p.name.lower() != "en-shaw")  # Shavian: a script
 
 
 def available_variants() -> list[str]:
@@ -87,7 +88,8 @@ def default_variants() -> list[str]:
     keep = []
     for name in available_variants():
         settings = {}
-        for line in (espeak_data_path() / "voices" / "!v" / name).read_text(encoding="utf-8", errors="replace").splitlines():
+        text = (espeak_data_path() / "voices" / "!v" / name).read_text(encoding="utf-8", errors="replace")
+        for line in text.splitlines():
             parts = line.split("//")[0].split()
             if len(parts) >= 2 and all(p.lstrip("-").isdigit() for p in parts[1:]):
                 settings[parts[0]] = [int(p) for p in parts[1:]]
@@ -101,16 +103,19 @@ class Synthesizer:
     """Text → 16 kHz float32 speech with eSpeak NG, trimmed and level-normalized.
 
     eSpeak is loaded afresh for each utterance (about a millisecond) so that no state leaks between
-    utterances; one Synthesizer per process (eSpeak is not thread-safe).
+    utterances. eSpeak is not thread-safe: use one Synthesizer per process, from one thread.
     """
 
-    def __init__(self, sample_rate: int = SAMPLE_RATE):
+    def __init__(self, sample_rate: int = SAMPLE_RATE, data_dir: Path | None = None):
+        """`data_dir`: a folder made by `english_data_copy` to share between processes (default: a private one)."""
         import espeakng_loader
 
         self.sample_rate = sample_rate
         self._lib_path = espeakng_loader.get_library_path()
-        self._tmp = tempfile.TemporaryDirectory(prefix="malsori-espeak-")  # removed with this object
-        self._data = _english_data_copy(espeak_data_path(), Path(self._tmp.name) / "espeak-ng-data")
+        if data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="malsori-espeak-")  # removed with this object
+            data_dir = english_data_copy(Path(self._tmp.name))
+        self._data = Path(data_dir)
         self._chunks: list[np.ndarray] = []
         proto = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
         self._callback = proto(self._collect)  # keep a reference: eSpeak holds the pointer
@@ -124,30 +129,37 @@ class Synthesizer:
         """Raw eSpeak output: int16 samples at 22050 Hz."""
         variant_ok = not voice.variant or (self._data / "voices" / "!v" / voice.variant).is_file()
         if not (self._data / "lang" / "gmw" / voice.accent).is_file() or not variant_ok:
-            raise MalsoriError(f"eSpeak NG has no voice '{voice.name}' (accents: {', '.join(available_accents())}; variants: see voices/!v)")
+            raise MalsoriError(f"eSpeak NG has no voice '{voice.name}' (accents: {', '.join(available_accents())}; "
+                               f"variants: {', '.join(available_variants())})")
+        self._chunks = []
         lib = ctypes.CDLL(self._lib_path, mode=ctypes.RTLD_LOCAL)
+        c_int, c_uint, c_void_p, c_char_p = ctypes.c_int, ctypes.c_uint, ctypes.c_void_p, ctypes.c_char_p
+        lib.espeak_Initialize.argtypes = [c_int, c_int, c_char_p, c_int]
+        lib.espeak_Synth.argtypes = [c_char_p, ctypes.c_size_t, c_uint, c_int, c_uint, c_uint, c_void_p, c_void_p]
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         try:
-            lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-            lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                         ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-            lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
             if lib.espeak_Initialize(2, 0, str(self._data).encode(), 0) != ESPEAK_RATE:  # 2 = AUDIO_OUTPUT_SYNCHRONOUS
                 raise MalsoriError(f"{self._lib_path}: eSpeak NG failed to initialize with data {self._data}")
-            lib.espeak_SetSynthCallback(self._callback)
-            lib.espeak_ng_SetRandSeed(params.espeak_seed)
-            _c_srand(params.espeak_seed)  # breath noise uses the C library's rand()
-            if lib.espeak_SetVoiceByName(f"gmw/{voice.name}".encode()) != 0:  # a file path: no scan of all voices
-                raise MalsoriError(f"eSpeak NG could not load voice '{voice.name}'")
-            # espeak_PARAMETER ids: 1 rate, 2 volume, 3 pitch, 4 range, 7 word gap
-            for pid, value in ((1, params.rate), (2, params.volume), (3, params.pitch), (4, params.pitch_range), (7, params.word_gap)):
-                lib.espeak_SetParameter(pid, int(value), 0)
-            self._chunks = []
-            data = text.encode("utf-8") + b"\0"
-            lib.espeak_Synth(data, len(data), 0, 1, 0, 1, None, None)  # 1 = POS_CHARACTER; flags 1 = UTF-8
-            lib.espeak_Terminate()
+            try:
+                self._speak(lib, text, voice, params)
+            finally:
+                lib.espeak_Terminate()
         finally:
             _unload(lib)
         return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+
+    def _speak(self, lib: ctypes.CDLL, text: str, voice: Voice, p: SynthParams) -> None:
+        """Set voice, seed and parameters on an initialized eSpeak, and synthesize into self._chunks."""
+        lib.espeak_SetSynthCallback(self._callback)
+        lib.espeak_ng_SetRandSeed(p.espeak_seed)
+        _c_srand(p.espeak_seed)  # breath noise uses the C library's rand()
+        if lib.espeak_SetVoiceByName(f"gmw/{voice.name}".encode()) != 0:  # a file path: no scan of all voices
+            raise MalsoriError(f"eSpeak NG could not load voice '{voice.name}'")
+        # espeak_PARAMETER ids: 1 rate, 2 volume, 3 pitch, 4 range, 7 word gap
+        for pid, value in ((1, p.rate), (2, p.volume), (3, p.pitch), (4, p.pitch_range), (7, p.word_gap)):
+            lib.espeak_SetParameter(pid, int(value), 0)
+        data = text.encode("utf-8") + b"\0"
+        lib.espeak_Synth(data, len(data), 0, 1, 0, 1, None, None)  # 1 = POS_CHARACTER; flags 1 = UTF-8
 
     def synthesize(self, text: str, voice: Voice | str, params: SynthParams | None = None) -> np.ndarray:
         """Speak `text` (spoken as written: normalize it first for exact targets); float32 at `sample_rate`."""
@@ -159,9 +171,10 @@ class Synthesizer:
         return trim_and_level(wave, self.sample_rate, params)
 
 
-def _english_data_copy(src: Path, dst: Path) -> Path:
-    """A private eSpeak data folder with only English: accent files under lower-case names, so that
-    espeak_SetVoiceByName finds "gmw/en-us" as a file instead of reading every voice file (15 ms) each load."""
+def english_data_copy(folder: Path) -> Path:
+    """Copy eSpeak's English data into `folder`/espeak-ng-data, accent files under lower-case names, so that
+    espeak_SetVoiceByName finds "gmw/en-us" as a file instead of reading every voice file (15 ms) at each load."""
+    src, dst = espeak_data_path(), Path(folder) / "espeak-ng-data"
     (dst / "lang" / "gmw").mkdir(parents=True)
     (dst / "voices" / "!v").mkdir(parents=True)
     for name in ("phondata", "phonindex", "phontab", "intonations", "en_dict"):
@@ -243,6 +256,8 @@ class SynthConfig:
         for name in ("num_train", "num_dev", "num_test"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if not set(self.augment_splits) <= set(SPLITS):
+            raise ConfigError(f"augment_splits: must be among {', '.join(SPLITS)}, got {self.augment_splits}")
         for name in ("rate", "pitch", "pitch_range", "volume", "word_gap", "silence", "level_db"):
             lo, hi = getattr(self, name)
             if lo > hi:
@@ -268,7 +283,8 @@ def _voice_splits(cfg: SynthConfig) -> dict[str, list[Voice]]:
     """Partition accent × variant combinations: dev and test get their own, train the rest."""
     accents = cfg.accents or available_accents()
     variants = cfg.variants or default_variants()
-    for name, chosen, known in (("accents", accents, available_accents()), ("variants", variants, available_variants())):
+    for name, chosen, known in (("accents", accents, available_accents()),
+                                ("variants", variants, available_variants())):
         bad = [x for x in chosen if x not in known]
         if bad:
             raise ConfigError(f"{name}: unknown {', '.join(bad)} (known: {', '.join(known)})")
@@ -277,7 +293,8 @@ def _voice_splits(cfg: SynthConfig) -> dict[str, list[Voice]]:
     n_dev = cfg.dev_voices if cfg.num_dev else 0
     n_test = cfg.test_voices if cfg.num_test else 0
     if (cfg.num_dev and n_dev < 1) or (cfg.num_test and n_test < 1) or n_dev + n_test >= len(combos):
-        raise ConfigError(f"dev_voices/test_voices: need at least 1 each and fewer than {len(combos)} in all (the accent × variant combinations)")
+        raise ConfigError(f"dev_voices/test_voices: need at least 1 each and fewer than {len(combos)} in all "
+                          "(the accent × variant combinations)")
     return {"dev": combos[:n_dev], "test": combos[n_dev: n_dev + n_test], "train": combos[n_dev + n_test:]}
 
 
@@ -308,7 +325,7 @@ def _sentence_splits(cfg: SynthConfig, counts: dict[str, int], notes: dict) -> d
     np.random.default_rng([cfg.seed, 2]).shuffle(sentences)
     n_dev = math.ceil(len(sentences) * counts["dev"] / total) if counts["dev"] else 0
     n_test = math.ceil(len(sentences) * counts["test"] / total) if counts["test"] else 0
-    if len(sentences) - n_dev - n_test < 1:
+    if not sentences or (counts["train"] and len(sentences) <= n_dev + n_test):
         raise ConfigError(f"only {len(sentences)} usable sentences: too few to give train, dev and test their own")
     return {"dev": sentences[:n_dev], "test": sentences[n_dev: n_dev + n_test], "train": sentences[n_dev + n_test:]}
 
@@ -342,7 +359,8 @@ def plan(cfg: SynthConfig) -> tuple[list[Job], dict]:
             )
             voice = voices[split][int(rng.integers(len(voices[split])))]
             aug = augmenter.sample(rng) if cfg.augment.active and split in cfg.augment_splits else None
-            jobs.append(Job(split, f"{split}-{i:06d}", text, normalize(text), src, voice, p, aug, int(rng.integers(2**63))))
+            seed = int(rng.integers(2**63))
+            jobs.append(Job(split, f"{split}-{i:06d}", text, normalize(text), src, voice, p, aug, seed))
     return jobs, notes
 
 
@@ -351,8 +369,8 @@ def plan(cfg: SynthConfig) -> tuple[list[Job], dict]:
 _worker: dict = {}  # per-process Synthesizer and Augmenter, made by _init_worker
 
 
-def _init_worker(augment: dict, babble_voices: list[Voice]) -> None:
-    synth = Synthesizer()
+def _init_worker(augment: dict, babble_voices: list[Voice], data_dir: Path) -> None:
+    synth = Synthesizer(data_dir=data_dir)
     cfg = from_dict(AugmentConfig, augment)
     babble = None
     if cfg.noise_prob > 0 and "babble" in cfg.noise_types:  # a few fixed utterances to mix into babble noise
@@ -363,7 +381,8 @@ def _init_worker(augment: dict, babble_voices: list[Voice]) -> None:
 
 def _run_job(job: Job, out_dir: Path) -> tuple[str, float]:
     """Synthesize, augment and save one utterance; returns (id, seconds)."""
-    wave = _worker["synth"].synthesize(job.spoken + ("?" if job.text.rstrip().endswith("?") else "."), job.voice, job.params)
+    spoken = job.spoken + ("?" if job.text.rstrip().endswith("?") else ".")  # keep question intonation
+    wave = _worker["synth"].synthesize(spoken, job.voice, job.params)
     if job.augment:
         wave = _worker["augmenter"].apply(wave, job.augment, np.random.default_rng(job.augment_seed))
         peak = float(np.abs(wave).max()) if len(wave) else 0.0
@@ -381,7 +400,8 @@ def _saved_config(cfg: SynthConfig) -> dict:
     """What must match for a resume: the config without `workers`, plus a hash of every text file."""
     d = to_dict(cfg)
     d.pop("workers"), d.pop("strict")
-    d["text_file_sha256"] = {f: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in cfg.text_files if Path(f).is_file()}
+    files = [Path(f) for f in cfg.text_files if Path(f).is_file()]
+    d["text_file_sha256"] = {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
     return {"format": 1, "config": d}
 
 
@@ -404,9 +424,10 @@ def _check_resume(out_dir: Path, saved: dict) -> None:
         diff = [k for k in sorted(set(old_cfg) | set(new_cfg)) if old_cfg.get(k) != new_cfg.get(k)]
         if diff:
             k = diff[0]
+            more = f", and {len(diff) - 1} more" if len(diff) > 1 else ""
             raise ConfigError(
-                f"{path}: folder was made with different arguments ({k}: {old_cfg.get(k)!r} there, {new_cfg.get(k)!r} now"
-                f"{f', and {len(diff) - 1} more' if len(diff) > 1 else ''}); use a new --out folder or delete this one"
+                f"{path}: folder was made with different arguments ({k}: {old_cfg.get(k)!r} there, "
+                f"{new_cfg.get(k)!r} now{more}); use a new --out folder or delete this one"
             )
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"{out_dir}: folder is not empty and has no synth_config.json; use a new or empty folder")
@@ -417,6 +438,7 @@ def synthesize_corpus(cfg: SynthConfig, out_dir: str | os.PathLike, progress: bo
     """Synthesize (or finish) the corpus in `out_dir`; returns split → manifest path (splits with utterances).
 
     Writes OUT/audio/<split>/<id>.flac, OUT/<split>.jsonl, OUT/synth_config.json and OUT/synth_stats.json.
+    With workers > 1 the worker processes are spawned: call this from under `if __name__ == "__main__":` in scripts.
     """
     from tqdm import tqdm
 
@@ -433,7 +455,7 @@ def synthesize_corpus(cfg: SynthConfig, out_dir: str | os.PathLike, progress: bo
     new_seconds = 0.0
     workers = min(cfg.workers or os.cpu_count() or 1, max(1, len(todo)))
     babble_voices = _voice_splits(cfg)["train"][:8]
-    bar = tqdm(total=len(jobs), initial=len(done), unit="utt", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=len(jobs), initial=len(done), unit="utt", disable=not progress, file=sys.stderr)
     t0 = time.perf_counter()
 
     def record(result: tuple[str, float]) -> None:
@@ -444,22 +466,23 @@ def synthesize_corpus(cfg: SynthConfig, out_dir: str | os.PathLike, progress: bo
         bar.update()
         bar.set_postfix_str(f"{new_seconds / max(time.perf_counter() - t0, 1e-9):.0f}x real time", refresh=False)
 
-    if todo and workers == 1:
-        _init_worker(to_dict(cfg.augment), babble_voices)
-        for job in todo:
-            record(_run_job(job, out_dir))
-    elif todo:
-        with mp.get_context("spawn").Pool(workers, _init_worker, (to_dict(cfg.augment), babble_voices)) as pool:
-            from functools import partial
-
-            for result in pool.imap_unordered(partial(_run_job, out_dir=out_dir), todo, chunksize=4):
-                record(result)
+    with tempfile.TemporaryDirectory(prefix="malsori-espeak-") as tmp:  # one eSpeak data copy for all workers
+        init_args = (to_dict(cfg.augment), babble_voices, english_data_copy(Path(tmp)))
+        if todo and workers == 1:
+            _init_worker(*init_args)
+            for job in todo:
+                record(_run_job(job, out_dir))
+        elif todo:  # "spawn": workers start clean even when the caller has threads (torch) running
+            with mp.get_context("spawn").Pool(workers, _init_worker, init_args) as pool:
+                for result in pool.imap_unordered(functools.partial(_run_job, out_dir=out_dir), todo, chunksize=4):
+                    record(result)
+        _worker.clear()
     bar.close()
     manifests = _write_manifests(out_dir, jobs, done)
     stats = {
-        "synthesized": len(todo), "skipped_existing": len(jobs) - len(todo), "seconds_synthesized": round(new_seconds, 2),
-        "elapsed_s": round(time.perf_counter() - start, 2), "synthesis_s": round(time.perf_counter() - t0, 2),
-        "workers": workers, "text_lines_skipped": notes["text_lines_skipped"], "sentences_too_long": notes["sentences_too_long"],
+        "synthesized": len(todo), "skipped_existing": len(jobs) - len(todo),
+        "seconds_synthesized": round(new_seconds, 2), "elapsed_s": round(time.perf_counter() - start, 2),
+        "synthesis_s": round(time.perf_counter() - t0, 2), "workers": workers, **notes,
     }
     atomic_write_text(out_dir / "synth_stats.json", json.dumps(stats, indent=2) + "\n")
     return manifests
@@ -478,7 +501,8 @@ def _write_manifests(out_dir: Path, jobs: list[Job], durations: dict[str, float]
                      "text_normalized": j.spoken}
             if j.augment is not None:
                 extra["augment"] = j.augment
-            utts.append(Utterance(j.id, f"audio/{split}/{j.id}.flac", j.text, j.voice.name, round(durations[j.id], 4), extra))
+            audio = f"audio/{split}/{j.id}.flac"
+            utts.append(Utterance(j.id, audio, j.text, j.voice.name, round(durations[j.id], 4), extra))
         out[split] = write_manifest(out_dir / f"{split}.jsonl", utts)
     return out
 

@@ -41,44 +41,79 @@ def _logaddexp(a: float, b: float) -> float:
     return a + math.log1p(math.exp(b - a))
 
 
+class _PrefixTrie:
+    """Label prefixes as trie nodes, so extending or looking up a prefix costs O(1) whatever its length."""
+
+    def __init__(self) -> None:
+        self.parent, self.token = [-1], [-1]  # node 0 is the empty prefix
+        self.children: dict[tuple[int, int], int] = {}
+
+    def child(self, node: int, token: int) -> int:
+        key = (node, token)
+        found = self.children.get(key)
+        if found is None:
+            found = self.children[key] = len(self.parent)
+            self.parent.append(node)
+            self.token.append(token)
+        return found
+
+    def tokens(self, node: int) -> list[int]:
+        out = []
+        while node > 0:
+            out.append(self.token[node])
+            node = self.parent[node]
+        return out[::-1]
+
+
+def _unlink(frames: tuple | None) -> list[int]:
+    """Frames stored as a linked list (t, previous) → [t0, t1, ...]."""
+    out = []
+    while frames is not None:
+        out.append(frames[0])
+        frames = frames[1]
+    return out[::-1]
+
+
 def _prefix_beam_one(lp: list[list[float]], ids: list[list[int]], blank_lp: list[float], beam: int, blank_id: int):
     """Prefix beam search over one utterance given, per frame, the candidate token ids and their log-probs.
 
     Each prefix keeps log P(prefix, path ends in blank) and log P(prefix, path ends in its last token); a token
     equal to the prefix's last one extends it only from a blank-ending path (otherwise it is a repeat that
-    collapses). Returns [(prefix, log P(prefix), frames)] best first.
+    collapses). Returns [(tokens, log P(prefix), frames)] best first.
     """
-    # prefix -> [log p_blank, log p_nonblank, frames of the emissions, log-prob of the contribution that set frames]
-    beams: dict[tuple[int, ...], list] = {(): [0.0, NEG_INF, [], 0.0]}
+    trie = _PrefixTrie()
+    # prefix node -> [log p_blank, log p_nonblank, emission frames, log-prob of the contribution that set the
+    # frames, log P(prefix)]; frames are a linked list (t, previous) so extending one copies nothing
+    beams: dict[int, list] = {0: [0.0, NEG_INF, None, 0.0, 0.0]}
     for t in range(len(blank_lp)):
-        nxt: dict[tuple[int, ...], list] = {}
+        nxt: dict[int, list] = {}
 
-        def add(prefix: tuple[int, ...], blank_end: bool, value: float, frames: list[int]) -> None:
-            entry = nxt.get(prefix)
+        def add(node: int, blank_end: bool, value: float, frames: tuple | None) -> None:
+            entry = nxt.get(node)
             if entry is None:
-                nxt[prefix] = [value, NEG_INF, frames, value] if blank_end else [NEG_INF, value, frames, value]
+                nxt[node] = [value, NEG_INF, frames, value] if blank_end else [NEG_INF, value, frames, value]
                 return
             i = 0 if blank_end else 1
             entry[i] = _logaddexp(entry[i], value)
             if value > entry[3]:  # keep the frames of the most probable way of reaching this prefix
                 entry[2], entry[3] = frames, value
 
-        for prefix, (pb, pnb, frames, _) in beams.items():
-            total = _logaddexp(pb, pnb)
-            add(prefix, True, total + blank_lp[t], frames)
-            last = prefix[-1] if prefix else None
+        for node, (pb, pnb, frames, _, total) in beams.items():
+            add(node, True, total + blank_lp[t], frames)
+            last = trie.token[node]
             for c, lpc in zip(ids[t], lp[t]):
                 if c == blank_id:
                     continue
                 if c == last:
-                    add(prefix, False, pnb + lpc, frames)  # repeat of the last token: same prefix
+                    add(node, False, pnb + lpc, frames)  # repeat of the last token: same prefix
                     if pb != NEG_INF:
-                        add(prefix + (c,), False, pb + lpc, frames + [t])  # blank in between: a new token
+                        add(trie.child(node, c), False, pb + lpc, (t, frames))  # blank in between: a new token
                 else:
-                    add(prefix + (c,), False, total + lpc, frames + [t])
-        ranked = sorted(nxt.items(), key=lambda kv: _logaddexp(kv[1][0], kv[1][1]), reverse=True)
-        beams = dict(ranked[:beam])
-    return [(p, _logaddexp(e[0], e[1]), e[2]) for p, e in beams.items()]
+                    add(trie.child(node, c), False, total + lpc, (t, frames))
+        for entry in nxt.values():
+            entry.append(_logaddexp(entry[0], entry[1]))
+        beams = dict(sorted(nxt.items(), key=lambda kv: kv[1][4], reverse=True)[:beam])
+    return [(trie.tokens(node), e[4], _unlink(e[2])) for node, e in beams.items()]
 
 
 def ctc_prefix_beam_search(
@@ -92,7 +127,7 @@ def ctc_prefix_beam_search(
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    log_probs = log_probs.detach().double().cpu()
+    log_probs = log_probs.detach().cpu()
     k = min(beam_size, log_probs.size(-1))
     top_lp, top_ids = log_probs.topk(k, dim=-1)  # [B, T, k]
     hyps = []
@@ -100,8 +135,7 @@ def ctc_prefix_beam_search(
         ranked = _prefix_beam_one(
             top_lp[b, :n].tolist(), top_ids[b, :n].tolist(), log_probs[b, :n, blank_id].tolist(), beam_size, blank_id
         )
-        ranked.sort(key=lambda r: r[1], reverse=True)
-        alts = [Hypothesis(list(p), score, list(frames)) for p, score, frames in ranked[: max(nbest, 1)]]
+        alts = [Hypothesis(tokens, score, frames) for tokens, score, frames in ranked[: max(nbest, 1)]]
         best = Hypothesis(alts[0].tokens, alts[0].score, alts[0].token_frames, nbest=alts if nbest > 1 else [])
         hyps.append(best)
     return hyps

@@ -15,9 +15,12 @@ from typing import Callable
 from torch import nn
 
 from malsori.errors import ConfigError
+from malsori.models.aed import AttentionConfig, AttentionModel
 from malsori.models.ctc import CTCModel
 from malsori.models.transducer import TransducerConfig, TransducerModel
 from malsori.nn.conformer import ConformerConfig, ConformerEncoder
+from malsori.nn.lstm import LSTMConfig, LSTMEncoder
+from malsori.nn.transformer import TransformerEncoder, TransformerEncoderConfig
 
 EncoderBuilder = Callable[["ModelConfig", int], nn.Module]
 HeadBuilder = Callable[["ModelConfig", nn.Module, int], nn.Module]
@@ -31,7 +34,10 @@ class ModelConfig:
 
     encoder: str = "conformer"  # encoder family, a name registered with register_encoder
     conformer: ConformerConfig = field(default_factory=ConformerConfig)  # used when encoder == "conformer"
+    lstm: LSTMConfig = field(default_factory=LSTMConfig)  # used when encoder == "lstm"
+    transformer: TransformerEncoderConfig = field(default_factory=TransformerEncoderConfig)  # used when encoder == "transformer"
     head: str = "ctc"  # output head / loss family, a name registered with register_head
+    attention: AttentionConfig = field(default_factory=AttentionConfig)  # used when head == "attention"
     transducer: TransducerConfig = field(default_factory=TransducerConfig)  # used when head == "transducer"
 
 
@@ -60,6 +66,16 @@ def _conformer(cfg: ModelConfig, input_dim: int) -> nn.Module:
     return ConformerEncoder(dataclasses.replace(cfg.conformer, input_dim=input_dim))
 
 
+@register_encoder("lstm")
+def _lstm(cfg: ModelConfig, input_dim: int) -> nn.Module:
+    return LSTMEncoder(dataclasses.replace(cfg.lstm, input_dim=input_dim))
+
+
+@register_encoder("transformer")
+def _transformer(cfg: ModelConfig, input_dim: int) -> nn.Module:
+    return TransformerEncoder(dataclasses.replace(cfg.transformer, input_dim=input_dim))
+
+
 @register_head("ctc")
 def _ctc(cfg: ModelConfig, encoder: nn.Module, vocab_size: int) -> nn.Module:
     return CTCModel(encoder, vocab_size, blank_id=0)
@@ -68,6 +84,11 @@ def _ctc(cfg: ModelConfig, encoder: nn.Module, vocab_size: int) -> nn.Module:
 @register_head("transducer")
 def _transducer(cfg: ModelConfig, encoder: nn.Module, vocab_size: int) -> nn.Module:
     return TransducerModel(encoder, vocab_size, cfg.transducer)
+
+
+@register_head("attention")
+def _attention(cfg: ModelConfig, encoder: nn.Module, vocab_size: int) -> nn.Module:
+    return AttentionModel(encoder, vocab_size, cfg.attention)
 
 
 def build_model(cfg: ModelConfig, input_dim: int, vocab_size: int) -> nn.Module:

@@ -126,7 +126,7 @@ class ConformerEncoder(nn.Module):
 
     def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """feats [B, T, F], lengths [B] → (enc [B, T', D], enc_lengths [B])."""
-        x, lengths = self.subsampling(feats, lengths)
+        x, lengths = self.subsampling(feats, lengths.to(feats.device))
         mask = length_mask(lengths, x.size(1))
         x = self.dropout(x)
         for layer in self.layers:

@@ -100,11 +100,12 @@ class CrossAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, memory: Tensor, memory_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """→ (output [B, L, D], weights [B, L, T] averaged over heads)."""
+    def forward(self, x: Tensor, memory: Tensor, memory_mask: Tensor, kv: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """→ (output [B, L, D], weights [B, L, T] averaged over heads); `kv` = self.kv(memory) if precomputed."""
         b, l, d = x.shape
         q = self.q(x).view(b, l, self.num_heads, self.head_dim).transpose(1, 2)
-        k, v = self.kv(memory).view(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        kv = self.kv(memory) if kv is None else kv
+        k, v = kv.view(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         scores = (q @ k.transpose(-1, -2)) * self.head_dim**-0.5  # [B, H, L, T]
         weights = scores.masked_fill(~memory_mask[:, None, None, :], float("-inf")).softmax(-1)
         y = (self.dropout(weights) @ v).transpose(1, 2).reshape(b, l, d)
@@ -123,9 +124,10 @@ class DecoderBlock(nn.Module):
         self.ff = feed_forward(d_model, ff_expansion, dropout)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor, causal: Tensor, memory: Tensor, memory_mask: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, mask: Tensor, causal: Tensor, memory: Tensor, memory_mask: Tensor,
+                memory_kv: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = x + self.dropout(self.self_attention(self.norm_self(x), mask, causal))
-        y, weights = self.cross_attention(self.norm_cross(x), memory, memory_mask)
+        y, weights = self.cross_attention(self.norm_cross(x), memory, memory_mask, memory_kv)
         x = x + self.dropout(y)
         return x + self.dropout(self.ff(x)), weights
 
@@ -133,8 +135,10 @@ class DecoderBlock(nn.Module):
 class TransformerDecoder(nn.Module):
     """Token embedding → N pre-LN decoder blocks → LayerNorm → output projection (an attention decoder).
 
-    `step` recomputes the whole prefix each call (no cache): simple, and exactly the teacher-forced `forward`.
-    Its state keeps "attn" [N, T], the last block's cross-attention of the newest position (for token times).
+    `step` recomputes the whole prefix each call (no self-attention cache): simple, and exactly the teacher-forced
+    `forward`. Its state keeps the memory's cross-attention keys/values "memory_kv" [N, layers, T, 2D] (projected
+    once per utterance, the costliest part to redo) and "attn" [N, T], the last block's cross-attention of the
+    newest position (for token times).
     """
 
     def __init__(self, vocab_size: int, memory_dim: int, d_model: int = 256, num_layers: int = 6, num_heads: int = 4,
@@ -149,7 +153,8 @@ class TransformerDecoder(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.output = nn.Linear(d_model, vocab_size)
 
-    def _run(self, memory: Tensor, memory_lens: Tensor, ys_in: Tensor, ys_in_lens: Tensor) -> tuple[Tensor, Tensor]:
+    def _run(self, memory: Tensor, memory_lens: Tensor, ys_in: Tensor, ys_in_lens: Tensor,
+             memory_kv: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """→ (logits [B, L, V], last block's cross-attention weights [B, L, T])."""
         l = ys_in.size(1)
         mask = length_mask(ys_in_lens, l)
@@ -157,8 +162,8 @@ class TransformerDecoder(nn.Module):
         memory_mask = length_mask(memory_lens, memory.size(1))
         x = self.dropout(self.embed(ys_in) * self.scale)
         weights = memory.new_zeros(0)
-        for layer in self.layers:
-            x, weights = layer(x, mask, causal, memory, memory_mask)
+        for i, layer in enumerate(self.layers):
+            x, weights = layer(x, mask, causal, memory, memory_mask, None if memory_kv is None else memory_kv[:, i])
         return self.output(self.norm(x)), weights
 
     def forward(self, memory: Tensor, memory_lens: Tensor, ys_in: Tensor, ys_in_lens: Tensor) -> Tensor:
@@ -166,13 +171,14 @@ class TransformerDecoder(nn.Module):
         return self._run(memory, memory_lens, ys_in, ys_in_lens)[0]
 
     def init_state(self, memory: Tensor, memory_lens: Tensor) -> dict[str, Tensor | None]:
-        return {"attn": None}
+        kv = torch.stack([layer.cross_attention.kv(memory) for layer in self.layers], dim=1)
+        return {"memory_kv": kv, "attn": None}
 
     def step(self, ys: Tensor, state: dict, memory: Tensor, memory_lens: Tensor) -> tuple[Tensor, dict]:
         """ys [N, L] prefixes (all of length L) → (next-token log-probs [N, V], state)."""
         lens = torch.full((ys.size(0),), ys.size(1), dtype=torch.long, device=ys.device)
-        logits, weights = self._run(memory, memory_lens, ys, lens)
-        return F.log_softmax(logits[:, -1].float(), dim=-1), {"attn": weights[:, -1]}
+        logits, weights = self._run(memory, memory_lens, ys, lens, state["memory_kv"])
+        return F.log_softmax(logits[:, -1].float(), dim=-1), {"memory_kv": state["memory_kv"], "attn": weights[:, -1]}
 
     def select_state(self, state: dict, index: Tensor) -> dict:
         return select_state(state, index)
