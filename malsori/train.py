@@ -28,7 +28,7 @@ from malsori.data.dataset import BatchConfig, BucketBatchSampler, SpeechDataset,
 from malsori.data.manifest import read_manifest
 from malsori.errors import ConfigError, MalsoriError
 from malsori.features import CMVNStats, Fbank, FbankConfig, GlobalCMVN, SpecAugment, SpecAugmentConfig
-from malsori.metrics import error_rates
+from malsori.metrics import ErrorRates, error_rates
 from malsori.models.registry import ModelConfig, build_model
 from malsori.pretrained import Recognizer, save_model_dir
 from malsori.text import normalize
@@ -304,7 +304,7 @@ def train(cfg: TrainConfig) -> Path:
     return model_dir
 
 
-def validate(model, tokenizer, fbank, cmvn, cfg: TrainConfig, device) -> "ErrorRates":
+def validate(model, tokenizer, fbank, cmvn, cfg: TrainConfig, device) -> ErrorRates:
     """Greedy-decode up to max_valid_utts validation utterances and score them."""
     manifest = read_manifest(cfg.data.valid, strict=cfg.data.strict)
     utts = manifest.utterances

@@ -12,15 +12,6 @@ from malsori.nn.transformer import TransformerEncoder, TransformerEncoderConfig
 F_DIM = 20
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for the cores); restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_lstm(**kw) -> LSTMEncoder:
     base = dict(input_dim=F_DIM, hidden_size=12, num_layers=3, dropout=0.0)
     return LSTMEncoder(LSTMConfig(**{**base, **kw}))

@@ -64,8 +64,8 @@ def test_config_unknown_keys_and_types_are_named(tmp_path):
         from_dict(Outer, {"inner": {"size": "big"}})
     y = tmp_path / "r.yaml"
     y.write_text("name: a\ninner:\n  rate: 2\n")
-    cfg = load_config(Outer, y, ["inner.size=7", "opt.size=1", "pair=[3, 4]"])
-    assert cfg.inner == Inner(7, 2.0) and cfg.opt == Inner(1, 0.5) and cfg.pair == (3.0, 4.0)
+    cfg = load_config(Outer, y, ["inner.size=7", "opt.size=1", "pair=[3, 4]", "inner.rate=2e-3"])
+    assert cfg.inner == Inner(7, 2e-3) and cfg.opt == Inner(1, 0.5) and cfg.pair == (3.0, 4.0)
     assert from_dict(Outer, to_dict(cfg)) == cfg
     with pytest.raises(ConfigError, match="key=value"):
         apply_overrides({}, ["nonsense"])

@@ -10,15 +10,6 @@ import torch
 from malsori.losses import rnnt_loss
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops on a shared 2-core machine: one intra-op thread is far faster; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def reference_rnnt_loss(logits: torch.Tensor, targets: torch.Tensor, T_b: torch.Tensor, U_b: torch.Tensor, blank: int = 0) -> torch.Tensor:
     """Textbook alpha recursion, a Python loop over t and u (vectorized only over the batch), autograd for the
     gradient; per-utterance losses. Blank and label log-probs are gathered first, as any sane version would."""

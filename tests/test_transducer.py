@@ -18,15 +18,6 @@ from malsori.nn.lstm import LSTMConfig, LSTMEncoder
 KINDS = ["lstm", "stateless"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops on a shared 2-core machine: one intra-op thread is far faster; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class LinearEncoder(torch.nn.Module):
     """A stand-in encoder for search tests: one linear map per frame."""
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
-method_option = click.option("--method", type=click.Choice(["greedy", "beam"]), default="greedy", show_default=True, help="Search.")
+method_option = click.option("--method", default="greedy", show_default=True,
+                             help="Search: greedy | beam (every model); ctc_greedy | ctc_beam | rescore (attention models with CTC); "
+                                  "modified_beam (transducers).")
 beam_option = click.option("--beam", "beam_size", type=int, default=8, show_default=True, help="Beam width for --method beam.")
 batch_option = click.option("--batch-size", type=int, default=16, show_default=True, help="Utterances decoded together.")
 device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")

@@ -1,0 +1,177 @@
+"""`malsori compare`: the whole pipeline in miniature (synthesize → train 7 families → evaluate → report), resuming,
+the recipes' parameter budget, long-set bucketing and the report's plain-language findings."""
+
+import json
+import math
+import struct
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from malsori.audio import audio_duration
+from malsori.compare import FAMILIES, RECIPES, bucket_edges, bucket_of, evenly_spaced, findings, resolve_family
+from malsori.config import load_config
+from malsori.errors import ConfigError
+from malsori.models.registry import build_model
+from malsori.pretrained import Recognizer
+from malsori.text import normalize
+from malsori.train import TrainConfig
+
+# Tiny sizes for every encoder/head section (a section a recipe does not use is ignored), 3 steps each.
+TINY = ["model.conformer.d_model=32", "model.conformer.num_layers=1", "model.conformer.num_heads=2",
+        "model.lstm.hidden_size=32", "model.lstm.num_layers=3",
+        "model.transformer.d_model=32", "model.transformer.num_layers=1", "model.transformer.num_heads=2",
+        "model.attention.d_model=32", "model.attention.num_layers=1", "model.attention.num_heads=2",
+        "model.attention.hidden_size=32", "model.attention.embed_dim=16", "model.attention.attention_dim=16",
+        "model.transducer.predictor.embed_dim=16", "model.transducer.predictor.hidden_size=32", "model.transducer.joiner_dim=32",
+        "max_steps=3", "log_every=1", "batch.max_frames=4000", "checkpoint_every=1000"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR", path
+    return struct.unpack(">II", data[16:24])
+
+
+def test_compare_end_to_end_then_resume(tmp_path, shared_data_optional):
+    from malsori.commands.compare import compare
+
+    corpus, out = tmp_path / "corpus", tmp_path / "cmp"
+    args = ["--corpus", str(corpus), "--num-train", "60", "--out", str(out), "--minutes", "1", "--threads", "1",
+            "--beam-size", "2", "--long-max-concat", "3", "--long-per-count", "3", "--long-min-bucket", "1",
+            "--real-limit", "3", "--seed", "1"]
+    args += [a for o in TINY for a in ("-o", o)]
+    res = CliRunner().invoke(compare, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "synthesizing" in res.output  # the missing corpus was made first
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["families"]) == list(FAMILIES)
+
+    # every family left a model folder that loads and decodes
+    test_wave = next((corpus / "audio" / "test").glob("*.flac"))
+    for name, fam in results["families"].items():
+        rec = Recognizer.load(out / "runs" / name / "model", device="cpu")
+        t = rec.transcribe(str(test_wave))
+        assert isinstance(t.text, str) and t.duration > 0
+        assert fam["params"] == sum(p.numel() for p in rec.model.parameters()) > 0
+        assert fam["train"]["steps"] == 3 and len(fam["train"]["curve"]) == 3
+        assert fam["train"]["audio_sec_per_sec"] > 0
+        for split in ("test", "real") if shared_data_optional else ("test",):
+            for method in ("greedy", "beam"):
+                r = fam[split][method]
+                assert math.isfinite(r["wer"]) and math.isfinite(r["cer"]) and r["rtf"] > 0, (name, split, method)
+        buckets = fam["long"]["greedy"]["buckets"]
+        assert len(buckets) == len(results["long_set"]["edges"]) - 1
+        assert all(math.isfinite(b["wer"]) and b["utterances"] > 0 for b in buckets)
+
+    # the long set: real FLAC files of joined same-voice utterances, going well beyond the training median
+    ls, median = results["long_set"], results["corpus"]["train_median_s"]
+    edges = ls["edges"]
+    assert all(a < b for a, b in zip(edges, edges[1:])) and edges[0] == 0.0
+    assert sum(ls["bucket_counts"]) == ls["utterances"] == 9 and min(ls["bucket_counts"]) > 0
+    test_utts = {json.loads(line)["id"]: json.loads(line) for line in (corpus / "test.jsonl").read_text().splitlines()}
+    long_utts = [json.loads(line) for line in (out / "long_test" / "manifest.jsonl").read_text().splitlines()]
+    for u in long_utts:
+        parts = [test_utts[i] for i in u["sources"]]
+        assert len(parts) == u["parts"] and len({p["speaker"] for p in parts}) == 1
+        assert u["text"] == " ".join(normalize(p["text"]) for p in parts)
+        real = audio_duration(out / "long_test" / u["audio"])
+        assert abs(real - u["duration"]) < 0.01 and real > sum(p["duration"] for p in parts) - 0.01
+    durs = [u["duration"] for u in long_utts]
+    assert max(durs) > 2 * median and ls["beyond_train_median"] >= 0.5
+
+    # report and plots
+    md = (out / "compare.md").read_text()
+    assert "## What the numbers show" in md and f"`malsori compare --corpus {corpus} --out {out} --minutes 1.0" in md
+    assert all(f"| {n} |" in md for n in FAMILIES)
+    for png in ("error_vs_duration.png", "wer_by_family.png", "loss_curves.png"):
+        assert (out / png).stat().st_size > 5000 and f"]({png})" in md
+        w, h = _png_size(out / png)
+        assert w > 300 and h > 200
+
+    # a rerun reuses the trained models and their cached scores
+    stamps = {n: (out / "runs" / n / "model" / "model.safetensors").stat().st_mtime_ns for n in FAMILIES}
+    res2 = CliRunner().invoke(compare, args, catch_exceptions=False)
+    assert res2.exit_code == 0, res2.output
+    assert res2.output.count("not retrained") == len(FAMILIES) and res2.output.count("evaluation cached") == len(FAMILIES)
+    assert stamps == {n: (out / "runs" / n / "model" / "model.safetensors").stat().st_mtime_ns for n in FAMILIES}
+    again = json.loads((out / "results.json").read_text())
+    assert again["families"]["ctc_conformer"]["test"] == results["families"]["ctc_conformer"]["test"]
+
+    # a family that fails at run time is reported and left out; the others still are compared
+    args3 = args + ["--families", "ctc_conformer,transformer_aed", "-o", "model.transformer.num_heads=3"]
+    res3 = CliRunner().invoke(compare, args3, catch_exceptions=False)
+    assert res3.exit_code == 0, res3.output
+    third = json.loads((out / "results.json").read_text())
+    assert list(third["families"]) == ["ctc_conformer"] and "not divisible" in third["failed"]["transformer_aed"]
+    assert "**transformer_aed failed**" in (out / "compare.md").read_text()
+    # a bad key in the overrides is a config error before anything trains
+    with pytest.raises(ConfigError, match="no_such_key"):
+        CliRunner().invoke(compare, args + ["-o", "model.no_such_key=1"], catch_exceptions=False)
+
+
+@pytest.fixture
+def shared_data_optional() -> bool:
+    """Whether the real-speech manifest compare uses by default is present (its columns are then checked too)."""
+    from malsori.compare import DEFAULT_REAL
+
+    return DEFAULT_REAL.is_file()
+
+
+def test_recipes_have_matched_parameter_budgets():
+    """Every family recipe builds a model of 4.5–5.5 M parameters (char vocabulary of ~30 tokens)."""
+    counts = {}
+    for name in FAMILIES:
+        cfg = load_config(TrainConfig, RECIPES / f"{name}.yaml", [])
+        model = build_model(cfg.model, cfg.features.num_mel_bins, 32)
+        counts[name] = sum(p.numel() for p in model.parameters())
+    assert all(4.5e6 <= n <= 5.5e6 for n in counts.values()), counts
+    assert load_config(TrainConfig, RECIPES / "transformer_aed.yaml", []).model.attention.ctc_weight == 0.3
+
+
+def test_bucket_edges_are_monotone_multiples_without_empty_buckets():
+    durs = [1.0, 1.5, 5.2, 5.9, 11.0]  # nothing between 2 and 5 s, nor between 6 and 10 s
+    edges = bucket_edges(2.0, durs)
+    assert edges == [0.0, 2.0, 6.0, 12.0]
+    counts = [sum(bucket_of(d, edges) == b for d in durs) for b in range(len(edges) - 1)]
+    assert counts == [2, 2, 1]
+    assert bucket_edges(2.0, durs, min_count=2) == [0.0, 2.0, 12.0]  # widened until each bucket holds 2
+    assert bucket_edges(2.0, [4.0]) == [0.0, 4.0]  # a duration on the top edge is in the last (closed) bucket
+    assert evenly_spaced(list(range(10)), 3) == [0, 3, 6] and evenly_spaced([1, 2], 5) == [1, 2]
+
+
+def test_unknown_family_is_a_one_line_config_error():
+    with pytest.raises(ConfigError, match="no recipe 'nope'.*ctc_conformer"):
+        resolve_family("nope")
+    assert resolve_family("las_blstm") == RECIPES / "las_blstm.yaml"
+
+
+def _results(fixed: tuple[float, float], las: tuple[float, float], best_test: float = 0.2) -> dict:
+    """A minimal results dict: a fixed-vector, a LAS and a CTC family with given shortest/longest-bucket WERs."""
+
+    def fam(decoder: str, head: str, short: float, long: float, test: float) -> dict:
+        return {"decoder": decoder, "head": head,
+                "test": {"greedy": {"wer": test, "rtf": 0.01}, "beam": {"wer": test * 0.9, "rtf": 0.02}},
+                "long": {"greedy": {"buckets": [{"wer": short}, {"wer": (short + long) / 2}, {"wer": long}]}},
+                "train": {"audio_sec_per_sec": 50.0, "steps": 100}}
+
+    return {"config": {"minutes": 20, "beam_size": 8}, "corpus": {"train_max_s": 8.0},
+            "long_set": {"edges": [0.0, 3.0, 6.0, 12.0], "beyond_train_max": 0.3},
+            "families": {"fixed_lstm": fam("fixed", "attention", *fixed, best_test + 0.2),
+                         "las_blstm": fam("las", "attention", *las, best_test + 0.1),
+                         "ctc_conformer": fam("", "ctc", 0.2, 0.22, best_test)}}
+
+
+def test_findings_say_plainly_whether_the_length_claim_holds():
+    text = lambda r: "\n".join(findings(r))  # noqa: E731
+    holds = text(_results(fixed=(0.2, 0.6), las=(0.2, 0.25)))
+    assert "is **borne out**" in holds and "not borne out" not in holds and "cannot be tested" not in holds
+    not_degrading = text(_results(fixed=(0.3, 0.32), las=(0.2, 0.25)))
+    assert "**not borne out**" in not_degrading and "does not degrade" in not_degrading
+    both = text(_results(fixed=(0.2, 0.6), las=(0.2, 0.7)))
+    assert "**not borne out**" in both and "attention models degrade" in both
+    assert "**cannot be tested here**" in text(_results(fixed=(0.95, 0.97), las=(0.2, 0.25)))
+    assert "All models are still poor" in text(_results(fixed=(0.2, 0.6), las=(0.2, 0.25), best_test=0.7))
+    assert "All models are still poor" not in text(_results(fixed=(0.2, 0.6), las=(0.2, 0.25)))
