@@ -12,12 +12,9 @@ import datetime
 import hashlib
 import json
 import math
-import os
-import platform
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,6 +32,7 @@ from malsori.data.manifest import Utterance, read_manifest, write_manifest
 from malsori.errors import AudioError, ConfigError, MalsoriError
 from malsori.metrics import error_rates
 from malsori.pretrained import Recognizer
+from malsori.provenance import git_commit, machine
 from malsori.text import normalize
 from malsori.train import TrainConfig, train
 
@@ -360,7 +358,7 @@ def run_compare(cfg: CompareConfig, command: str | None = None, log: Callable[[s
         long_durs = [u.duration for u in long_utts]
         results = {
             "command": command or _command_line(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": machine(), "commit": _git_commit(), "config": to_dict(cfg),
+            "machine": machine(), "commit": git_commit(), "config": to_dict(cfg),
             "corpus": {"train_utterances": len(train_durs), "train_hours": sum(train_durs) / 3600, "train_median_s": median,
                        "train_max_s": longest, "test_utterances": len(sets["test"][0])},
             "long_set": {"manifest": str(out / "long_test" / "manifest.jsonl"), "utterances": len(long_utts), "edges": edges,
@@ -391,29 +389,6 @@ def _recipe_description(recipe: Path) -> str:
 
 def _command_line() -> str:
     return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-
-
-def _git_commit() -> str:
-    try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=10)
-        return done.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def machine() -> str:
-    """One line: CPU model, cores, Python and torch versions, torch threads (as benchmarks/_record.py writes it)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{cpu}, {os.cpu_count()} cores{gpu}, Python {platform.python_version()}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads")
 
 
 # -- plots ----------------------------------------------------------------------------------------------------------
