@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_INDEX ?=
 DEMO_DIR ?= exp/demo
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast clean
 
 setup: $(VENV)/.installed
 
@@ -28,9 +28,6 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
-
-bench: setup
-	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) exp .pytest_cache

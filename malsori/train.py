@@ -44,6 +44,7 @@ class DataConfig:
     max_valid_utts: int = 200  # validate on at most this many utterances (evenly spaced through the manifest)
     tokenizer: Literal["char", "bpe", "unigram"] = "char"  # output units
     vocab_size: int = 256  # SentencePiece vocabulary size (ignored for char)
+    tokenizer_dir: str = ""  # use this trained tokenizer folder (`malsori tokenizer train`) instead of training one
     cmvn_utts: int = 300  # utterances (evenly spaced) used to estimate the global feature mean/variance
     strict: bool = False  # malformed manifest lines are errors instead of counted skips
 
@@ -160,6 +161,10 @@ def prepare_tokenizer(cfg: TrainConfig, texts: list[str], out: Path) -> Tokenize
     tok_dir = out / "tokenizer"
     if (tok_dir / "tokenizer.json").exists():
         return load_tokenizer(tok_dir)
+    if cfg.data.tokenizer_dir:
+        tokenizer = load_tokenizer(cfg.data.tokenizer_dir)
+        tokenizer.save(tok_dir)
+        return tokenizer
     vocab = None if cfg.data.tokenizer == "char" else cfg.data.vocab_size
     return train_tokenizer(cfg.data.tokenizer, texts, vocab, tok_dir)
 

@@ -147,3 +147,16 @@ def test_long_file_is_cut_into_bounded_segments(tiny_corpus, tmp_path):
     assert t.duration == pytest.approx(len(wave) / 16000, abs=1e-3)
     starts = [w.start for w in t.words]
     assert starts == sorted(starts) and all(w.end <= t.duration + 0.1 for w in t.words)
+
+
+def test_train_with_a_prepared_bpe_tokenizer(tiny_corpus, tmp_path):
+    """`malsori tokenizer train` output plugs into training through data.tokenizer_dir and travels with the model."""
+    tok = tmp_path / "tok"
+    r = _cli("tokenizer", "train", "--kind", "bpe", "--vocab-size", "60", "--manifest", tiny_corpus["train"], "--out", tok)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "r"
+    p = _train_subprocess(tiny_corpus, out, "max_steps=1", f"data.tokenizer_dir={tok}")
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    meta = json.loads((out / "model" / "tokenizer.json").read_text())
+    assert meta["kind"] == "bpe" and meta["vocab_size"] == 60
+    assert malsori.load(out / "model", device="cpu").tokenizer.vocab_size == 60
