@@ -24,8 +24,8 @@ from tqdm import tqdm
 from malsori.checkpoint import average_checkpoints, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from malsori.config import to_dict
 from malsori.data.augment import AugmentConfig, Augmenter
-from malsori.data.dataset import BatchConfig, BucketBatchSampler, SpeechDataset, collate
-from malsori.data.manifest import read_manifest
+from malsori.data.dataset import BatchConfig, BucketBatchSampler, SpeechDataset, collate, load_utterance_audio
+from malsori.data.manifest import atomic_write_text, read_manifest
 from malsori.errors import ConfigError, MalsoriError
 from malsori.features import CMVNStats, Fbank, FbankConfig, GlobalCMVN, SpecAugment, SpecAugmentConfig
 from malsori.metrics import ErrorRates, error_rates
@@ -181,15 +181,13 @@ def prepare_cmvn(cfg: TrainConfig, dataset: SpeechDataset, fbank: Fbank, out: Pa
         for i in range(0, n, step):
             item = dataset.utts[i]
             try:
-                from malsori.data.dataset import load_utterance_audio
-
                 w = torch.from_numpy(load_utterance_audio(item))
             except MalsoriError:
                 continue
             f, fl = fbank(w[None], torch.tensor([len(w)]))
             stats.update(f, fl)
     cmvn = GlobalCMVN.from_stats(stats)
-    path.write_text(json.dumps(cmvn.to_dict()))
+    atomic_write_text(path, json.dumps(cmvn.to_dict()))
     return cmvn
 
 
@@ -203,7 +201,7 @@ def train(cfg: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     _check_resumable(out, cfg)
     if main_proc:
-        (out / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+        atomic_write_text(out / "train_config.json", json.dumps(to_dict(cfg), indent=1))
     torch.manual_seed(cfg.seed)
     device = _device(cfg.device, rank)
 
