@@ -155,6 +155,12 @@ class Recognizer:
             j.text = " ".join(w.word for w in j.words)
         return joined
 
+    def stream(self, cfg=None):
+        """A `malsori.streaming.Stream` on this model: feed audio in pieces, read partial and final results."""
+        from malsori.streaming import Stream
+
+        return Stream(self, cfg)
+
     # -- internals ------------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def _decode(self, waves: list[np.ndarray], method: str, beam_size: int) -> list[Transcript]:

@@ -17,18 +17,25 @@ from malsori.nn.mask import length_mask
 NEG_INF = float("-inf")
 
 
-def ctc_greedy(log_probs: Tensor, lengths: Tensor, blank_id: int = 0) -> list[Hypothesis]:
-    """Best path: argmax per frame, collapse repeats, drop blanks. Score = sum of the per-frame max log-probs."""
+def ctc_greedy(
+    log_probs: Tensor, lengths: Tensor, blank_id: int = 0, prev_ids: Tensor | None = None, frame_offset: int = 0
+) -> list[Hypothesis]:
+    """Best path: argmax per frame, collapse repeats, drop blanks. Score = sum of the per-frame max log-probs.
+
+    Streaming: `prev_ids` [B] = the argmax of the frame just before these (a run continuing across the boundary is
+    not emitted twice) and `frame_offset` = that frame's index + 1, so `token_frames` count from the stream start.
+    """
     best, ids = log_probs.max(dim=-1)  # [B, T]
     valid = length_mask(lengths.to(ids.device), ids.size(1))
-    prev = torch.nn.functional.pad(ids[:, :-1], (1, 0), value=-1)
+    first = torch.full_like(ids[:, :1], -1) if prev_ids is None else prev_ids.view(-1, 1).to(ids)
+    prev = torch.cat((first, ids[:, :-1]), dim=1)
     emit = valid & (ids != blank_id) & (ids != prev)  # first frame of each non-blank run
     scores = best.masked_fill(~valid, 0.0).sum(dim=1).tolist()
     ids_list, emit_list = ids.tolist(), emit.tolist()
     hyps = []
     for b in range(len(ids_list)):
         frames = [t for t, e in enumerate(emit_list[b]) if e]
-        hyps.append(Hypothesis([ids_list[b][t] for t in frames], scores[b], frames))
+        hyps.append(Hypothesis([ids_list[b][t] for t in frames], scores[b], [t + frame_offset for t in frames]))
     return hyps
 
 
@@ -74,46 +81,67 @@ def _unlink(frames: tuple | None) -> list[int]:
     return out[::-1]
 
 
-def _prefix_beam_one(lp: list[list[float]], ids: list[list[int]], blank_lp: list[float], beam: int, blank_id: int):
-    """Prefix beam search over one utterance given, per frame, the candidate token ids and their log-probs.
+class PrefixBeamSearch:
+    """CTC prefix beam search over one utterance, fed frames as they arrive (`advance`), readable at any time.
 
     Each prefix keeps log P(prefix, path ends in blank) and log P(prefix, path ends in its last token); a token
     equal to the prefix's last one extends it only from a blank-ending path (otherwise it is a repeat that
-    collapses). Returns [(tokens, log P(prefix), frames)] best first.
+    collapses).
     """
-    trie = _PrefixTrie()
-    # prefix node -> [log p_blank, log p_nonblank, emission frames, log-prob of the contribution that set the
-    # frames, log P(prefix)]; frames are a linked list (t, previous) so extending one copies nothing
-    beams: dict[int, list] = {0: [0.0, NEG_INF, None, 0.0, 0.0]}
-    for t in range(len(blank_lp)):
-        nxt: dict[int, list] = {}
 
-        def add(node: int, blank_end: bool, value: float, frames: tuple | None) -> None:
-            entry = nxt.get(node)
-            if entry is None:
-                nxt[node] = [value, NEG_INF, frames, value] if blank_end else [NEG_INF, value, frames, value]
-                return
-            i = 0 if blank_end else 1
-            entry[i] = _logaddexp(entry[i], value)
-            if value > entry[3]:  # keep the frames of the most probable way of reaching this prefix
-                entry[2], entry[3] = frames, value
+    def __init__(self, beam: int, blank_id: int = 0) -> None:
+        self.beam, self.blank_id, self.frames_seen = beam, blank_id, 0
+        self.trie = _PrefixTrie()
+        # prefix node -> [log p_blank, log p_nonblank, emission frames, log-prob of the contribution that set the
+        # frames, log P(prefix)]; frames are a linked list (t, previous) so extending one copies nothing
+        self.beams: dict[int, list] = {0: [0.0, NEG_INF, None, 0.0, 0.0]}
 
-        for node, (pb, pnb, frames, _, total) in beams.items():
-            add(node, True, total + blank_lp[t], frames)
-            last = trie.token[node]
-            for c, lpc in zip(ids[t], lp[t]):
-                if c == blank_id:
-                    continue
-                if c == last:
-                    add(node, False, pnb + lpc, frames)  # repeat of the last token: same prefix
-                    if pb != NEG_INF:
-                        add(trie.child(node, c), False, pb + lpc, (t, frames))  # blank in between: a new token
-                else:
-                    add(trie.child(node, c), False, total + lpc, (t, frames))
-        for entry in nxt.values():
-            entry.append(_logaddexp(entry[0], entry[1]))
-        beams = dict(sorted(nxt.items(), key=lambda kv: kv[1][4], reverse=True)[:beam])
-    return [(trie.tokens(node), e[4], _unlink(e[2])) for node, e in beams.items()]
+    def advance(self, lp: list[list[float]], ids: list[list[int]], blank_lp: list[float]) -> None:
+        """Per new frame: the candidate token ids, their log-probs and the blank log-prob."""
+        trie, blank_id = self.trie, self.blank_id
+        for lp_t, ids_t, blank_t in zip(lp, ids, blank_lp):
+            t = self.frames_seen
+            nxt: dict[int, list] = {}
+
+            def add(node: int, blank_end: bool, value: float, frames: tuple | None) -> None:
+                entry = nxt.get(node)
+                if entry is None:
+                    nxt[node] = [value, NEG_INF, frames, value] if blank_end else [NEG_INF, value, frames, value]
+                    return
+                i = 0 if blank_end else 1
+                entry[i] = _logaddexp(entry[i], value)
+                if value > entry[3]:  # keep the frames of the most probable way of reaching this prefix
+                    entry[2], entry[3] = frames, value
+
+            for node, (pb, pnb, frames, _, total) in self.beams.items():
+                add(node, True, total + blank_t, frames)
+                last = trie.token[node]
+                for c, lpc in zip(ids_t, lp_t):
+                    if c == blank_id:
+                        continue
+                    if c == last:
+                        add(node, False, pnb + lpc, frames)  # repeat of the last token: same prefix
+                        if pb != NEG_INF:
+                            add(trie.child(node, c), False, pb + lpc, (t, frames))  # blank in between: a new token
+                    else:
+                        add(trie.child(node, c), False, total + lpc, (t, frames))
+            for entry in nxt.values():
+                entry.append(_logaddexp(entry[0], entry[1]))
+            self.beams = dict(sorted(nxt.items(), key=lambda kv: kv[1][4], reverse=True)[: self.beam])
+            self.frames_seen += 1
+
+    def advance_log_probs(self, log_probs: Tensor) -> None:
+        """Feed log_probs [T, V] of the next frames, trying each frame's `beam` most likely tokens."""
+        log_probs = log_probs.detach().cpu()
+        top_lp, top_ids = log_probs.topk(min(self.beam, log_probs.size(-1)), dim=-1)
+        self.advance(top_lp.tolist(), top_ids.tolist(), log_probs[:, self.blank_id].tolist())
+
+    def ranked(self, nbest: int = 1) -> list[Hypothesis]:
+        """The best `nbest` prefixes so far, best first; the first carries the list as `.nbest` when nbest > 1."""
+        entries = sorted(self.beams.items(), key=lambda kv: kv[1][4], reverse=True)[: max(nbest, 1)]
+        alts = [Hypothesis(self.trie.tokens(node), e[4], _unlink(e[2])) for node, e in entries]
+        best = Hypothesis(alts[0].tokens, alts[0].score, alts[0].token_frames, nbest=alts if nbest > 1 else [])
+        return [best] + alts[1:]
 
 
 def ctc_prefix_beam_search(
@@ -127,15 +155,9 @@ def ctc_prefix_beam_search(
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    log_probs = log_probs.detach().cpu()
-    k = min(beam_size, log_probs.size(-1))
-    top_lp, top_ids = log_probs.topk(k, dim=-1)  # [B, T, k]
     hyps = []
     for b, n in enumerate(lengths.tolist()):
-        ranked = _prefix_beam_one(
-            top_lp[b, :n].tolist(), top_ids[b, :n].tolist(), log_probs[b, :n, blank_id].tolist(), beam_size, blank_id
-        )
-        alts = [Hypothesis(tokens, score, frames) for tokens, score, frames in ranked[: max(nbest, 1)]]
-        best = Hypothesis(alts[0].tokens, alts[0].score, alts[0].token_frames, nbest=alts if nbest > 1 else [])
-        hyps.append(best)
+        search = PrefixBeamSearch(beam_size, blank_id)
+        search.advance_log_probs(log_probs[b, :n])
+        hyps.append(search.ranked(nbest)[0])
     return hyps

@@ -77,61 +77,110 @@ def _finish(hyps: list[_Hyp]) -> Hypothesis:
     return best
 
 
+class GreedySearch:
+    """Greedy transducer search over a batch, fed encoder frames in pieces (`advance`), readable at any time."""
+
+    def __init__(self, model, batch: int, device: torch.device, max_symbols_per_frame: int = 3) -> None:
+        self.model, self.max_symbols = model, max_symbols_per_frame
+        self.pred_p, self.state = _start(model, batch, device)
+        self.tokens: list[list[int]] = [[] for _ in range(batch)]
+        self.frames: list[list[int]] = [[] for _ in range(batch)]
+        self.score = torch.zeros(batch, dtype=torch.float64, device=device)
+        self.frames_seen = 0
+
+    @torch.no_grad()
+    def advance(self, enc: Tensor, enc_lens: Tensor | None = None) -> None:
+        """enc [B, T, D] = the next T encoder frames (rows past their `enc_lens` are skipped)."""
+        model = self.model
+        enc_p = model.joiner.enc_proj(enc)
+        lens = torch.full((enc.size(0),), enc.size(1), device=enc.device) if enc_lens is None else enc_lens
+        for i in range(enc.size(1)):
+            t = self.frames_seen + i
+            deciding = i < lens  # rows still deciding at this frame
+            for _ in range(self.max_symbols):
+                if not bool(deciding.any()):
+                    break
+                best_lp, best = model.joiner(enc_p[:, i], self.pred_p).log_softmax(-1).max(-1)
+                self.score += torch.where(deciding, best_lp, 0).double()
+                labels = torch.where(deciding, best, BLANK)
+                for b in (labels != BLANK).nonzero()[:, 0].tolist():
+                    self.tokens[b].append(int(labels[b]))
+                    self.frames[b].append(t)
+                self.pred_p, self.state = _advance(model, labels, self.pred_p, self.state)
+                deciding = labels != BLANK
+        self.frames_seen += enc.size(1)
+
+    def results(self) -> list[Hypothesis]:
+        """One hypothesis per row: the labels chosen so far."""
+        return [
+            _finish([_Hyp(tuple(tok), tuple(fr), float(sc), float(sc), 0)])
+            for tok, fr, sc in zip(self.tokens, self.frames, self.score.tolist())
+        ]
+
+
 @torch.no_grad()
 def transducer_greedy(model, enc: Tensor, enc_lens: Tensor, max_symbols_per_frame: int = 3) -> list[Hypothesis]:
     """Most probable symbol at every step, all utterances at once; at most `max_symbols_per_frame` labels a frame."""
-    B, T, _ = enc.shape
-    enc_p = model.joiner.enc_proj(enc)
-    pred_p, state = _start(model, B, enc.device)
-    tokens: list[list[int]] = [[] for _ in range(B)]
-    frames: list[list[int]] = [[] for _ in range(B)]
-    score = torch.zeros(B, dtype=torch.float64, device=enc.device)
-    for t in range(T):
-        deciding = t < enc_lens  # rows still deciding at frame t
-        for _ in range(max_symbols_per_frame):
-            if not bool(deciding.any()):
-                break
-            best_lp, best = model.joiner(enc_p[:, t], pred_p).log_softmax(-1).max(-1)
-            score += torch.where(deciding, best_lp, 0).double()
-            labels = torch.where(deciding, best, BLANK)
-            for b in (labels != BLANK).nonzero()[:, 0].tolist():
-                tokens[b].append(int(labels[b]))
-                frames[b].append(t)
-            pred_p, state = _advance(model, labels, pred_p, state)
-            deciding = labels != BLANK
-    return [_finish([_Hyp(tuple(tokens[b]), tuple(frames[b]), float(score[b]), float(score[b]), 0)]) for b in range(B)]
+    search = GreedySearch(model, enc.size(0), enc.device, max_symbols_per_frame)
+    search.advance(enc, enc_lens)
+    return search.results()
 
 
-@torch.no_grad()
-def modified_beam_search(model, enc: Tensor, enc_lens: Tensor, beam_size: int = 4) -> list[Hypothesis]:
-    """Each frame, every hypothesis takes one step (blank or one label); the best `beam_size` of all K·V steps are
-    kept, equal label sequences merged. Batched over hypotheses, one utterance at a time."""
-    enc_p = model.joiner.enc_proj(enc)
-    results = []
-    for b in range(enc.size(0)):
-        pred_p, state = _start(model, 1, enc.device)
-        hyps = [_Hyp((), (), 0.0, 0.0, 0)]
-        for t in range(int(enc_lens[b])):
-            logp = model.joiner(enc_p[b, t][None], pred_p).log_softmax(-1).double()  # [K, V]
+class ModifiedBeamSearch:
+    """Modified beam search over one utterance, fed encoder frames in pieces (`advance`), readable at any time.
+
+    Each frame, every hypothesis takes one step (blank or one label); the best `beam_size` of all K·V steps are
+    kept, equal label sequences merged. Batched over hypotheses.
+    """
+
+    def __init__(self, model, beam_size: int, device: torch.device) -> None:
+        self.model, self.beam_size, self.device = model, beam_size, device
+        self.pred_p, self.state = _start(model, 1, device)
+        self.hyps = [_Hyp((), (), 0.0, 0.0, 0)]
+        self.frames_seen = 0
+
+    @torch.no_grad()
+    def advance(self, enc: Tensor) -> None:
+        """enc [T, D] = the next T encoder frames of this utterance."""
+        model, hyps, device = self.model, self.hyps, self.device
+        enc_p = model.joiner.enc_proj(enc)
+        for i in range(enc.size(0)):
+            t = self.frames_seen + i
+            logp = model.joiner(enc_p[i][None], self.pred_p).log_softmax(-1).double()  # [K, V]
             V = logp.size(1)
-            cand = torch.tensor([h.score for h in hyps], dtype=torch.float64, device=enc.device)[:, None] + logp
-            best = torch.tensor([h.best for h in hyps], dtype=torch.float64, device=enc.device)[:, None] + logp
-            top_s, top_i = cand.flatten().topk(min(beam_size, cand.numel()))
+            cand = torch.tensor([h.score for h in hyps], dtype=torch.float64, device=device)[:, None] + logp
+            best = torch.tensor([h.best for h in hyps], dtype=torch.float64, device=device)[:, None] + logp
+            top_s, top_i = cand.flatten().topk(min(self.beam_size, cand.numel()))
             top_best = best.flatten()[top_i].tolist()
             merged: dict[tuple[int, ...], _Hyp] = {}
             steps: list[tuple[int, int]] = []  # (parent row, label) of each new row
-            for sc, bs, i in zip(top_s.tolist(), top_best, top_i.tolist()):
-                k, v = divmod(i, V)
+            for sc, bs, j in zip(top_s.tolist(), top_best, top_i.tolist()):
+                k, v = divmod(j, V)
                 h = hyps[k]
                 toks, frs = (h.tokens, h.frames) if v == BLANK else (h.tokens + (v,), h.frames + (t,))
                 _merge(merged, _Hyp(toks, frs, sc, bs, len(steps)))
                 steps.append((k, v))
             hyps = list(merged.values())
-            parents = torch.tensor([steps[h.row][0] for h in hyps], device=enc.device)
-            labels = torch.tensor([steps[h.row][1] for h in hyps], device=enc.device)
-            pred_p, state = _advance(model, labels, pred_p[parents], select_state(state, parents))
-            hyps = [_Hyp(h.tokens, h.frames, h.score, h.best, i) for i, h in enumerate(hyps)]
-        results.append(_finish(hyps))
+            parents = torch.tensor([steps[h.row][0] for h in hyps], device=device)
+            labels = torch.tensor([steps[h.row][1] for h in hyps], device=device)
+            self.pred_p, self.state = _advance(model, labels, self.pred_p[parents], select_state(self.state, parents))
+            hyps = [_Hyp(h.tokens, h.frames, h.score, h.best, j) for j, h in enumerate(hyps)]
+        self.hyps = hyps
+        self.frames_seen += enc.size(0)
+
+    def result(self) -> Hypothesis:
+        """The best hypothesis so far, carrying the beam as `.nbest`."""
+        return _finish(self.hyps)
+
+
+@torch.no_grad()
+def modified_beam_search(model, enc: Tensor, enc_lens: Tensor, beam_size: int = 4) -> list[Hypothesis]:
+    """`ModifiedBeamSearch` over each utterance of a batch."""
+    results = []
+    for b in range(enc.size(0)):
+        search = ModifiedBeamSearch(model, beam_size, enc.device)
+        search.advance(enc[b, : int(enc_lens[b])])
+        results.append(search.result())
     return results
 
 

@@ -53,16 +53,26 @@ class MultiHeadSelfAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
         self.rotary = RotaryEmbedding(self.head_dim)
 
-    def forward(
-        self, x: Tensor, mask: Tensor | None = None, attn_mask: Tensor | None = None, positions: Tensor | None = None
-    ) -> Tensor:
-        """x [B, T, D] → [B, T, D]; `positions` [T] defaults to 0..T-1 (pass an offset for streaming chunks)."""
-        b, t, d = x.shape
+    def project(self, x: Tensor, positions: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """x [B, T, D] → q, k, v [B, H, T, dh], q and k rotated to `positions` [T] (default 0..T-1)."""
+        b, t, _ = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if positions is None:
             positions = torch.arange(t, device=x.device)
         cos, sin = self.rotary(positions)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None = None) -> Tensor:
+        """Attention of q [B, H, Tq, dh] over k, v [B, H, Tk, dh] (allowed: True = may attend) → [B, Tq, D]."""
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0)
+        b, _, t, _ = q.shape
+        return self.out(y.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, attn_mask: Tensor | None = None, positions: Tensor | None = None
+    ) -> Tensor:
+        """x [B, T, D] → [B, T, D]; `positions` [T] defaults to 0..T-1 (pass an offset for streaming chunks)."""
+        q, k, v = self.project(x, positions)
         allowed = None
         if attn_mask is not None:
             allowed = (attn_mask if attn_mask.dim() == 2 else attn_mask[:, None]).bool()
@@ -73,7 +83,18 @@ class MultiHeadSelfAttention(nn.Module):
             # A padded query row may have no allowed key (NaN with some torch versions/kernels): let it see all.
             # Their outputs are padding anyway and never reach real frames.
             allowed = allowed | ~mask[:, None, :, None]
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
-        )
-        return self.out(y.transpose(1, 2).reshape(b, t, d))
+        return self.attend(q, k, v, allowed)
+
+    def forward_cached(
+        self, x: Tensor, positions: Tensor, past_keys: Tensor, past_values: Tensor, keep: int = -1
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One streaming chunk: x [B, T, D] attends to the cached past [B, H, L, dh] and to all of itself.
+
+        Returns (output [B, T, D], keys, values) holding the last `keep` frames for the next chunk (-1 = all).
+        """
+        q, k, v = self.project(x, positions)
+        k, v = torch.cat((past_keys, k), dim=2), torch.cat((past_values, v), dim=2)
+        y = self.attend(q, k, v)
+        if keep >= 0:
+            k, v = k[:, :, k.size(2) - min(keep, k.size(2)) :], v[:, :, v.size(2) - min(keep, v.size(2)) :]
+        return y, k, v

@@ -7,15 +7,17 @@ Padding never changes real frames: attention hides padded keys, the depthwise co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from malsori.nn.attention import MultiHeadSelfAttention
-from malsori.nn.mask import length_mask
+from malsori.nn.chunked import ChunkConfig, ChunkedEncoder
 from malsori.nn.subsampling import Conv2dSubsampling
+
+LayerCache = tuple[Tensor, Tensor, Tensor]  # (attention keys, attention values, conv inputs) of one block
 
 
 @dataclass
@@ -32,6 +34,7 @@ class ConformerConfig:
     attention_dropout: float = 0.0  # dropout on attention weights; >0 makes CPU attention ~3x slower (no fused kernel)
     subsampling_factor: int = 4  # time reduction of the conv front-end: 4, 6 or 8
     subsampling_channels: int = 32  # channels of the front-end convs; they run on every input frame, 64 costs +20% time
+    chunk: ChunkConfig = field(default_factory=ChunkConfig)  # chunked attention / causal conv for streaming
 
 
 class FeedForward(nn.Module):
@@ -58,27 +61,38 @@ class ConvModule(nn.Module):
     """LayerNorm → pointwise D→2D + GLU → zero the padding → depthwise conv → LayerNorm → Swish → pointwise → Dropout.
 
     LayerNorm over channels (not BatchNorm) after the depthwise conv keeps each frame independent of the batch.
+    A causal module pads only on the left (frame t sees t-K+1..t), so it can stream with the last K-1 inputs cached.
     """
 
-    def __init__(self, d_model: int, kernel: int, dropout: float) -> None:
+    def __init__(self, d_model: int, kernel: int, dropout: float, causal: bool = False) -> None:
         super().__init__()
         if kernel % 2 == 0:
             raise ValueError(f"conv_kernel must be odd to keep frames aligned, got {kernel}")
+        self.padding = (kernel - 1, 0) if causal else (kernel // 2, kernel // 2)
         self.norm_in = nn.LayerNorm(d_model)
         self.pointwise_in = nn.Linear(d_model, 2 * d_model)
-        self.depthwise = nn.Conv1d(d_model, d_model, kernel, padding=kernel // 2, groups=d_model)
+        self.depthwise = nn.Conv1d(d_model, d_model, kernel, groups=d_model)
         self.norm_mid = nn.LayerNorm(d_model)
         self.pointwise_out = nn.Linear(d_model, d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """x [B, T, D], mask [B, T] True on real frames → [B, T, D]."""
+    def forward(self, x: Tensor, mask: Tensor | None = None, cache: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """x [B, T, D], mask [B, T] True on real frames → ([B, T, D], new cache).
+
+        `cache` [B, D, K-1] (causal only) holds the depthwise conv's inputs just before x; the new cache ends x.
+        """
         x = F.glu(self.pointwise_in(self.norm_in(x)), dim=-1)
         if mask is not None:
             x = x.masked_fill(~mask[..., None], 0.0)
-        x = self.depthwise(x.transpose(1, 2)).transpose(1, 2)
+        x = x.transpose(1, 2)
+        if cache is None:
+            x = F.pad(x, self.padding)
+        else:
+            x = torch.cat((cache, x), dim=2)
+            cache = x[:, :, x.size(2) - cache.size(2) :]
+        x = self.depthwise(x).transpose(1, 2)
         x = self.pointwise_out(F.silu(self.norm_mid(x)))
-        return self.dropout(x)
+        return self.dropout(x), cache
 
 
 class ConformerBlock(nn.Module):
@@ -91,44 +105,53 @@ class ConformerBlock(nn.Module):
         self.norm_att = nn.LayerNorm(d)
         self.attention = MultiHeadSelfAttention(d, cfg.num_heads, cfg.attention_dropout)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.conv = ConvModule(d, cfg.conv_kernel, cfg.dropout)
+        self.conv = ConvModule(d, cfg.conv_kernel, cfg.dropout, cfg.chunk.causal)
         self.ff2 = FeedForward(d, cfg.ff_expansion, cfg.dropout)
         self.norm_out = nn.LayerNorm(d)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, attn_mask: Tensor | None = None) -> Tensor:
-        """x [B, T, D]; mask [B, T] True on real frames; attn_mask [T, T] or [B, T, T] True = may attend."""
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, attn_mask: Tensor | None = None, positions: Tensor | None = None,
+        cache: LayerCache | None = None, keep: int = -1,
+    ) -> tuple[Tensor, LayerCache | None]:
+        """x [B, T, D]; mask [B, T] True on real frames; attn_mask [T, T] or [B, T, T] True = may attend.
+
+        Streaming: `cache` = (keys, values, conv inputs) of the past → also returns the cache for the next chunk,
+        with `keep` frames of keys/values (-1 = all).
+        """
         x = torch.add(x, self.ff1(x), alpha=0.5)
-        x = x + self.dropout(self.attention(self.norm_att(x), mask, attn_mask))
-        x = x + self.conv(x, mask)
+        h = self.norm_att(x)
+        if cache is None:
+            a, keys, values = self.attention(h, mask, attn_mask, positions), None, None
+        else:
+            a, keys, values = self.attention.forward_cached(h, positions, cache[0], cache[1], keep)
+        x = x + self.dropout(a)
+        c, conv = self.conv(x, mask, None if cache is None else cache[2])
+        x = x + c
         x = torch.add(x, self.ff2(x), alpha=0.5)
-        return self.norm_out(x)
+        return self.norm_out(x), (None if cache is None else (keys, values, conv))
 
 
-class ConformerEncoder(nn.Module):
+class ConformerEncoder(ChunkedEncoder):
     """Features [B, T, F] + lengths → encodings [B, T', D] + lengths, T' ≈ T / subsampling_factor.
 
-    Padded output frames are set to zero.
+    Padded output frames are set to zero. Chunked attention and streaming come from `ChunkedEncoder`.
     """
 
     def __init__(self, cfg: ConformerConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.chunk = cfg.chunk
         self.output_dim = cfg.d_model
+        self.conv_context = cfg.conv_kernel - 1 if cfg.chunk.causal else 0
         self.subsampling = Conv2dSubsampling(
             cfg.input_dim, cfg.d_model, cfg.subsampling_factor, cfg.subsampling_channels
         )
         self.dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.num_layers))
 
-    @property
-    def subsampling_factor(self) -> int:
-        return self.subsampling.subsampling_factor
-
-    def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """feats [B, T, F], lengths [B] → (enc [B, T', D], enc_lengths [B])."""
-        x, lengths = self.subsampling(feats, lengths.to(feats.device))
-        mask = length_mask(lengths, x.size(1))
-        x = self.dropout(x)
-        for layer in self.layers:
-            x = layer(x, mask)
-        return x.masked_fill(~mask[..., None], 0.0), lengths
+    def check_streamable(self) -> None:
+        if not self.cfg.chunk.causal:
+            raise ValueError(
+                "this Conformer's convolutions look ahead (model.conformer.chunk.causal is false), so it cannot "
+                "stream; train a streaming model, e.g. recipes/streaming/conformer_ctc.yaml"
+            )

@@ -26,6 +26,7 @@ class Conv2dSubsampling(nn.Module):
         if factor not in LAYOUTS:
             raise ValueError(f"subsampling factor must be one of {sorted(LAYOUTS)}, got {factor}")
         self.subsampling_factor = factor
+        self.input_dim = input_dim
         self.layout = LAYOUTS[factor]
         channels = channels or output_dim
         layers: list[nn.Module] = []

@@ -6,7 +6,7 @@ as the memory already carries where each frame is. Pre-LN blocks (x + f(LN(x))) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from malsori.decode.scorers import select_state
 from malsori.nn.attention import MultiHeadSelfAttention
+from malsori.nn.chunked import ChunkConfig, ChunkedEncoder
 from malsori.nn.mask import length_mask
 from malsori.nn.subsampling import Conv2dSubsampling
 
@@ -31,6 +32,7 @@ class TransformerEncoderConfig:
     attention_dropout: float = 0.1  # dropout on attention weights
     subsampling_factor: int = 4  # time reduction of the conv front-end: 4, 6 or 8
     subsampling_channels: int = 64  # channels of the front-end convs
+    chunk: ChunkConfig = field(default_factory=ChunkConfig)  # chunked attention for streaming (`causal` is unused)
 
 
 def feed_forward(d_model: int, expansion: int, dropout: float) -> nn.Sequential:
@@ -51,18 +53,33 @@ class TransformerBlock(nn.Module):
         self.ff = feed_forward(d_model, ff_expansion, dropout)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, attn_mask: Tensor | None = None) -> Tensor:
-        """x [B, T, D]; mask [B, T] True on real frames; attn_mask [T, T] True = may attend."""
-        x = x + self.dropout(self.attention(self.norm_att(x), mask, attn_mask))
-        return x + self.dropout(self.ff(x))
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, attn_mask: Tensor | None = None, positions: Tensor | None = None,
+        cache: tuple[Tensor, Tensor, Tensor] | None = None, keep: int = -1,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor] | None]:
+        """x [B, T, D]; mask [B, T] True on real frames; attn_mask [T, T] True = may attend.
+
+        Streaming: `cache` = (keys, values, unused conv state) of the past → also returns the next chunk's cache.
+        """
+        h = self.norm_att(x)
+        if cache is None:
+            x = x + self.dropout(self.attention(h, mask, attn_mask, positions))
+        else:
+            a, keys, values = self.attention.forward_cached(h, positions, cache[0], cache[1], keep)
+            x, cache = x + self.dropout(a), (keys, values, cache[2])
+        return x + self.dropout(self.ff(x)), cache
 
 
-class TransformerEncoder(nn.Module):
-    """Features [B, T, F] + lengths → encodings [B, T', D] + lengths; padded output frames are zero."""
+class TransformerEncoder(ChunkedEncoder):
+    """Features [B, T, F] + lengths → encodings [B, T', D] + lengths; padded output frames are zero.
+
+    Chunked attention and streaming come from `ChunkedEncoder`.
+    """
 
     def __init__(self, cfg: TransformerEncoderConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.chunk = cfg.chunk
         self.output_dim = cfg.d_model
         self.subsampling = Conv2dSubsampling(cfg.input_dim, cfg.d_model, cfg.subsampling_factor, cfg.subsampling_channels)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -72,18 +89,8 @@ class TransformerEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(cfg.d_model)
 
-    @property
-    def subsampling_factor(self) -> int:
-        return self.subsampling.subsampling_factor
-
-    def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """feats [B, T, F], lengths [B] → (enc [B, T', D], enc_lengths [B])."""
-        x, lengths = self.subsampling(feats, lengths)
-        mask = length_mask(lengths, x.size(1))
-        x = self.dropout(x)
-        for layer in self.layers:
-            x = layer(x, mask)
-        return self.norm(x).masked_fill(~mask[..., None], 0.0), lengths
+    def finish(self, x: Tensor) -> Tensor:
+        return self.norm(x)
 
 
 class CrossAttention(nn.Module):

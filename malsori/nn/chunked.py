@@ -1,0 +1,176 @@
+"""Chunk-wise self-attention encoders: chunk masks for training and `forward_chunk` for streaming.
+
+A chunked encoder splits its (subsampled) frames into chunks of `chunk_size`; a frame attends to every frame of
+its own chunk and of the `left_chunks` chunks before it, never to the future beyond its chunk. Streaming then needs
+only a bounded state carried from chunk to chunk — the far past survives as the cached keys/values of each layer
+(a fixed budget of left_chunks × chunk_size frames) and as the last inputs of each causal convolution — so the cost
+per chunk does not grow with the length of the stream, and chunk-by-chunk outputs equal the full-utterance forward
+under the same chunk mask (tests/test_streaming_encoder.py).
+
+Training with `dynamic_chunk` samples a chunk size (and left context) per batch, so one model serves several
+latencies chosen at inference time (Zhang et al., 2020, "Unified streaming and non-streaming two-pass ASR").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from malsori.nn.mask import length_mask
+
+
+@dataclass
+class ChunkConfig:
+    """How an encoder limits self-attention to chunks (training) and what streaming it supports."""
+
+    causal: bool = False  # causal convolutions (Conformer conv module sees only past frames); needed to stream exactly
+    chunk_size: int = 0  # training chunk in encoder frames (after subsampling); 0 = full context
+    dynamic_chunk: bool = False  # training: per batch, full context half the time, else a chunk in [1, max_dynamic_chunk]
+    max_dynamic_chunk: int = 25  # largest sampled chunk in encoder frames (25 × 40 ms = 1 s)
+    max_dynamic_left: int = -1  # training: left context in chunks sampled in [0, this] per batch; -1 = all the past
+
+
+def chunk_mask(length: int, chunk_size: int, left_chunks: int = -1, device: torch.device | None = None) -> Tensor:
+    """[T, T] bool (query, key): True where the key lies in the query's chunk or in its `left_chunks` chunks before.
+
+    chunk_size <= 0 gives full context; left_chunks < 0 gives all the past.
+    """
+    idx = torch.arange(length, device=device)
+    if chunk_size <= 0:
+        return torch.ones(length, length, dtype=torch.bool, device=device)
+    chunk = idx // chunk_size
+    allowed = chunk[None, :] <= chunk[:, None]
+    if left_chunks >= 0:
+        allowed &= chunk[None, :] >= chunk[:, None] - left_chunks
+    return allowed
+
+
+@dataclass
+class EncoderState:
+    """Everything a chunked encoder carries between chunks; plain tensors only (export-friendly).
+
+    B = batch, F = feature bins, D = model width, H heads × dh head dim, L ≤ left_chunks × chunk_size cached frames.
+    """
+
+    feats: Tensor  # [B, n, F] input frames not yet consumed by the subsampling convs
+    frames: Tensor  # [B, m, D] subsampled frames waiting for a full chunk
+    offset: Tensor  # [] long: encoder frames emitted so far = position of the next frame
+    keys: Tensor  # [layers, B, H, L, dh] rotated self-attention keys of the last L frames of every layer
+    values: Tensor  # [layers, B, H, L, dh] their values
+    conv: Tensor  # [layers, B, D, K-1] last inputs of every causal depthwise conv (K-1 = 0 without a conv module)
+
+
+class ChunkedEncoder(nn.Module):
+    """Base of the Conformer and Transformer encoders: subsampling → blocks, with chunked attention and streaming.
+
+    Subclasses set `self.subsampling`, `self.dropout`, `self.layers` (blocks with
+    `forward(x, mask, attn_mask, positions, cache, keep) -> (x, cache)`), `self.chunk` (ChunkConfig) and
+    `self.conv_context` (K-1 frames of causal conv state, 0 if none); `finish(x)` is applied after the last block.
+    """
+
+    subsampling: nn.Module
+    layers: nn.ModuleList
+    chunk: ChunkConfig
+    conv_context: int = 0
+
+    @property
+    def subsampling_factor(self) -> int:
+        return self.subsampling.subsampling_factor
+
+    def finish(self, x: Tensor) -> Tensor:
+        """Applied after the last block (e.g. a final LayerNorm)."""
+        return x
+
+    def training_chunking(self) -> tuple[int, int]:
+        """(chunk_size, left_chunks) for this forward pass when the caller does not choose: sampled per batch when
+        training with dynamic chunks, else the configured chunk (full context for dynamic models in eval mode)."""
+        c = self.chunk
+        if c.dynamic_chunk:
+            if not self.training or torch.rand(()) < 0.5:
+                return 0, -1
+            size = int(torch.randint(1, c.max_dynamic_chunk + 1, ()))
+            left = int(torch.randint(0, c.max_dynamic_left + 1, ())) if c.max_dynamic_left >= 0 else -1
+            return size, left
+        return c.chunk_size, -1
+
+    def forward(
+        self, feats: Tensor, lengths: Tensor, chunk_size: int | None = None, left_chunks: int = -1
+    ) -> tuple[Tensor, Tensor]:
+        """feats [B, T, F], lengths [B] → (enc [B, T', D], enc_lengths [B]); padded output frames are zero.
+
+        `chunk_size` (encoder frames, 0 = full context) and `left_chunks` restrict attention as in streaming;
+        None uses `training_chunking()`.
+        """
+        if chunk_size is None:
+            chunk_size, left_chunks = self.training_chunking()
+        x, lengths = self.subsampling(feats, lengths.to(feats.device))
+        mask = length_mask(lengths, x.size(1))
+        attn_mask = chunk_mask(x.size(1), chunk_size, left_chunks, x.device) if chunk_size > 0 else None
+        x = self.dropout(x)
+        for layer in self.layers:
+            x, _ = layer(x, mask, attn_mask)
+        return self.finish(x).masked_fill(~mask[..., None], 0.0), lengths
+
+    def init_state(self, batch: int = 1) -> EncoderState:
+        """The state before the first chunk of `batch` streams."""
+        p = next(self.parameters())
+        layers, d = len(self.layers), self.output_dim
+        attention = self.layers[0].attention
+        kv = p.new_zeros(layers, batch, attention.num_heads, 0, attention.head_dim)
+        return EncoderState(
+            feats=p.new_zeros(batch, 0, self.subsampling.input_dim),
+            frames=p.new_zeros(batch, 0, d),
+            offset=torch.zeros((), dtype=torch.long),
+            keys=kv,
+            values=kv.clone(),
+            conv=p.new_zeros(layers, batch, d, self.conv_context),
+        )
+
+    def check_streamable(self) -> None:
+        """Raise ValueError if chunk-by-chunk outputs could not equal the masked full forward (e.g. look-ahead convs)."""
+
+    @torch.no_grad()
+    def forward_chunk(
+        self, feats: Tensor, state: EncoderState | None, chunk_size: int, left_chunks: int = -1, final: bool = False
+    ) -> tuple[Tensor, EncoderState]:
+        """Stream: feats [B, n, F] (any n ≥ 0, the next input frames) → (encodings [B, n', D], new state).
+
+        Emits every complete chunk of `chunk_size` encoder frames that the input so far allows; `final=True`
+        (end of stream) also emits the last, partial chunk. Outputs equal `forward(..., chunk_size, left_chunks)`
+        on the whole input. `left_chunks` < 0 keeps all the past (the state then grows with the stream).
+        """
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be >= 1 encoder frame to stream, got {chunk_size}")
+        self.check_streamable()
+        state = self.init_state(feats.size(0)) if state is None else state
+        buf = torch.cat((state.feats, feats.to(state.feats)), dim=1)
+        new_frames = buf.new_zeros(buf.size(0), 0, self.output_dim)
+        n_out = int(self.subsampling.output_lengths(torch.tensor(buf.size(1))))
+        if n_out > 0:
+            sub, _ = self.subsampling(buf, torch.full((buf.size(0),), buf.size(1)))
+            new_frames = sub[:, :n_out]
+            buf = buf[:, n_out * self.subsampling_factor :]
+        frames = torch.cat((state.frames, new_frames), dim=1)
+        ready = frames.size(1) if final else frames.size(1) // chunk_size * chunk_size
+        keep = left_chunks * chunk_size if left_chunks >= 0 else -1
+        outputs, offset = [], int(state.offset)
+        keys, values, conv = list(state.keys.unbind(0)), list(state.values.unbind(0)), list(state.conv.unbind(0))
+        for start in range(0, ready, chunk_size):
+            x = frames[:, start : min(start + chunk_size, ready)]
+            positions = torch.arange(offset, offset + x.size(1), device=x.device)
+            for i, layer in enumerate(self.layers):
+                x, (keys[i], values[i], conv[i]) = layer(x, positions=positions, cache=(keys[i], values[i], conv[i]), keep=keep)
+            outputs.append(self.finish(x))
+            offset += x.size(1)
+        enc = torch.cat(outputs, dim=1) if outputs else new_frames[:, :0]
+        new_state = EncoderState(
+            feats=buf,
+            frames=frames[:, ready:],
+            offset=torch.tensor(offset),
+            keys=torch.stack(keys),
+            values=torch.stack(values),
+            conv=torch.stack(conv),
+        )
+        return enc, new_state

@@ -1,0 +1,207 @@
+"""Streaming recognition: audio in pieces of any size → partial results while it arrives → final results per utterance.
+
+Audio → `StreamingFbank` → global CMVN → the chunked encoder's `forward_chunk` (bounded state) → an incremental
+search (CTC greedy / prefix beam, transducer greedy / modified beam, MoChA greedy for attention decoders).
+Endpointing finalizes an utterance after a stretch with no new token and resets the encoder and search, so an
+endless stream becomes a sequence of results in bounded memory.
+
+    stream = malsori.load("exp/stream/model").stream(StreamConfig(chunk_ms=320))
+    for piece in pieces:
+        stream.accept_waveform(piece)
+        print(stream.partial.text)
+    finals = stream.finish()
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from malsori.audio import SAMPLE_RATE
+from malsori.decode.ctc import PrefixBeamSearch, ctc_greedy
+from malsori.decode.result import Hypothesis
+from malsori.decode.transducer import GreedySearch, ModifiedBeamSearch
+from malsori.errors import ConfigError
+from malsori.features import StreamingFbank
+from malsori.pretrained import Transcript, Word
+
+
+@dataclass
+class StreamConfig:
+    """Latency and endpointing choices of a stream; the model was trained once for all chunk sizes (dynamic chunks)."""
+
+    chunk_ms: float = 320.0  # encoder chunk in ms (a multiple of the encoder frame, e.g. 40 ms at ×4 subsampling)
+    left_chunks: int = 4  # chunks of cached left context per layer (the carried memory); 0 = none, -1 = unbounded
+    method: str = "greedy"  # greedy, or beam (CTC prefix beam / transducer modified beam)
+    beam_size: int = 4  # beam width when method is beam
+    endpoint_silence_s: float = 1.0  # finalize an utterance after this long without a new token (once it has tokens)
+    endpoint_idle_s: float = 5.0  # with nothing recognized yet, restart after this long (keeps silence cheap)
+    max_utterance_s: float = 20.0  # finalize an utterance that reaches this length in any case
+
+
+@dataclass
+class Snapshot:
+    """The partial result just after a piece of audio was processed (for latency measurement)."""
+
+    received_s: float  # seconds of audio received by then
+    utterance: int  # index of the utterance being decoded (= number of finals before it)
+    words: list[str] = field(default_factory=list)  # partial words of that utterance
+
+
+class _CTCSearch:
+    """Incremental CTC search over encoder frames: greedy (carrying the previous argmax) or prefix beam."""
+
+    def __init__(self, model, method: str, beam_size: int) -> None:
+        self.model, self.method = model, method
+        self.beam = PrefixBeamSearch(beam_size, model.blank_id) if method == "beam" else None
+        self.hyp, self.prev, self.frames_seen = Hypothesis([], 0.0, []), None, 0
+
+    def advance(self, enc: Tensor) -> None:
+        log_probs = self.model.head(enc).float().log_softmax(-1)  # [1, n, V]
+        if self.beam is not None:
+            self.beam.advance_log_probs(log_probs[0])
+        else:
+            h = ctc_greedy(log_probs, torch.tensor([enc.size(1)]), self.model.blank_id, self.prev, self.frames_seen)[0]
+            self.hyp = Hypothesis(self.hyp.tokens + h.tokens, self.hyp.score + h.score, self.hyp.token_frames + h.token_frames)
+            if enc.size(1):
+                self.prev = log_probs[0, -1].argmax().view(1)
+        self.frames_seen += enc.size(1)
+
+    def best(self) -> Hypothesis:
+        return self.beam.ranked()[0] if self.beam is not None else self.hyp
+
+
+class _TransducerSearch:
+    """Incremental transducer search: greedy or modified beam, predictor state carried between chunks."""
+
+    def __init__(self, model, method: str, beam_size: int, device: torch.device) -> None:
+        self.greedy = GreedySearch(model, 1, device, model.cfg.max_symbols_per_frame) if method == "greedy" else None
+        self.beam = ModifiedBeamSearch(model, beam_size, device) if method == "beam" else None
+
+    def advance(self, enc: Tensor) -> None:
+        if self.greedy is not None:
+            self.greedy.advance(enc)
+        else:
+            self.beam.advance(enc[0])
+
+    def best(self) -> Hypothesis:
+        return self.greedy.results()[0] if self.greedy is not None else self.beam.result()
+
+
+def make_search(model, method: str, beam_size: int, device: torch.device):
+    """The incremental search for `model`'s head: an object with advance(enc [1, n, D]) and best() -> Hypothesis."""
+    head = type(model).__name__
+    if method not in ("greedy", "beam"):
+        raise ConfigError(f"stream method: unknown '{method}' (known: greedy, beam)")
+    if head == "CTCModel":
+        return _CTCSearch(model, method, beam_size)
+    if head == "TransducerModel":
+        return _TransducerSearch(model, method, beam_size, device)
+    if head == "AttentionModel" and hasattr(model, "monotonic_stream"):
+        return model.monotonic_stream()
+    raise ConfigError(f"{head}: this model cannot stream (streaming needs a CTC, transducer or MoChA attention head)")
+
+
+class Stream:
+    """One audio stream: feed samples with `accept_waveform`, read `partial`, collect `finals` (also from `finish`).
+
+    Made by `Recognizer.stream`. Times in results count from the start of the stream.
+    """
+
+    def __init__(self, recognizer, cfg: StreamConfig | None = None) -> None:
+        self.cfg = cfg = cfg or StreamConfig()
+        self.rec = recognizer
+        encoder = recognizer.model.encoder
+        if not hasattr(encoder, "forward_chunk"):
+            raise ConfigError(f"{type(encoder).__name__}: this encoder cannot stream (use a Conformer or Transformer encoder)")
+        encoder.check_streamable()
+        self.encoder = encoder
+        self.frame_s = recognizer.subsampling * recognizer.frame_shift  # seconds per encoder frame
+        chunk = cfg.chunk_ms / 1000.0 / self.frame_s
+        if chunk < 1 or abs(chunk - round(chunk)) > 1e-6:
+            raise ConfigError(f"chunk_ms: must be a positive multiple of the encoder frame ({self.frame_s * 1000:g} ms), got {cfg.chunk_ms:g}")
+        self.chunk_frames = round(chunk)
+        make_search(recognizer.model, cfg.method, cfg.beam_size, recognizer.device)  # fail early on a bad method/head
+        self.fbank = StreamingFbank(recognizer.fbank.cfg, recognizer.device)
+        self.finals: list[Transcript] = []  # Transcript per finished utterance, in order
+        self.snapshots: list[Snapshot] = []  # partial words after every accepted piece
+        self.received = 0  # samples received
+        self._features_used = 0  # feature frames handed to the encoder before the current utterance's state
+        self._new_utterance(start_feature=0)
+
+    # -- public API ---------------------------------------------------------------------------------------------
+    @property
+    def partial(self) -> Transcript:
+        """The current utterance's best hypothesis so far, as a Transcript (times from the stream start)."""
+        return self._transcript(self.search.best())
+
+    def accept_waveform(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[Transcript]:
+        """Add 1-D float samples in [-1, 1]; returns the utterances finalized by this piece (often none)."""
+        if sample_rate != SAMPLE_RATE:
+            raise ConfigError(f"stream: audio must be {SAMPLE_RATE} Hz, got {sample_rate} Hz (resample it first)")
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self.received += len(samples)
+        return self._feed(self.fbank.accept_waveform(samples), final=False)
+
+    def finish(self) -> list[Transcript]:
+        """End of input: decode what is left and return every final result of the stream."""
+        self._feed(self.fbank.flush(), final=True)
+        self._finalize()
+        return self.finals
+
+    # -- internals ------------------------------------------------------------------------------------------------
+    def _new_utterance(self, start_feature: int, carry=None) -> None:
+        """Fresh encoder state and search; `carry` = the old state whose not-yet-encoded input moves over."""
+        self.state = self.encoder.init_state(1)
+        if carry is not None:
+            self.state.feats, self.state.frames = carry.feats, carry.frames
+        self.start_feature = start_feature  # stream feature frame of this utterance's encoder frame 0
+        self.search = make_search(self.rec.model, self.cfg.method, self.cfg.beam_size, self.rec.device)
+        self.frames = 0  # encoder frames of this utterance decoded so far
+
+    def _feed(self, feats: Tensor, final: bool) -> list[Transcript]:
+        n_before = len(self.finals)
+        with torch.inference_mode():
+            if feats.numel():
+                feats = self.rec.cmvn(feats[None])
+            else:
+                feats = feats.new_zeros(1, 0, self.encoder.subsampling.input_dim)
+            enc, self.state = self.encoder.forward_chunk(feats, self.state, self.chunk_frames, self.cfg.left_chunks, final)
+            # decode chunk by chunk so endpoints are checked at every chunk boundary
+            for start in range(0, enc.size(1), self.chunk_frames):
+                piece = enc[:, start : start + self.chunk_frames]
+                self.search.advance(piece)
+                self.frames += piece.size(1)
+                self._check_endpoint(enc, start + piece.size(1))
+        self.snapshots.append(Snapshot(self.received / SAMPLE_RATE, len(self.finals), self.partial.text.split()))
+        return self.finals[n_before:]
+
+    def _check_endpoint(self, enc: Tensor, used: int) -> None:
+        hyp = self.search.best()
+        trailing = self.frames - (hyp.token_frames[-1] + 1 if hyp.tokens else 0)
+        trailing_s, length_s = trailing * self.frame_s, self.frames * self.frame_s
+        if hyp.tokens and (trailing_s >= self.cfg.endpoint_silence_s or length_s >= self.cfg.max_utterance_s):
+            self._finalize(restart=True)
+        elif not hyp.tokens and (trailing_s >= self.cfg.endpoint_idle_s or length_s >= self.cfg.max_utterance_s):
+            self._restart()
+
+    def _restart(self) -> None:
+        """Start a new utterance at the next encoder frame, keeping input that is not encoded yet."""
+        start = self.start_feature + self.frames * self.encoder.subsampling_factor
+        self._new_utterance(start, carry=self.state)
+
+    def _finalize(self, restart: bool = False) -> None:
+        hyp = self.search.best()
+        if hyp.tokens:
+            self.finals.append(self._transcript(hyp))
+        if restart:
+            self._restart()
+
+    def _transcript(self, hyp: Hypothesis) -> Transcript:
+        offset = self.start_feature * self.rec.frame_shift
+        words = [Word(w.word, w.start + offset, w.end + offset) for w in self.rec._words(hyp.tokens, hyp.token_frames)]
+        return Transcript(text=" ".join(w.word for w in words), tokens=list(hyp.tokens), score=float(hyp.score),
+                          words=words, duration=self.frames * self.frame_s)

@@ -1,0 +1,124 @@
+"""Streaming recognition through `Recognizer.stream`: same result as the chunk-masked offline computation for any
+piece sizes, timestamps from the stream start, endpointing that splits a stream into finalized utterances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from malsori.audio import load_audio
+from malsori.decode.ctc import ctc_greedy, ctc_prefix_beam_search
+from malsori.decode.transducer import modified_beam_search, transducer_greedy
+from malsori.errors import ConfigError
+from malsori.features import Fbank, FbankConfig, GlobalCMVN
+from malsori.models.registry import ModelConfig, build_model
+from malsori.nn.chunked import ChunkConfig
+from malsori.nn.conformer import ConformerConfig
+from malsori.pretrained import Recognizer
+from malsori.streaming import StreamConfig
+from malsori.tokenizer import train_tokenizer
+
+NO_ENDPOINT = dict(endpoint_silence_s=1e9, endpoint_idle_s=1e9, max_utterance_s=1e9)
+
+
+def _recognizer(head: str, causal: bool = True) -> Recognizer:
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer("char", ["hello world", "streaming speech"])
+    conformer = ConformerConfig(d_model=48, num_layers=2, num_heads=2, conv_kernel=7, dropout=0.0,
+                                subsampling_channels=8, chunk=ChunkConfig(causal=causal))
+    cfg = ModelConfig(encoder="conformer", conformer=conformer, head=head)
+    cfg.transducer.predictor.embed_dim = 32
+    cfg.transducer.predictor.hidden_size = 32
+    cfg.transducer.joiner_dim = 32
+    fbank = Fbank(FbankConfig())
+    model = build_model(cfg, fbank.dim, tokenizer.vocab_size)
+    return Recognizer(model, tokenizer, fbank, GlobalCMVN(fbank.dim), "cpu")
+
+
+@pytest.fixture(scope="module")
+def wave(tiny_corpus) -> np.ndarray:
+    audio = sorted((Path(tiny_corpus["test"]).parent / "audio" / "test").glob("*.flac"))
+    return np.concatenate([load_audio(a) for a in audio[:2]])
+
+
+def _offline(rec: Recognizer, wave: np.ndarray, chunk: int, left: int, method: str):
+    """The same decoding done on the whole utterance with the equivalent chunk mask."""
+    with torch.inference_mode():
+        feats, lens = rec.fbank(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))
+        enc, enc_lens = rec.model.encoder(rec.cmvn(feats), lens, chunk_size=chunk, left_chunks=left)
+        model = rec.model
+        if type(model).__name__ == "CTCModel":
+            lp = model.head(enc).float().log_softmax(-1)
+            return (ctc_greedy(lp, enc_lens) if method == "greedy" else ctc_prefix_beam_search(lp, enc_lens, 4))[0]
+        return (transducer_greedy(model, enc, enc_lens) if method == "greedy" else modified_beam_search(model, enc, enc_lens, 4))[0]
+
+
+def _stream(rec: Recognizer, wave: np.ndarray, cfg: StreamConfig, pieces: list[int]):
+    stream = rec.stream(cfg)
+    start, i = 0, 0
+    while start < len(wave):
+        stream.accept_waveform(wave[start : start + pieces[i % len(pieces)]])
+        start, i = start + pieces[i % len(pieces)], i + 1
+    return stream, stream.finish()
+
+
+@pytest.mark.parametrize("head,method", [("ctc", "greedy"), ("ctc", "beam"), ("transducer", "greedy"), ("transducer", "beam")])
+def test_stream_equals_chunk_masked_offline(wave, head, method):
+    rec = _recognizer(head)
+    offline = _offline(rec, wave, chunk=8, left=2, method=method)
+    assert offline.tokens, "an untrained model still emits tokens; an empty result would make this test vacuous"
+    for pieces in ([len(wave)], [1600], [123, 4567, 999]):
+        cfg = StreamConfig(chunk_ms=320, left_chunks=2, method=method, beam_size=4, **NO_ENDPOINT)
+        stream, finals = _stream(rec, wave, cfg, pieces)
+        assert len(finals) == 1
+        assert finals[0].tokens == offline.tokens
+        assert [w.start for w in finals[0].words] == [w.start for w in rec._words(offline.tokens, offline.token_frames)]
+        assert finals[0].score == pytest.approx(offline.score, abs=1e-3)
+    # the partial results only ever grow for greedy search (tokens are never taken back)
+    if method == "greedy":
+        texts = [" ".join(s.words) for s in stream.snapshots]
+        assert all(b.startswith(a.rstrip()) or not a for a, b in zip(texts, texts[1:]))
+
+
+def test_endpointing_splits_a_stream_into_utterances(wave):
+    """A head rigged to emit one token then blanks: every `endpoint_silence_s` the utterance is finalized."""
+    rec = _recognizer("ctc")
+    with torch.no_grad():
+        rec.model.head.weight.zero_()
+        rec.model.head.bias.zero_()
+        rec.model.head.bias[5] = 100.0  # token 5 on every frame = one emission per utterance (repeats collapse)
+    cfg = StreamConfig(chunk_ms=160, left_chunks=2, endpoint_silence_s=1.0, max_utterance_s=1e9)
+    stream, finals = _stream(rec, wave, cfg, [3200])
+    duration = len(wave) / 16000
+    assert len(finals) >= int(duration / 1.2) - 1
+    assert all(f.tokens == [5] for f in finals)
+    starts = [f.words[0].start for f in finals]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    gaps = np.diff(starts)
+    assert np.all(gaps >= 1.0) and np.all(gaps <= 1.0 + 0.16 + 0.04 + 1e-6)  # endpoint checked at chunk boundaries
+
+
+def test_idle_stream_restarts_and_keeps_state_bounded(wave):
+    rec = _recognizer("ctc")
+    with torch.no_grad():
+        rec.model.head.bias[0] = 100.0  # blank everywhere: nothing is ever recognized
+    cfg = StreamConfig(chunk_ms=160, left_chunks=2, endpoint_idle_s=0.5)
+    stream, finals = _stream(rec, np.tile(wave, 3), cfg, [1600])
+    assert finals == []
+    assert stream.frames * stream.frame_s < 0.5 + 0.16 + 1e-6  # the current utterance restarted recently
+    assert stream.state.keys.shape[3] <= 2 * 4
+
+
+def test_stream_refuses_what_cannot_stream():
+    with pytest.raises(ValueError, match="causal"):
+        _recognizer("ctc", causal=False).stream()
+    rec = _recognizer("ctc")
+    with pytest.raises(ConfigError, match="chunk_ms"):
+        rec.stream(StreamConfig(chunk_ms=50))
+    with pytest.raises(ConfigError, match="method"):
+        rec.stream(StreamConfig(method="viterbi"))
+    with pytest.raises(ConfigError, match="Hz"):
+        rec.stream().accept_waveform(np.zeros(100, dtype=np.float32), sample_rate=8000)
