@@ -35,7 +35,7 @@ def data() -> None:
 
 
 def _register() -> None:
-    from malsori.commands import compare, corpora, demo, recognize, synth, tokenizer, train
+    from malsori.commands import compare, corpora, demo, recognize, stream, synth, tokenizer, train
 
     data.add_command(synth.synth)
     data.add_command(corpora.import_)
@@ -45,6 +45,7 @@ def _register() -> None:
     main.add_command(recognize.transcribe)
     main.add_command(demo.demo)
     main.add_command(compare.compare)
+    main.add_command(stream.stream)
 
 
 _register()

@@ -76,6 +76,7 @@ class TrainConfig:
     batch: BatchConfig = field(default_factory=BatchConfig)  # dynamic batching
     model: ModelConfig = field(default_factory=ModelConfig)  # encoder + head
     optim: OptimConfig = field(default_factory=OptimConfig)  # optimizer and schedule
+    init_from: str = ""  # model folder whose tensors with matching names and shapes (e.g. the encoder) start a new run
     max_epochs: int = 30  # passes over the training data
     max_steps: int = 0  # stop after this many optimizer steps (0 = no limit)
     max_minutes: float = 0.0  # wall-clock budget for this invocation (0 = none); stops after the current step
@@ -90,6 +91,21 @@ class TrainConfig:
 
     # Keys that may change between a run and its resumption.
     RESUMABLE_CHANGES = ("max_epochs", "max_steps", "max_minutes", "progress", "threads", "checkpoint_every", "log_every", "device")
+
+
+def warm_start(model: torch.nn.Module, folder: Path) -> int:
+    """Copy the tensors of a saved model folder whose names and shapes match into `model`; returns how many."""
+    from safetensors.torch import load_file
+
+    path = folder / "model.safetensors"
+    if not path.is_file():
+        raise ConfigError(f"init_from: {folder} is not a malsori model folder (no model.safetensors)")
+    own = model.state_dict()
+    saved = {k: v for k, v in load_file(str(path)).items() if k in own and own[k].shape == v.shape}
+    if not saved:
+        raise ConfigError(f"init_from: no tensor of {folder} matches this model's names and shapes")
+    model.load_state_dict(saved, strict=False)
+    return len(saved)
 
 
 def lr_at(step: int, o: OptimConfig, max_steps: int) -> float:
@@ -227,6 +243,10 @@ def train(cfg: TrainConfig) -> Path:
         step, epoch, pos = state["step"], state["epoch"], state["pos"]
         if main_proc:
             tqdm.write(f"resuming from {ckpt.name}: step {step}, epoch {epoch}, batch {pos}")
+    elif cfg.init_from:
+        loaded = warm_start(model, Path(cfg.init_from))
+        if main_proc:
+            tqdm.write(f"initialized {loaded} tensors from {cfg.init_from}")
     net = _LossModule(model)
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)

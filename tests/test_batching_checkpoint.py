@@ -96,3 +96,33 @@ def test_average_and_pruning(tmp_path):
     assert [p.name for p in ck] == ["ckpt-00000002", "ckpt-00000003", "ckpt-00000004"]
     avg = average_checkpoints(ck[-2:])
     assert torch.allclose(avg["0.weight"], (ws[2] + ws[3]) / 2, atol=1e-7)
+
+
+def test_warm_start_copies_matching_tensors_only(tmp_path):
+    """init_from: a CTC model's encoder starts a transducer; the transducer's own layers keep their fresh init."""
+    import pytest as _pytest
+
+    from malsori.errors import ConfigError
+    from malsori.features import Fbank, FbankConfig, GlobalCMVN
+    from malsori.models.registry import ModelConfig, build_model
+    from malsori.nn.conformer import ConformerConfig
+    from malsori.pretrained import save_model_dir
+    from malsori.tokenizer import train_tokenizer
+    from malsori.train import warm_start
+
+    conformer = ConformerConfig(d_model=32, num_layers=1, num_heads=2, subsampling_channels=4)
+    tok = train_tokenizer("char", ["abc"])
+    torch.manual_seed(0)
+    ctc_cfg = ModelConfig(conformer=conformer, head="ctc")
+    ctc = build_model(ctc_cfg, 80, tok.vocab_size)
+    save_model_dir(tmp_path / "ctc", ctc, ctc_cfg, FbankConfig(), tok, GlobalCMVN(80))
+    torch.manual_seed(1)
+    rnnt = build_model(ModelConfig(conformer=conformer, head="transducer"), 80, tok.vocab_size)
+    joiner_before = {k: v.clone() for k, v in rnnt.state_dict().items() if k.startswith("joiner")}
+    n = warm_start(rnnt, tmp_path / "ctc")
+    assert n == len(ctc.encoder.state_dict())
+    for k, v in ctc.encoder.state_dict().items():
+        assert torch.equal(rnnt.encoder.state_dict()[k], v)
+    assert all(torch.equal(rnnt.state_dict()[k], v) for k, v in joiner_before.items())
+    with _pytest.raises(ConfigError, match="init_from"):
+        warm_start(rnnt, tmp_path)

@@ -141,3 +141,28 @@ def test_empty_utterance() -> None:
     lengths = torch.tensor([4, 0])
     for hyps in (ctc_greedy(lp, lengths), ctc_prefix_beam_search(lp, lengths, beam_size=4)):
         assert hyps[1].tokens == [] and hyps[1].score == 0.0
+
+
+def test_forced_alignment_is_the_best_path_spelling_the_target():
+    """Viterbi equals the best of all CTC paths (brute force) that collapse to the target; spans are ordered."""
+    import itertools
+
+    from malsori.decode.ctc import ctc_forced_align
+
+    torch.manual_seed(3)
+    log_probs = torch.randn(6, 4).log_softmax(-1)
+    for target in ([1, 2], [2, 2], [3], [1, 2, 3]):
+        best, best_path = float("-inf"), None
+        for path in itertools.product(range(4), repeat=6):
+            collapsed = [p for i, p in enumerate(path) if p != 0 and (i == 0 or path[i - 1] != p)]
+            if collapsed == target:
+                s = float(sum(log_probs[t, p] for t, p in enumerate(path)))
+                if s > best:
+                    best, best_path = s, path
+        spans, score = ctc_forced_align(log_probs, target)
+        assert score == pytest.approx(best, abs=1e-5)
+        for (a, b), tok in zip(spans, target):
+            assert 0 <= a <= b and all(best_path[t] == tok for t in range(a, b + 1))
+        assert all(s1[1] < s2[0] for s1, s2 in zip(spans, spans[1:]))
+    with pytest.raises(ValueError):
+        ctc_forced_align(log_probs[:2], [1, 1])

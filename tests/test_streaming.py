@@ -113,7 +113,7 @@ def test_idle_stream_restarts_and_keeps_state_bounded(wave):
 
 
 def test_stream_refuses_what_cannot_stream():
-    with pytest.raises(ValueError, match="causal"):
+    with pytest.raises(ConfigError, match="causal"):
         _recognizer("ctc", causal=False).stream()
     rec = _recognizer("ctc")
     with pytest.raises(ConfigError, match="chunk_ms"):
@@ -122,3 +122,32 @@ def test_stream_refuses_what_cannot_stream():
         rec.stream(StreamConfig(method="viterbi"))
     with pytest.raises(ConfigError, match="Hz"):
         rec.stream().accept_waveform(np.zeros(100, dtype=np.float32), sample_rate=8000)
+
+
+def test_stream_cli(tiny_corpus, tmp_path, wave):
+    import json
+    import subprocess
+    import sys
+
+    from malsori.audio import save_audio
+    from malsori.pretrained import save_model_dir
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "malsori.cli", "stream", *map(str, args)], capture_output=True, text=True, timeout=300)
+
+    for name, causal in (("stream_model", True), ("offline_model", False)):
+        rec = _recognizer("ctc", causal=causal)
+        cfg = ModelConfig(encoder="conformer", head="ctc", conformer=rec.model.encoder.cfg)
+        save_model_dir(tmp_path / name, rec.model, cfg, rec.fbank.cfg, rec.tokenizer, rec.cmvn)
+    save_audio(tmp_path / "a.flac", wave)
+    r = cli(tmp_path / "stream_model", tmp_path / "a.flac", "--fast", "--json", "--endpoint-silence", "1e9")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(rows) == 1 and rows[0]["words"] and "RTF" in r.stderr
+    expected = _stream(_recognizer("ctc"), wave, StreamConfig(**NO_ENDPOINT), [5120])[1][0]
+    assert rows[0]["text"] == expected.text
+    for args, needle in [((tmp_path / "offline_model", tmp_path / "a.flac"), "causal"),
+                         ((tmp_path / "stream_model", tmp_path / "a.flac", "--chunk-ms", "30"), "chunk_ms"),
+                         ((tmp_path / "stream_model",), "FILE or --mic")]:
+        r = cli(*args)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from malsori.errors import ConfigError
 from malsori.nn.chunked import ChunkConfig, chunk_mask
 from malsori.nn.conformer import ConformerConfig, ConformerEncoder
 from malsori.nn.transformer import TransformerEncoder, TransformerEncoderConfig
@@ -80,7 +81,7 @@ def test_chunked_frames_do_not_see_the_future():
 
 
 def test_non_causal_conformer_refuses_to_stream():
-    with pytest.raises(ValueError, match="causal"):
+    with pytest.raises(ConfigError, match="causal"):
         _conformer(causal=False).forward_chunk(torch.randn(1, 40, 20), None, 4)
 
 

@@ -161,3 +161,47 @@ def ctc_prefix_beam_search(
         search.advance_log_probs(log_probs[b, :n])
         hyps.append(search.ranked(nbest)[0])
     return hyps
+
+
+def ctc_forced_align(log_probs: Tensor, tokens: list[int], blank_id: int = 0) -> tuple[list[tuple[int, int]], float]:
+    """Viterbi alignment of `tokens` to log_probs [T, V]: the single most probable CTC path that spells them.
+
+    Returns ([(first frame, last frame)] of each token's run, the path's log-probability). Used as the reference
+    timing for latency measurements. Raises ValueError when the frames are too few for the tokens.
+    """
+    T, U = log_probs.size(0), len(tokens)
+    ext = torch.full((2 * U + 1,), blank_id, dtype=torch.long)  # blank, t1, blank, t2, ..., blank
+    if U:
+        ext[1::2] = torch.tensor(tokens)
+    S = ext.numel()
+    repeats = sum(1 for a, b in zip(tokens, tokens[1:]) if a == b)
+    if T < U + repeats:
+        raise ValueError(f"{T} frames cannot hold {U} tokens ({repeats} repeats need a blank between)")
+    lp = log_probs.detach().float().cpu()[:, ext]  # [T, S]
+    # a state may come from itself, the previous state, or skip a blank between two different tokens
+    skip = torch.zeros(S, dtype=torch.bool)
+    skip[2:] = (ext[2:] != blank_id) & (ext[2:] != ext[:-2])
+    score = torch.full((S,), NEG_INF)
+    score[0] = lp[0, 0]
+    if S > 1:
+        score[1] = lp[0, 1]
+    back = torch.zeros(T, S, dtype=torch.long)  # 0 = stay, 1 = from s-1, 2 = from s-2
+    for t in range(1, T):
+        prev1 = torch.cat((torch.tensor([NEG_INF]), score[:-1]))
+        prev2 = torch.cat((torch.tensor([NEG_INF, NEG_INF]), score[:-2])).masked_fill(~skip, NEG_INF)
+        cand = torch.stack((score, prev1, prev2))  # [3, S]
+        best, back[t] = cand.max(dim=0)
+        score = best + lp[t]
+    end = S - 1 if S == 1 or score[S - 1] >= score[S - 2] else S - 2
+    total = float(score[end])
+    states = [end]
+    for t in range(T - 1, 0, -1):
+        states.append(states[-1] - int(back[t, states[-1]]))
+    states.reverse()
+    spans: list[list[int]] = [[-1, -1] for _ in range(U)]
+    for t, s in enumerate(states):
+        if s % 2 == 1:
+            span = spans[s // 2]
+            span[0] = t if span[0] < 0 else span[0]
+            span[1] = t
+    return [(a, b) for a, b in spans], total

@@ -129,7 +129,7 @@ class ChunkedEncoder(nn.Module):
         )
 
     def check_streamable(self) -> None:
-        """Raise ValueError if chunk-by-chunk outputs could not equal the masked full forward (e.g. look-ahead convs)."""
+        """Raise ConfigError if chunk-by-chunk outputs could not equal the masked full forward (e.g. look-ahead convs)."""
 
     @torch.no_grad()
     def forward_chunk(

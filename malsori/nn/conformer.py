@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from malsori.errors import ConfigError
 from malsori.nn.attention import MultiHeadSelfAttention
 from malsori.nn.chunked import ChunkConfig, ChunkedEncoder
 from malsori.nn.subsampling import Conv2dSubsampling
@@ -151,7 +152,7 @@ class ConformerEncoder(ChunkedEncoder):
 
     def check_streamable(self) -> None:
         if not self.cfg.chunk.causal:
-            raise ValueError(
+            raise ConfigError(
                 "this Conformer's convolutions look ahead (model.conformer.chunk.causal is false), so it cannot "
                 "stream; train a streaming model, e.g. recipes/streaming/conformer_ctc.yaml"
             )
