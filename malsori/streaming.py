@@ -1,7 +1,7 @@
 """Streaming recognition: audio in pieces of any size → partial results while it arrives → final results per utterance.
 
 Audio → `StreamingFbank` → global CMVN → the chunked encoder's `forward_chunk` (bounded state) → an incremental
-search (CTC greedy / prefix beam, transducer greedy / modified beam, MoChA greedy for attention decoders).
+search (CTC greedy / prefix beam, transducer greedy / modified beam, MoChA greedy for LAS attention decoders).
 Endpointing finalizes an utterance after a stretch with no new token and resets the encoder and search, so an
 endless stream becomes a sequence of results in bounded memory.
 
@@ -22,6 +22,7 @@ from torch import Tensor
 
 from malsori.audio import SAMPLE_RATE
 from malsori.decode.ctc import PrefixBeamSearch, ctc_greedy
+from malsori.decode.mocha import MonotonicGreedyStream
 from malsori.decode.result import Hypothesis
 from malsori.decode.transducer import GreedySearch, ModifiedBeamSearch
 from malsori.errors import ConfigError
@@ -73,6 +74,9 @@ class _CTCSearch:
     def best(self) -> Hypothesis:
         return self.beam.ranked()[0] if self.beam is not None else self.hyp
 
+    def finish(self) -> None:
+        """The utterance's input has ended (nothing is pending in a frame-synchronous search)."""
+
 
 class _TransducerSearch:
     """Incremental transducer search: greedy or modified beam, predictor state carried between chunks."""
@@ -90,6 +94,29 @@ class _TransducerSearch:
     def best(self) -> Hypothesis:
         return self.greedy.results()[0] if self.greedy is not None else self.beam.result()
 
+    def finish(self) -> None:
+        """The utterance's input has ended (nothing is pending in a frame-synchronous search)."""
+
+
+class _MonotonicSearch:
+    """Online greedy MoChA decoding: a token is emitted once the hard monotonic reader halts inside arrived frames."""
+
+    def __init__(self, model) -> None:
+        from malsori.models.aed import EOS, SOS
+
+        self.stream = MonotonicGreedyStream(model.decoder, sos=SOS, eos=EOS, max_len_ratio=model.cfg.max_len_ratio)
+
+    def advance(self, enc: Tensor) -> None:
+        if enc.size(1):
+            self.stream.accept(enc)
+
+    def best(self) -> Hypothesis:
+        return self.stream.hypothesis()
+
+    def finish(self) -> None:
+        if self.stream.arrived and not self.stream.finished:
+            self.stream.finish()
+
 
 def make_search(model, method: str, beam_size: int, device: torch.device):
     """The incremental search for `model`'s head: an object with advance(enc [1, n, D]) and best() -> Hypothesis."""
@@ -100,8 +127,10 @@ def make_search(model, method: str, beam_size: int, device: torch.device):
         return _CTCSearch(model, method, beam_size)
     if head == "TransducerModel":
         return _TransducerSearch(model, method, beam_size, device)
-    if head == "AttentionModel" and hasattr(model, "monotonic_stream"):
-        return model.monotonic_stream()
+    if head == "AttentionModel" and getattr(model.decoder, "kind", None) == "mocha":
+        if method != "greedy":
+            raise ConfigError("stream method: MoChA attention decoders stream with greedy search only")
+        return _MonotonicSearch(model)
     raise ConfigError(f"{head}: this model cannot stream (streaming needs a CTC, transducer or MoChA attention head)")
 
 
@@ -194,6 +223,7 @@ class Stream:
         self._new_utterance(start, carry=self.state)
 
     def _finalize(self, restart: bool = False) -> None:
+        self.search.finish()
         hyp = self.search.best()
         if hyp.tokens:
             self.finals.append(self._transcript(hyp))

@@ -29,7 +29,9 @@ def _recognizer(head: str, causal: bool = True) -> Recognizer:
     tokenizer = train_tokenizer("char", ["hello world", "streaming speech"])
     conformer = ConformerConfig(d_model=48, num_layers=2, num_heads=2, conv_kernel=7, dropout=0.0,
                                 subsampling_channels=8, chunk=ChunkConfig(causal=causal))
-    cfg = ModelConfig(encoder="conformer", conformer=conformer, head=head)
+    cfg = ModelConfig(encoder="conformer", conformer=conformer, head="attention" if head == "mocha" else head)
+    cfg.attention.decoder, cfg.attention.las_attention, cfg.attention.ctc_weight = "las", "mocha", 0.0
+    cfg.attention.hidden_size, cfg.attention.embed_dim, cfg.attention.attention_dim = 32, 16, 16
     cfg.transducer.predictor.embed_dim = 32
     cfg.transducer.predictor.hidden_size = 32
     cfg.transducer.joiner_dim = 32
@@ -44,12 +46,18 @@ def wave(tiny_corpus) -> np.ndarray:
     return np.concatenate([load_audio(a) for a in audio[:2]])
 
 
+def head_of(model) -> str:
+    return "mocha" if type(model).__name__ == "AttentionModel" else type(model).__name__
+
+
 def _offline(rec: Recognizer, wave: np.ndarray, chunk: int, left: int, method: str):
     """The same decoding done on the whole utterance with the equivalent chunk mask."""
     with torch.inference_mode():
         feats, lens = rec.fbank(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))
         enc, enc_lens = rec.model.encoder(rec.cmvn(feats), lens, chunk_size=chunk, left_chunks=left)
         model = rec.model
+        if head_of(model) == "mocha":
+            return model.greedy(enc, enc_lens)[0]
         if type(model).__name__ == "CTCModel":
             lp = model.head(enc).float().log_softmax(-1)
             return (ctc_greedy(lp, enc_lens) if method == "greedy" else ctc_prefix_beam_search(lp, enc_lens, 4))[0]
@@ -65,7 +73,8 @@ def _stream(rec: Recognizer, wave: np.ndarray, cfg: StreamConfig, pieces: list[i
     return stream, stream.finish()
 
 
-@pytest.mark.parametrize("head,method", [("ctc", "greedy"), ("ctc", "beam"), ("transducer", "greedy"), ("transducer", "beam")])
+@pytest.mark.parametrize("head,method", [("ctc", "greedy"), ("ctc", "beam"), ("transducer", "greedy"), ("transducer", "beam"),
+                                         ("mocha", "greedy")])
 def test_stream_equals_chunk_masked_offline(wave, head, method):
     rec = _recognizer(head)
     offline = _offline(rec, wave, chunk=8, left=2, method=method)

@@ -85,7 +85,10 @@ class DecoderScorer:
         return own(state, index) if own is not None else select_state(state, index)
 
     def token_frame(self, state: State) -> Tensor | None:
-        """Argmax of the attention weights the decoder used for the newest token, when its state keeps them."""
+        """The decoder's own "frame" of the newest token if its state keeps one (LAS; MoChA's halt), else the argmax
+        of the attention weights it used, when its state keeps them."""
+        if isinstance(state, dict) and state.get("frame") is not None:
+            return state["frame"]
         attn = state.get("attn") if isinstance(state, dict) else None
         return None if attn is None else attn.argmax(-1)
 

@@ -40,6 +40,10 @@ class AttentionConfig:
     attention_dim: int = 128  # LAS: size of the additive attention's hidden layer
     location_filters: int = 16  # LAS: channels of the conv over the previous attention weights
     location_kernel: int = 31  # LAS: width of that conv in encoder frames (odd)
+    las_attention: Literal["location", "mocha"] = "location"  # LAS: location-aware (offline) or MoChA (streamable)
+    mocha_chunk: int = 4  # MoChA: chunk width w, the encoder frames softly attended up to the monotonic halt
+    mocha_noise: float = 1.0  # MoChA: std of the Gaussian noise on the monotonic energies in training (0 = none)
+    mocha_init_bias: float = -4.0  # MoChA: initial energy offset r; −4 suits long inputs, nearer 0 for very short ones
     d_model: int = 256  # Transformer decoder width
     num_heads: int = 4  # Transformer decoder heads (d_model / num_heads must be even)
     ff_expansion: int = 4  # Transformer decoder feed-forward size = ff_expansion × d_model
@@ -62,7 +66,8 @@ def build_decoder(cfg: AttentionConfig, encoder: nn.Module, vocab_size: int) -> 
         return FixedVectorDecoder(vocab_size, d, cfg.embed_dim, cfg.hidden_size, cfg.num_layers, cfg.dropout, summary)
     if cfg.decoder == "las":
         return LASDecoder(vocab_size, d, cfg.embed_dim, cfg.hidden_size, cfg.num_layers, cfg.attention_dim,
-                          cfg.location_filters, cfg.location_kernel, cfg.dropout)
+                          cfg.location_filters, cfg.location_kernel, cfg.dropout, cfg.las_attention, cfg.mocha_chunk,
+                          cfg.mocha_noise, cfg.mocha_init_bias)
     if cfg.decoder == "transformer":
         return TransformerDecoder(vocab_size, d, cfg.d_model, cfg.num_layers, cfg.num_heads, cfg.ff_expansion,
                                   cfg.dropout, cfg.attention_dropout)
@@ -151,7 +156,8 @@ class AttentionModel(nn.Module):
     def greedy(self, enc: Tensor, lens: Tensor) -> list[Hypothesis]:
         """Attention greedy search over a batch: the argmax token each step, until eos or max_len_ratio × frames.
 
-        Token frames are the argmax of the decoder's attention weights (LAS, Transformer), else the last frame.
+        Token frames are the decoder's "frame" (LAS: argmax of the weights, or MoChA's halt) or the argmax of its
+        attention weights (Transformer), else the last frame.
         """
         n = enc.size(0)
         max_lens = (lens.float() * self.cfg.max_len_ratio).long().clamp(min=1)
@@ -167,8 +173,11 @@ class AttentionModel(nn.Module):
             scores += best.masked_fill(done, 0.0)
             token = token.masked_fill(done, EOS)
             ys = torch.cat((ys, token[:, None]), 1)
+            frame = state.get("frame") if isinstance(state, dict) else None
             attn = state.get("attn") if isinstance(state, dict) else None
-            frames.append(attn.argmax(-1) if attn is not None else (lens - 1).clamp(min=0))
+            if frame is None:
+                frame = attn.argmax(-1) if attn is not None else (lens - 1).clamp(min=0)
+            frames.append(frame)
             done |= token == EOS
             if bool(done.all()):
                 break

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from malsori.decode.scorers import select_state
 from malsori.nn.mask import length_mask
+from malsori.nn.mocha import MonotonicChunkwiseAttention, initial_alignment
 
 State = dict[str, Tensor | None]
 Summary = Literal["bilstm", "last", "mean"]
@@ -108,37 +109,56 @@ class LocationAwareAttention(nn.Module):
 
 
 class LASDecoder(nn.Module):
-    """The speller of Listen, Attend and Spell (Chan et al., 2016) with location-aware attention.
+    """The speller of Listen, Attend and Spell (Chan et al., 2016) with location-aware attention or MoChA.
 
     Per step: s_i = LSTM(s_{i-1}, [embed(y_{i-1}); c_{i-1}]) → c_i = Attend(s_i, memory) → P(y_i) = MLP([s_i; c_i]).
-    The state keeps the LSTM states, the context, the attention weights "attn" [N, T] (whose argmax gives the
-    frame of each emitted token) and the projected memory "keys" (computed once per utterance).
+    The state keeps the LSTM states, the context, the attention weights "attn" [N, T], the projected memory "keys"
+    (computed once per utterance) and "frame" [N], the encoder frame of the newest token (argmax of the weights;
+    for MoChA the last frame of its chunk).
+
+    `attention="mocha"` (Chiu & Raffel, 2018; see `malsori.nn.mocha`) makes the speller streamable: it trains on
+    the expected (soft) monotonic attention, and in eval mode both `forward` and `step` use the hard online
+    attention, so beam search, rescoring and the streaming decoder all score what is decoded. Its state adds the
+    expected alignment "alpha" (log, float64) and the halt index "index" [N] (memory length = ran past the end).
     """
 
     def __init__(self, vocab_size: int, memory_dim: int, embed_dim: int = 128, hidden_size: int = 320,
                  num_layers: int = 2, attention_dim: int = 128, location_filters: int = 16,
-                 location_kernel: int = 31, dropout: float = 0.1) -> None:
+                 location_kernel: int = 31, dropout: float = 0.1, attention: Literal["location", "mocha"] = "location",
+                 mocha_chunk: int = 4, mocha_noise: float = 1.0, mocha_init_bias: float = -4.0) -> None:
         super().__init__()
-        self.num_layers, self.hidden_size = num_layers, hidden_size
+        self.num_layers, self.hidden_size, self.kind = num_layers, hidden_size, attention
         self.embed = nn.Embedding(vocab_size, embed_dim)
         self.cells = nn.ModuleList(
             nn.LSTMCell(embed_dim + memory_dim if i == 0 else hidden_size, hidden_size) for i in range(num_layers)
         )
-        self.attention = LocationAwareAttention(hidden_size, memory_dim, attention_dim, location_filters, location_kernel)
+        if attention == "location":
+            self.attention = LocationAwareAttention(hidden_size, memory_dim, attention_dim, location_filters, location_kernel)
+        elif attention == "mocha":
+            self.attention = MonotonicChunkwiseAttention(hidden_size, memory_dim, attention_dim, mocha_chunk,
+                                                         mocha_init_bias, mocha_noise)
+        else:
+            raise ValueError(f"unknown LAS attention {attention!r} (known: location, mocha)")
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Sequential(nn.Linear(hidden_size + memory_dim, hidden_size), nn.Tanh(), nn.Dropout(dropout),
                                     nn.Linear(hidden_size, vocab_size))
 
     def init_state(self, memory: Tensor, memory_lens: Tensor) -> State:
-        """Zero LSTM states and context; the previous attention starts uniform over the valid frames."""
+        """Zero LSTM states and context; the previous attention starts uniform over the valid frames (location) or
+        the monotonic reader on frame 0 (MoChA)."""
         n, t, d = memory.shape
         mask = length_mask(memory_lens, t)
         zeros = memory.new_zeros(n, self.num_layers, self.hidden_size)
         attn = mask.to(memory.dtype) / memory_lens.clamp(min=1)[:, None].to(memory.dtype)
-        return {"h": zeros, "c": zeros, "context": memory.new_zeros(n, d), "attn": attn, "keys": self.attention.key(memory)}
+        state = {"h": zeros, "c": zeros, "context": memory.new_zeros(n, d), "attn": attn,
+                 "keys": self.attention.key(memory), "frame": memory_lens.new_zeros(n)}
+        if self.kind == "mocha":
+            state["alpha"] = initial_alignment(n, t, memory.device)
+            state["index"] = memory_lens.new_zeros(n)
+        return state
 
-    def _step(self, y: Tensor, state: State, memory: Tensor, mask: Tensor) -> tuple[Tensor, State]:
-        """One token y [N] → (logits [N, V], state)."""
+    def advance(self, y: Tensor, state: State) -> tuple[Tensor, Tensor, Tensor]:
+        """The LSTM part of a step, which needs no memory: token y [N] → (top output [N, H], h, c [N, layers, H])."""
         x = torch.cat((self.dropout(self.embed(y)), state["context"]), dim=-1)
         hs, cs = [], []
         for i, cell in enumerate(self.cells):
@@ -146,24 +166,42 @@ class LASDecoder(nn.Module):
             hs.append(h)
             cs.append(c)
             x = self.dropout(h)
-        context, attn = self.attention(h, state["keys"], memory, mask, state["attn"])
-        logits = self.output(torch.cat((self.dropout(h), context), dim=-1))
-        new = {"h": torch.stack(hs, 1), "c": torch.stack(cs, 1), "context": context, "attn": attn, "keys": state["keys"]}
-        return logits, new
+        return h, torch.stack(hs, 1), torch.stack(cs, 1)
+
+    def readout(self, h: Tensor, context: Tensor) -> Tensor:
+        """Top LSTM output [N, H] + context [N, D] → logits [N, V]."""
+        return self.output(torch.cat((self.dropout(h), context), dim=-1))
+
+    def _step(self, y: Tensor, state: State, memory: Tensor, memory_lens: Tensor) -> tuple[Tensor, State]:
+        """One token y [N] → (logits [N, V], state)."""
+        h, hs, cs = self.advance(y, state)
+        new = {**state, "h": hs, "c": cs}
+        mask = length_mask(memory_lens, memory.size(1))
+        if self.kind == "location":
+            context, attn = self.attention(h, state["keys"], memory, mask, state["attn"])
+            frame = attn.argmax(-1)
+        elif self.training:
+            context, attn, new["alpha"] = self.attention.soft(h, state["keys"], memory, mask, state["alpha"])
+            frame = new["alpha"].argmax(-1)
+        else:
+            context, attn, index, _ = self.attention.hard(h, state["keys"], memory, memory_lens, state["index"])
+            new["index"] = index
+            frame = torch.minimum(index, (memory_lens - 1).clamp(min=0))
+        new.update(context=context, attn=attn, frame=frame)
+        return self.readout(h, context), new
 
     def forward(self, memory: Tensor, memory_lens: Tensor, ys_in: Tensor, ys_in_lens: Tensor) -> Tensor:
         """Teacher forcing: ys_in [B, L] (sos + tokens, 0-padded at the end) → logits [B, L, V]."""
         state = self.init_state(memory, memory_lens)
-        mask = length_mask(memory_lens, memory.size(1))
         logits = []
         for i in range(ys_in.size(1)):
-            out, state = self._step(ys_in[:, i], state, memory, mask)
+            out, state = self._step(ys_in[:, i], state, memory, memory_lens)
             logits.append(out)
         return torch.stack(logits, 1)
 
     def step(self, ys: Tensor, state: State, memory: Tensor, memory_lens: Tensor) -> tuple[Tensor, State]:
         """Feed the newest token ys[:, -1] → (next-token log-probs [N, V], state)."""
-        logits, state = self._step(ys[:, -1], state, memory, length_mask(memory_lens, memory.size(1)))
+        logits, state = self._step(ys[:, -1], state, memory, memory_lens)
         return F.log_softmax(logits.float(), dim=-1), state
 
     def select_state(self, state: State, index: Tensor) -> State:
