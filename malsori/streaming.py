@@ -1,7 +1,7 @@
 """Streaming recognition: audio in pieces of any size → partial results while it arrives → final results per utterance.
 
 Audio → `StreamingFbank` → global CMVN → the chunked encoder's `forward_chunk` (bounded state) → an incremental
-search (CTC greedy / prefix beam, transducer greedy / modified beam, MoChA greedy for LAS attention decoders).
+search (CTC greedy / prefix beam, transducer greedy / modified beam, MoChA greedy for LAS and Transformer attention decoders).
 Endpointing finalizes an utterance after a stretch with no new token and resets the encoder and search, so an
 endless stream becomes a sequence of results in bounded memory.
 
@@ -22,7 +22,7 @@ from torch import Tensor
 
 from malsori.audio import SAMPLE_RATE
 from malsori.decode.ctc import PrefixBeamSearch, ctc_greedy
-from malsori.decode.mocha import MonotonicGreedyStream
+from malsori.decode.mocha import monotonic_stream
 from malsori.decode.result import Hypothesis
 from malsori.decode.transducer import GreedySearch, ModifiedBeamSearch
 from malsori.errors import ConfigError
@@ -104,7 +104,7 @@ class _MonotonicSearch:
     def __init__(self, model) -> None:
         from malsori.models.aed import EOS, SOS
 
-        self.stream = MonotonicGreedyStream(model.decoder, sos=SOS, eos=EOS, max_len_ratio=model.cfg.max_len_ratio)
+        self.stream = monotonic_stream(model.decoder, sos=SOS, eos=EOS, max_len_ratio=model.cfg.max_len_ratio)
 
     def advance(self, enc: Tensor) -> None:
         if enc.size(1):
@@ -127,7 +127,8 @@ def make_search(model, method: str, beam_size: int, device: torch.device):
         return _CTCSearch(model, method, beam_size)
     if head == "TransducerModel":
         return _TransducerSearch(model, method, beam_size, device)
-    if head == "AttentionModel" and getattr(model.decoder, "kind", None) == "mocha":
+    decoder = getattr(model, "decoder", None)
+    if head == "AttentionModel" and "mocha" in (getattr(decoder, "kind", None), getattr(decoder, "cross", None)):
         if method != "greedy":
             raise ConfigError("stream method: MoChA attention decoders stream with greedy search only")
         return _MonotonicSearch(model)

@@ -1,11 +1,12 @@
-"""Online greedy decoding with a MoChA LAS decoder: tokens come out while the encoder frames are still arriving.
+"""Online greedy decoding with MoChA decoders: tokens come out while the encoder frames are still arriving.
 
-Each output step first runs the decoder LSTM (which needs no audio), then the hard monotonic reader scans the
-frames that have arrived from where it halted last step. If it halts, the token is emitted at once; if it reaches
-the newest frame without halting, the step waits for more frames (`accept`). Once the input has ended (`finish`),
-a reader that runs past the last frame attends to nothing (zero context), as offline MoChA does, and decoding goes
-on until eos or the length limit. The result equals `AttentionModel.greedy` on the whole utterance, whatever the
-sizes of the pieces the frames arrive in.
+Each output step runs the decoder on the frames that have arrived; its monotonic reader(s) scan them from where
+they halted last step. If every reader halts, the token is emitted at once; if one reaches the newest frame without
+halting, the step waits for more frames (`accept`). Once the input has ended (`finish`), a reader that runs past
+the last frame attends to nothing (zero context), as offline MoChA does, and decoding goes on until eos or the
+length limit. The result equals `AttentionModel.greedy` on the whole utterance, whatever the sizes of the pieces
+the frames arrive in. `MonotonicStream` holds this waiting / length-limit logic once; `MonotonicGreedyStream`
+(LAS, one reader) and `TransformerMonotonicStream` (one reader per block) supply the decoder's step.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import Tensor
 
 from malsori.decode.result import Hypothesis
 from malsori.nn.decoders import LASDecoder
+from malsori.nn.transformer import TransformerDecoder
 
 
 @dataclass
@@ -29,8 +31,8 @@ class StreamToken:
     score: float  # log-probability of the token
 
 
-class MonotonicGreedyStream:
-    """Greedy online decoding of one utterance with a `LASDecoder(attention="mocha")` in eval mode.
+class MonotonicStream:
+    """Greedy online decoding of one utterance with a MoChA decoder in eval mode (subclasses give the decoder step).
 
     `accept(frames [1, n, D])` appends encoder frames and returns the tokens that became decidable;
     `finish()` marks the end of the input and returns the rest (up to and including eos). `emitted` keeps every
@@ -39,17 +41,10 @@ class MonotonicGreedyStream:
     such a step waits, since more frames raise the limit.
     """
 
-    def __init__(self, decoder: LASDecoder, sos: int = 2, eos: int = 2, blank: int = 0, max_len_ratio: float = 1.0) -> None:
-        if getattr(decoder, "kind", None) != "mocha":
-            raise ValueError("MonotonicGreedyStream needs a LAS decoder with attention='mocha'")
-        self.decoder, self.sos, self.eos, self.blank, self.max_len_ratio = decoder, sos, eos, blank, max_len_ratio
-        self.attention = decoder.attention
+    def __init__(self, sos: int = 2, eos: int = 2, blank: int = 0, max_len_ratio: float = 1.0) -> None:
+        self.sos, self.eos, self.blank, self.max_len_ratio = sos, eos, blank, max_len_ratio
         self.memory: Tensor | None = None  # [1, arrived, D]: every frame received so far, nothing else
-        self.keys: Tensor | None = None  # [1, arrived, 2A]: their attention projections
-        self.state: dict | None = None  # LSTM h, c and the previous context
-        self.prev = 0  # frame the reader halted at last step (the scan starts there)
         self.last = sos  # newest token fed back
-        self.pending: tuple[Tensor, Tensor, Tensor] | None = None  # LSTM output of the step waiting for frames
         self.finished = False  # no more frames will come
         self.done = False  # eos emitted
         self.emitted: list[StreamToken] = []
@@ -70,14 +65,7 @@ class MonotonicGreedyStream:
             raise RuntimeError("accept() after finish()")
         if frames.dim() != 3 or frames.size(0) != 1:
             raise ValueError(f"expected frames [1, n, D], got {tuple(frames.shape)}")
-        keys = self.attention.key(frames)
-        if self.memory is None:
-            self.memory, self.keys = frames, keys
-            self.state = {"h": frames.new_zeros(1, self.decoder.num_layers, self.decoder.hidden_size),
-                          "context": frames.new_zeros(1, frames.size(-1))}
-            self.state["c"] = self.state["h"]
-        else:
-            self.memory, self.keys = torch.cat((self.memory, frames), 1), torch.cat((self.keys, keys), 1)
+        self._append(frames)
         return self._run()
 
     @torch.no_grad()
@@ -97,26 +85,33 @@ class MonotonicGreedyStream:
     def _max_len(self) -> int:
         return int((torch.tensor(float(self.arrived)) * self.max_len_ratio).long().clamp(min=1))
 
+    def _append(self, frames: Tensor) -> None:
+        """Store newly arrived frames [1, n, D] (and whatever the decoder precomputes from them)."""
+        raise NotImplementedError
+
+    def _step(self) -> tuple[Tensor, int] | None:
+        """Try the next output step on the arrived frames → (log-probs [V], halt of the reader whose halt is the
+        token's frame; `arrived` if it ran past the end), or None to wait for more frames. The step's new decoder
+        state is kept aside until `_commit`."""
+        raise NotImplementedError
+
+    def _commit(self, token: int) -> None:
+        """Adopt the state of the step just taken, `token` being its output."""
+        raise NotImplementedError
+
     def _run(self) -> list[StreamToken]:
         """Emit tokens until one needs frames that have not arrived (or eos)."""
         out: list[StreamToken] = []
-        n, w = self.arrived, self.attention.chunk
+        n = self.arrived
         while not self.done:
             i = len(self.emitted)
             at_limit = i >= self._max_len()
             if at_limit and not self.finished:
                 break  # more frames may still raise the limit
-            if self.pending is None:
-                y = torch.tensor([self.last], device=self.memory.device)
-                self.pending = self.decoder.advance(y, self.state)
-            h, hs, cs = self.pending
-            lo = max(0, min(self.prev, n) - w + 1)  # frames before the chunk of the previous halt are never needed
-            context, _, index, found = self.attention.hard(
-                h, self.keys[:, lo:], self.memory[:, lo:], torch.tensor([n - lo]), torch.tensor([self.prev - lo]))
-            if not bool(found) and not self.finished:
-                break  # the reader reached the newest frame without halting: wait
-            halt = int(index) + lo  # n (past the end) when not found
-            log_probs = self.decoder.readout(h, context).float().log_softmax(-1)[0]
+            step = self._step()
+            if step is None:
+                break  # a reader reached the newest frame without halting: wait
+            log_probs, halt = step
             banned = torch.zeros_like(log_probs, dtype=torch.bool)
             banned[self.blank] = True
             if at_limit:
@@ -126,7 +121,104 @@ class MonotonicGreedyStream:
             tok = StreamToken(int(token), min(halt, n - 1), n, float(score))
             self.emitted.append(tok)
             out.append(tok)
-            self.state = {"h": hs, "c": cs, "context": context}
-            self.prev, self.last, self.pending = halt, tok.token, None
+            self._commit(tok.token)
+            self.last = tok.token
             self.done = tok.token == self.eos
         return out
+
+
+class MonotonicGreedyStream(MonotonicStream):
+    """Online greedy decoding with a `LASDecoder(attention="mocha")`: the decoder LSTM runs once per step (it needs no
+    audio); only the attention is retried when frames arrive, over the frames from the previous halt's chunk on."""
+
+    def __init__(self, decoder: LASDecoder, sos: int = 2, eos: int = 2, blank: int = 0, max_len_ratio: float = 1.0) -> None:
+        if getattr(decoder, "kind", None) != "mocha":
+            raise ValueError("MonotonicGreedyStream needs a LAS decoder with attention='mocha'")
+        super().__init__(sos, eos, blank, max_len_ratio)
+        self.decoder = decoder
+        self.attention = decoder.attention
+        self.keys: Tensor | None = None  # [1, arrived, 2A]: the frames' attention projections
+        self.state: dict | None = None  # LSTM h, c and the previous context
+        self.prev = 0  # frame the reader halted at last step (the scan starts there)
+        self.pending: tuple[Tensor, Tensor, Tensor] | None = None  # LSTM output of the step waiting for frames
+        self.taken: tuple[Tensor, int] | None = None  # context and halt of the step just taken
+
+    def _append(self, frames: Tensor) -> None:
+        keys = self.attention.key(frames)
+        if self.memory is None:
+            self.memory, self.keys = frames, keys
+            self.state = {"h": frames.new_zeros(1, self.decoder.num_layers, self.decoder.hidden_size),
+                          "context": frames.new_zeros(1, frames.size(-1))}
+            self.state["c"] = self.state["h"]
+        else:
+            self.memory, self.keys = torch.cat((self.memory, frames), 1), torch.cat((self.keys, keys), 1)
+
+    def _step(self) -> tuple[Tensor, int] | None:
+        n, w = self.arrived, self.attention.chunk
+        if self.pending is None:
+            y = torch.tensor([self.last], device=self.memory.device)
+            self.pending = self.decoder.advance(y, self.state)
+        h = self.pending[0]
+        lo = max(0, min(self.prev, n) - w + 1)  # frames before the chunk of the previous halt are never needed
+        context, _, index, found = self.attention.hard(
+            h, self.keys[:, lo:], self.memory[:, lo:], torch.tensor([n - lo]), torch.tensor([self.prev - lo]))
+        if not bool(found) and not self.finished:
+            return None
+        halt = int(index) + lo  # n (past the end) when not found
+        self.taken = (context, halt)
+        return self.decoder.readout(h, context).float().log_softmax(-1)[0], halt
+
+    def _commit(self, token: int) -> None:
+        _, hs, cs = self.pending
+        context, halt = self.taken
+        self.state = {"h": hs, "c": cs, "context": context}
+        self.prev, self.pending, self.taken = halt, None, None
+
+
+class TransformerMonotonicStream(MonotonicStream):
+    """Online greedy decoding with a `TransformerDecoder(cross="mocha")`: each step runs the decoder on the prefix
+    over the arrived frames and is emitted only when every block's reader halted inside them; a step that waits is
+    simply redone when frames arrive (a block's earlier outputs are kept in the state, so nothing else is redone).
+    The token's frame is the last block's halt."""
+
+    def __init__(self, decoder: TransformerDecoder, sos: int = 2, eos: int = 2, blank: int = 0,
+                 max_len_ratio: float = 1.0) -> None:
+        if getattr(decoder, "cross", None) != "mocha":
+            raise ValueError("TransformerMonotonicStream needs a Transformer decoder with cross='mocha'")
+        if decoder.training:
+            raise ValueError("TransformerMonotonicStream decodes with the hard reader: call .eval() on the model first")
+        super().__init__(sos, eos, blank, max_len_ratio)
+        self.decoder = decoder
+        self.keys: Tensor | None = None  # [1, layers, arrived, 2A]: every block's projections of the frames
+        self.state: dict | None = None  # the decoder state after the last emitted token (its "keys" are not used)
+        self.ys = [sos]  # sos + the emitted tokens: the prefix fed to the decoder
+        self.taken: dict | None = None  # decoder state of the step just taken
+
+    def _append(self, frames: Tensor) -> None:
+        keys = torch.stack([layer.cross_attention.key(frames) for layer in self.decoder.layers], dim=1)
+        if self.memory is None:
+            self.memory, self.keys = frames, keys
+            self.state = self.decoder.init_state(frames, torch.tensor([frames.size(1)], device=frames.device))
+        else:
+            self.memory, self.keys = torch.cat((self.memory, frames), 1), torch.cat((self.keys, keys), 2)
+
+    def _step(self) -> tuple[Tensor, int] | None:
+        n = self.arrived
+        ys = torch.tensor([self.ys], device=self.memory.device)
+        lens = torch.tensor([n], device=self.memory.device)
+        log_probs, state = self.decoder.step(ys, {**self.state, "keys": self.keys}, self.memory, lens)
+        if not self.finished and bool((state["index"] >= n).any()):
+            return None
+        self.taken = state
+        return log_probs[0], int(state["index"][0, -1])
+
+    def _commit(self, token: int) -> None:
+        self.state, self.taken = self.taken, None
+        self.ys.append(token)
+
+
+def monotonic_stream(decoder, sos: int = 2, eos: int = 2, blank: int = 0, max_len_ratio: float = 1.0) -> MonotonicStream:
+    """The online greedy decoder for a MoChA attention decoder: LAS (attention="mocha") or Transformer (cross="mocha")."""
+    if getattr(decoder, "cross", None) == "mocha":
+        return TransformerMonotonicStream(decoder, sos, eos, blank, max_len_ratio)
+    return MonotonicGreedyStream(decoder, sos, eos, blank, max_len_ratio)

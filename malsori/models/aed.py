@@ -22,7 +22,7 @@ from malsori.decode.scorers import CTCPrefixScorer, DecoderScorer
 from malsori.errors import ConfigError
 from malsori.nn.decoders import FixedVectorDecoder, LASDecoder
 from malsori.nn.mask import length_mask
-from malsori.nn.transformer import TransformerDecoder
+from malsori.nn.transformer import MochaSettings, TransformerDecoder
 
 BLANK, SOS, EOS = 0, 2, 2
 DECODE_METHODS = ("greedy", "beam", "ctc_greedy", "ctc_beam", "rescore")
@@ -37,10 +37,11 @@ class AttentionConfig:
     embed_dim: int = 128  # token embedding size of the LSTM decoders
     hidden_size: int = 320  # LSTM cells of the fixed-vector and LAS decoders
     summary: Literal["auto", "bilstm", "last", "mean"] = "auto"  # fixed: input summary; auto = bilstm for BiLSTMs, else mean
-    attention_dim: int = 128  # LAS: size of the additive attention's hidden layer
+    attention_dim: int = 128  # LAS (and Transformer MoChA): size of the attention's hidden layer
     location_filters: int = 16  # LAS: channels of the conv over the previous attention weights
     location_kernel: int = 31  # LAS: width of that conv in encoder frames (odd)
     las_attention: Literal["location", "mocha"] = "location"  # LAS: location-aware (offline) or MoChA (streamable)
+    transformer_cross: Literal["full", "mocha"] = "full"  # Transformer: full multi-head cross-attention or one MoChA head per block
     mocha_chunk: int = 4  # MoChA: chunk width w, the encoder frames softly attended up to the monotonic halt
     mocha_noise: float = 1.0  # MoChA: std of the Gaussian noise on the monotonic energies in training (0 = none)
     mocha_init_bias: float = -4.0  # MoChA: initial energy offset r; −4 suits long inputs, nearer 0 for very short ones
@@ -69,8 +70,11 @@ def build_decoder(cfg: AttentionConfig, encoder: nn.Module, vocab_size: int) -> 
                           cfg.location_filters, cfg.location_kernel, cfg.dropout, cfg.las_attention, cfg.mocha_chunk,
                           cfg.mocha_noise, cfg.mocha_init_bias)
     if cfg.decoder == "transformer":
+        if cfg.transformer_cross not in ("full", "mocha"):
+            raise ConfigError(f"model.attention.transformer_cross: unknown '{cfg.transformer_cross}' (known: full, mocha)")
+        mocha = MochaSettings(cfg.attention_dim, cfg.mocha_chunk, cfg.mocha_init_bias, cfg.mocha_noise)
         return TransformerDecoder(vocab_size, d, cfg.d_model, cfg.num_layers, cfg.num_heads, cfg.ff_expansion,
-                                  cfg.dropout, cfg.attention_dropout)
+                                  cfg.dropout, cfg.attention_dropout, cfg.transformer_cross, mocha)
     raise ConfigError(f"model.attention.decoder: unknown decoder '{cfg.decoder}' (known: fixed, las, transformer)")
 
 
@@ -156,8 +160,8 @@ class AttentionModel(nn.Module):
     def greedy(self, enc: Tensor, lens: Tensor) -> list[Hypothesis]:
         """Attention greedy search over a batch: the argmax token each step, until eos or max_len_ratio × frames.
 
-        Token frames are the decoder's "frame" (LAS: argmax of the weights, or MoChA's halt) or the argmax of its
-        attention weights (Transformer), else the last frame.
+        Token frames are the decoder's "frame" (LAS: argmax of the weights; MoChA, LAS or Transformer: the (last
+        block's) halt) or the argmax of its attention weights (Transformer), else the last frame.
         """
         n = enc.size(0)
         max_lens = (lens.float() * self.cfg.max_len_ratio).long().clamp(min=1)

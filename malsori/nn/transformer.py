@@ -7,6 +7,7 @@ as the memory already carries where each frame is. Pre-LN blocks (x + f(LN(x))) 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from malsori.decode.scorers import select_state
 from malsori.nn.attention import MultiHeadSelfAttention
 from malsori.nn.chunked import ChunkConfig, ChunkedEncoder
 from malsori.nn.mask import length_mask
+from malsori.nn.mocha import MonotonicChunkwiseAttention, initial_alignment
 from malsori.nn.subsampling import Conv2dSubsampling
 
 
@@ -119,73 +121,208 @@ class CrossAttention(nn.Module):
         return self.out(y), weights.mean(1)
 
 
-class DecoderBlock(nn.Module):
-    """x + causal MHSA(LN(x)) → x + CrossAttention(LN(x), memory) → x + FFN(LN(x))."""
+@dataclass
+class MochaSettings:
+    """The MoChA head of each decoder block when cross = "mocha"."""
 
-    def __init__(self, d_model: int, memory_dim: int, num_heads: int, ff_expansion: int, dropout: float, attention_dropout: float) -> None:
+    dim: int = 128  # size of the energy functions' hidden layer
+    chunk: int = 4  # chunk width w: encoder frames softly attended up to the halt
+    init_bias: float = -4.0  # initial monotonic energy offset r
+    noise: float = 1.0  # std of the Gaussian noise on the monotonic energies in training
+
+
+class MonotonicCrossAttention(nn.Module):
+    """One MoChA head (`malsori.nn.mocha`) as a decoder block's cross-attention, its context projected to d_model.
+
+    The alignment is a recurrence over output positions, so it reads one position's query [N, D] at a time:
+    `soft` (training: expected attention) or `hard` (inference: the online reader, halting at one frame).
+    """
+
+    def __init__(self, d_model: int, memory_dim: int, dim: int, chunk: int, init_bias: float, noise_std: float) -> None:
+        super().__init__()
+        self.mocha = MonotonicChunkwiseAttention(d_model, memory_dim, dim, chunk, init_bias, noise_std)
+        self.out = nn.Linear(memory_dim, d_model)
+
+    def key(self, memory: Tensor) -> Tensor:
+        """memory [N, T, M] → the head's projected keys [N, T, 2A], computed once per utterance."""
+        return self.mocha.key(memory)
+
+    def soft(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor, log_alpha: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """→ (output [N, D], β [N, T], log α [N, T] float64) of the expected attention, given log α of the previous position."""
+        context, beta, log_alpha = self.mocha.soft(query, keys, memory, mask, log_alpha)
+        return self.out(context), beta, log_alpha
+
+    def hard(self, query: Tensor, keys: Tensor, memory: Tensor, lens: Tensor, prev: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """→ (output [N, D], chunk weights [N, T], halt [N] (`lens` = ran past the end), found [N]), scanning from `prev`."""
+        context, weights, index, found = self.mocha.hard(query, keys, memory, lens, prev)
+        return self.out(context), weights, index, found
+
+
+class DecoderBlock(nn.Module):
+    """x + causal MHSA(LN(x)) → x + CrossAttention(LN(x), memory) → x + FFN(LN(x)).
+
+    `cross` picks the cross-attention: "full" (multi-head softmax over all frames) or "mocha" (one monotonic
+    chunkwise head, `MonotonicCrossAttention`; the decoder then runs the three parts itself, position by position).
+    """
+
+    def __init__(self, d_model: int, memory_dim: int, num_heads: int, ff_expansion: int, dropout: float, attention_dropout: float,
+                 cross: Literal["full", "mocha"] = "full", mocha: MochaSettings | None = None) -> None:
         super().__init__()
         self.norm_self = nn.LayerNorm(d_model)
         self.self_attention = MultiHeadSelfAttention(d_model, num_heads, attention_dropout)
         self.norm_cross = nn.LayerNorm(d_model)
-        self.cross_attention = CrossAttention(d_model, memory_dim, num_heads, attention_dropout)
+        if cross == "full":
+            self.cross_attention: nn.Module = CrossAttention(d_model, memory_dim, num_heads, attention_dropout)
+        elif cross == "mocha":
+            m = mocha or MochaSettings()
+            self.cross_attention = MonotonicCrossAttention(d_model, memory_dim, m.dim, m.chunk, m.init_bias, m.noise)
+        else:
+            raise ValueError(f"unknown cross-attention {cross!r} (known: full, mocha)")
         self.ff = feed_forward(d_model, ff_expansion, dropout)
         self.dropout = nn.Dropout(dropout)
 
+    def attend_self(self, x: Tensor, mask: Tensor, causal: Tensor) -> Tensor:
+        """The causal self-attention branch: x + MHSA(LN(x))."""
+        return x + self.dropout(self.self_attention(self.norm_self(x), mask, causal))
+
+    def finish(self, x: Tensor, cross: Tensor) -> Tensor:
+        """Add the cross-attention output, then the feed-forward branch."""
+        x = x + self.dropout(cross)
+        return x + self.dropout(self.ff(x))
+
     def forward(self, x: Tensor, mask: Tensor, causal: Tensor, memory: Tensor, memory_mask: Tensor,
                 memory_kv: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x = x + self.dropout(self.self_attention(self.norm_self(x), mask, causal))
+        """The full-attention block: → (x, cross-attention weights [B, L, T] averaged over heads)."""
+        x = self.attend_self(x, mask, causal)
         y, weights = self.cross_attention(self.norm_cross(x), memory, memory_mask, memory_kv)
-        x = x + self.dropout(y)
-        return x + self.dropout(self.ff(x)), weights
+        return self.finish(x, y), weights
 
 
 class TransformerDecoder(nn.Module):
     """Token embedding → N pre-LN decoder blocks → LayerNorm → output projection (an attention decoder).
 
-    `step` recomputes the whole prefix each call (no self-attention cache): simple, and exactly the teacher-forced
-    `forward`. Its state keeps the memory's cross-attention keys/values "memory_kv" [N, layers, T, 2D] (projected
-    once per utterance, the costliest part to redo) and "attn" [N, T], the last block's cross-attention of the
-    newest position (for token times).
+    `step` recomputes the whole prefix's self-attention each call (no self-attention cache): simple, and exactly
+    the teacher-forced `forward`.
+
+    cross = "full": the state keeps the memory's cross-attention keys/values "memory_kv" [N, layers, T, 2D]
+    (projected once per utterance, the costliest part to redo) and "attn" [N, T], the last block's
+    cross-attention of the newest position (for token times).
+
+    cross = "mocha" (streamable; Chiu & Raffel, 2018, one monotonic head per block as in monotonic multihead
+    attention, Ma et al., 2020): each block's head reads the memory left to right over the output positions.
+    Training uses the expected (soft) alignment, a recurrence over positions computed with a loop; in eval mode
+    `forward` and `step` use the hard online reader, so the searches score what is decoded. The state keeps the
+    projected keys "keys" [N, layers, T, 2A], each block's cross-attention output of the earlier positions "cross"
+    [N, layers, L, D] (they depend on nothing that a later position changes), the halts "index" [N, layers]
+    (memory length = ran past the end; "alpha" [N, layers, T], log α, when made in training mode), "attn" [N, T]
+    (the last block's weights of the newest position) and "frame" [N], the last block's halt (the token's frame).
     """
 
     def __init__(self, vocab_size: int, memory_dim: int, d_model: int = 256, num_layers: int = 6, num_heads: int = 4,
-                 ff_expansion: int = 4, dropout: float = 0.1, attention_dropout: float = 0.1) -> None:
+                 ff_expansion: int = 4, dropout: float = 0.1, attention_dropout: float = 0.1,
+                 cross: Literal["full", "mocha"] = "full", mocha: MochaSettings | None = None) -> None:
         super().__init__()
+        self.cross, self.d_model = cross, d_model
         self.embed = nn.Embedding(vocab_size, d_model)
         self.scale = d_model**0.5
         self.dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
-            DecoderBlock(d_model, memory_dim, num_heads, ff_expansion, dropout, attention_dropout) for _ in range(num_layers)
+            DecoderBlock(d_model, memory_dim, num_heads, ff_expansion, dropout, attention_dropout, cross, mocha)
+            for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model)
         self.output = nn.Linear(d_model, vocab_size)
 
+    def _masks(self, ys: Tensor, ys_lens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """→ (embedded tokens [N, L, D], padding mask [N, L], causal mask [L, L])."""
+        l = ys.size(1)
+        causal = torch.ones(l, l, dtype=torch.bool, device=ys.device).tril()
+        return self.dropout(self.embed(ys) * self.scale), length_mask(ys_lens, l), causal
+
     def _run(self, memory: Tensor, memory_lens: Tensor, ys_in: Tensor, ys_in_lens: Tensor,
              memory_kv: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """→ (logits [B, L, V], last block's cross-attention weights [B, L, T])."""
-        l = ys_in.size(1)
-        mask = length_mask(ys_in_lens, l)
-        causal = torch.ones(l, l, dtype=torch.bool, device=ys_in.device).tril()
+        """Full cross-attention → (logits [B, L, V], every block's cross-attention weights [B, layers, L, T])."""
+        x, mask, causal = self._masks(ys_in, ys_in_lens)
         memory_mask = length_mask(memory_lens, memory.size(1))
-        x = self.dropout(self.embed(ys_in) * self.scale)
-        weights = memory.new_zeros(0)
+        weights = []
         for i, layer in enumerate(self.layers):
-            x, weights = layer(x, mask, causal, memory, memory_mask, None if memory_kv is None else memory_kv[:, i])
-        return self.output(self.norm(x)), weights
+            x, w = layer(x, mask, causal, memory, memory_mask, None if memory_kv is None else memory_kv[:, i])
+            weights.append(w)
+        return self.output(self.norm(x)), torch.stack(weights, 1)
+
+    def _run_monotonic(self, memory: Tensor, memory_lens: Tensor, ys: Tensor, ys_lens: Tensor,
+                       state: dict) -> tuple[Tensor, Tensor, dict]:
+        """MoChA cross-attention for positions P.. of ys [N, L], P = the positions whose outputs `state` keeps
+        (0 after init_state) → (logits [N, L, V], weights [N, layers, L − P, T], state after position L − 1)."""
+        start, soft = state["cross"].size(2), self.training
+        x, mask, causal = self._masks(ys, ys_lens)
+        memory_mask = length_mask(memory_lens, memory.size(1))
+        if soft and "alpha" not in state:
+            raise RuntimeError("MoChA decoder state made in eval mode used in training mode")
+        crosses, weights, readers = [], [], []
+        for j, layer in enumerate(self.layers):
+            x = layer.attend_self(x, mask, causal)
+            query, keys = layer.norm_cross(x), state["keys"][:, j]
+            reader = state["alpha"][:, j] if soft else state["index"][:, j]
+            outs, ws = [state["cross"][:, j]], []
+            for i in range(start, ys.size(1)):
+                if soft:
+                    y, w, reader = layer.cross_attention.soft(query[:, i], keys, memory, memory_mask, reader)
+                else:
+                    y, w, reader, _ = layer.cross_attention.hard(query[:, i], keys, memory, memory_lens, reader)
+                outs.append(y[:, None])
+                ws.append(w)
+            cross = torch.cat(outs, 1)
+            x = layer.finish(x, cross)
+            crosses.append(cross)
+            weights.append(torch.stack(ws, 1) if ws else memory.new_zeros(ys.size(0), 0, memory.size(1)))
+            readers.append(reader)
+        new = {**state, "cross": torch.stack(crosses, 1), "attn": weights[-1][:, -1] if weights[-1].size(1) else state["attn"]}
+        if soft:
+            new["alpha"] = torch.stack(readers, 1)
+            new["frame"] = new["alpha"][:, -1].argmax(-1)
+        else:
+            new["index"] = torch.stack(readers, 1)
+            new["frame"] = torch.minimum(new["index"][:, -1], (memory_lens - 1).clamp(min=0))
+        return self.output(self.norm(x)), torch.stack(weights, 1), new
 
     def forward(self, memory: Tensor, memory_lens: Tensor, ys_in: Tensor, ys_in_lens: Tensor) -> Tensor:
         """Teacher forcing: memory [B, T, D], ys_in [B, L] (sos + tokens, 0-padded) → logits [B, L, V]."""
-        return self._run(memory, memory_lens, ys_in, ys_in_lens)[0]
+        return self.alignments(memory, memory_lens, ys_in, ys_in_lens)[0]
+
+    def alignments(self, memory: Tensor, memory_lens: Tensor, ys_in: Tensor, ys_in_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher forcing → (logits [B, L, V], every block's cross-attention weights [B, layers, L, T]): softmax
+        averaged over heads (full), MoChA's expected chunk attention β (training) or hard chunk weights (eval)."""
+        if self.cross == "mocha":
+            logits, weights, _ = self._run_monotonic(memory, memory_lens, ys_in, ys_in_lens,
+                                                     self.init_state(memory, memory_lens))
+            return logits, weights
+        return self._run(memory, memory_lens, ys_in, ys_in_lens)
 
     def init_state(self, memory: Tensor, memory_lens: Tensor) -> dict[str, Tensor | None]:
-        kv = torch.stack([layer.cross_attention.kv(memory) for layer in self.layers], dim=1)
-        return {"memory_kv": kv, "attn": None}
+        if self.cross == "full":
+            kv = torch.stack([layer.cross_attention.kv(memory) for layer in self.layers], dim=1)
+            return {"memory_kv": kv, "attn": None}
+        n, t, _ = memory.shape
+        layers = len(self.layers)
+        state = {"keys": torch.stack([layer.cross_attention.key(memory) for layer in self.layers], dim=1),
+                 "cross": memory.new_zeros(n, layers, 0, self.d_model), "index": memory_lens.new_zeros(n, layers),
+                 "frame": memory_lens.new_zeros(n), "attn": None}
+        if self.training:
+            state["alpha"] = initial_alignment(n * layers, t, memory.device).view(n, layers, t)
+        return state
 
     def step(self, ys: Tensor, state: dict, memory: Tensor, memory_lens: Tensor) -> tuple[Tensor, dict]:
-        """ys [N, L] prefixes (all of length L) → (next-token log-probs [N, V], state)."""
+        """ys [N, L] prefixes (all of length L; MoChA: the state of the step on ys[:, :-1]) → (next-token log-probs
+        [N, V], state)."""
         lens = torch.full((ys.size(0),), ys.size(1), dtype=torch.long, device=ys.device)
+        if self.cross == "mocha":
+            if state["cross"].size(2) != ys.size(1) - 1:
+                raise ValueError(f"MoChA decoder state holds {state['cross'].size(2)} positions, prefixes have {ys.size(1)}")
+            logits, _, state = self._run_monotonic(memory, memory_lens, ys, lens, state)
+            return F.log_softmax(logits[:, -1].float(), dim=-1), state
         logits, weights = self._run(memory, memory_lens, ys, lens, state["memory_kv"])
-        return F.log_softmax(logits[:, -1].float(), dim=-1), {"memory_kv": state["memory_kv"], "attn": weights[:, -1]}
+        return F.log_softmax(logits[:, -1].float(), dim=-1), {"memory_kv": state["memory_kv"], "attn": weights[:, -1, -1]}
 
     def select_state(self, state: dict, index: Tensor) -> dict:
         return select_state(state, index)
