@@ -22,7 +22,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from malsori.checkpoint import average_checkpoints, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
-from malsori.config import to_dict
+from malsori.config import from_dict, to_dict
 from malsori.data.augment import AugmentConfig, Augmenter
 from malsori.data.dataset import BatchConfig, BucketBatchSampler, SpeechDataset, collate, load_utterance_audio
 from malsori.data.manifest import atomic_write_text, read_manifest
@@ -90,7 +90,7 @@ class TrainConfig:
     progress: bool = True  # show a progress bar
 
     # Keys that may change between a run and its resumption.
-    RESUMABLE_CHANGES = ("max_epochs", "max_steps", "max_minutes", "progress", "threads", "checkpoint_every", "log_every", "device")
+    RESUMABLE_CHANGES = ("max_epochs", "max_steps", "max_minutes", "init_from", "progress", "threads", "checkpoint_every", "log_every", "device")
 
 
 def warm_start(model: torch.nn.Module, folder: Path) -> int:
@@ -166,7 +166,8 @@ def _check_resumable(out: Path, cfg: TrainConfig) -> None:
     saved = out / "train_config.json"
     now = to_dict(cfg)
     if saved.exists():
-        old = json.loads(saved.read_text())
+        # read through the dataclasses, so fields added to malsori since the run started take their defaults
+        old = to_dict(from_dict(TrainConfig, json.loads(saved.read_text()), "train_config.json"))
         diff = [k for k in set(old) | set(now) if k not in TrainConfig.RESUMABLE_CHANGES and old.get(k) != now.get(k)]
         if diff:
             raise ConfigError(f"{out} holds a run with a different config (differs in: {', '.join(sorted(diff))}); use another out= or delete it")

@@ -126,3 +126,23 @@ def test_warm_start_copies_matching_tensors_only(tmp_path):
     assert all(torch.equal(rnnt.state_dict()[k], v) for k, v in joiner_before.items())
     with _pytest.raises(ConfigError, match="init_from"):
         warm_start(rnnt, tmp_path)
+
+
+def test_resume_accepts_a_run_saved_before_new_config_fields_existed(tmp_path):
+    """A train_config.json written by an older malsori (fewer fields) resumes; a real difference is still refused."""
+    import json
+
+    from malsori.config import to_dict
+    from malsori.errors import ConfigError
+    from malsori.train import TrainConfig, _check_resumable
+
+    cfg = TrainConfig(out=str(tmp_path))
+    old = to_dict(cfg)
+    del old["init_from"], old["model"]["conformer"]["chunk"]
+    (tmp_path / "train_config.json").write_text(json.dumps(old))
+    _check_resumable(tmp_path, cfg)
+    cfg.model.conformer.d_model = 32
+    import pytest as _pytest
+
+    with _pytest.raises(ConfigError, match="model"):
+        _check_resumable(tmp_path, cfg)
