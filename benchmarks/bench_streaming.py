@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import multiprocessing
 import statistics
 import sys
 import time
@@ -132,6 +133,29 @@ def full_context(rec: Recognizer, s: EvalSet, ref_times) -> tuple[list[str], lis
         for block in matcher.get_matching_blocks():
             delays += [end - times[block.a + k][1] for k in range(block.size)]
     return hyps, delays, firsts, compute
+
+
+_THREADS = 1  # torch threads per worker
+_JOB_CONTEXT: tuple = ()  # (models, sets by name, reference times) shared with the forked workers
+
+
+def _job(job: tuple[str, str, float, int]) -> Row:
+    """Decode one set with one model in one mode (chunk_ms 0 = full context) → its Row."""
+    name, set_name, chunk_ms, left = job
+    models, sets, ref_times = _JOB_CONTEXT
+    rec, s, times = models[name][0], sets[set_name], ref_times[set_name]
+    torch.set_num_threads(_THREADS)
+    if chunk_ms == 0:
+        hyps, delays, firsts, compute = full_context(rec, s, times)
+        rates = error_rates(s.refs, hyps)
+        return Row(name, "full context", s.name, 0, -1, float("nan"), rates.wer, rates.cer, compute / s.seconds,
+                   float("nan"), pct(delays, 50), pct(delays, 90), pct(firsts, 50), len(delays))
+    cfg = StreamConfig(chunk_ms=chunk_ms, left_chunks=left, **NO_ENDPOINT)
+    hyps, delays, firsts, compute, per_chunk = stream_set(rec, s, cfg, times)
+    rates = error_rates(s.refs, hyps)
+    return Row(name, f"chunk {chunk_ms:g} ms, left {left}", s.name, chunk_ms, left, chunk_ms + lookahead_ms(rec),
+               rates.wer, rates.cer, compute / s.seconds, statistics.median(per_chunk) * 1000,
+               pct(delays, 50), pct(delays, 90), pct(firsts, 50), len(delays))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -263,9 +287,12 @@ def main() -> None:
     p.add_argument("--lefts", default="4,0", help="left context in chunks to compare (the carried memory)")
     p.add_argument("--cost-minutes", type=float, default=30.0, help="stream length of the per-chunk cost test (0 = skip)")
     p.add_argument("--hour-minutes", type=float, default=60.0, help="stream length of the memory test (0 = skip)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument("--workers", type=int, default=2, help="decoding processes (the cost and memory tests run alone after)")
     p.add_argument("--out", default="docs/streaming")
     args = p.parse_args()
+    global _THREADS
+    _THREADS = args.threads
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -279,25 +306,16 @@ def main() -> None:
     if args.real_limit:
         sets.append(load_set("speechocean762", DATA_ROOT / REAL_SETS["speechocean762"][0] / "manifest.jsonl", args.real_limit))
     ref_times = {s.name: [reference_times(aligner, w, r) for w, r in zip(s.waves, s.refs)] for s in sets}
-    rows: list[Row] = []
-    for name, (rec, _) in models.items():
-        look = lookahead_ms(rec)
-        for s in sets:
-            hyps, delays, firsts, compute = full_context(rec, s, ref_times[s.name])
-            rates = error_rates(s.refs, hyps)
-            rows.append(Row(name, "full context", s.name, 0, -1, float("nan"), rates.wer, rates.cer,
-                            compute / s.seconds, float("nan"), pct(delays, 50), pct(delays, 90),
-                            pct(firsts, 50), len(delays)))
-            print(rows[-1], flush=True)
-            for chunk_ms in [float(c) for c in args.chunks.split(",")]:
-                for left in [int(x) for x in args.lefts.split(",")]:
-                    cfg = StreamConfig(chunk_ms=chunk_ms, left_chunks=left, **NO_ENDPOINT)
-                    hyps, delays, firsts, compute, per_chunk = stream_set(rec, s, cfg, ref_times[s.name])
-                    rates = error_rates(s.refs, hyps)
-                    rows.append(Row(name, f"chunk {chunk_ms:g} ms, left {left}", s.name, chunk_ms, left, chunk_ms + look,
-                                    rates.wer, rates.cer, compute / s.seconds, statistics.median(per_chunk) * 1000,
-                                    pct(delays, 50), pct(delays, 90), pct(firsts, 50), len(delays)))
-                    print(rows[-1], flush=True)
+    global _JOB_CONTEXT
+    _JOB_CONTEXT = (models, {s.name: s for s in sets}, ref_times)
+    jobs = [(name, s.name, 0.0, -1) for name in models for s in sets]
+    jobs += [(name, s.name, float(c), int(left)) for name in models for s in sets
+             for c in args.chunks.split(",") for left in args.lefts.split(",")]
+    # one job per (model, set, mode), spread over `--workers` processes of `--threads` threads each
+    with multiprocessing.get_context("fork").Pool(args.workers) as pool:
+        rows = pool.map(_job, jobs, chunksize=1)
+    for r in rows:
+        print(r, flush=True)
     first_rec = next(iter(models.values()))[0]
     cost_wave = np.concatenate(sets[0].waves)[: 120 * SAMPLE_RATE]
     costs = []
@@ -309,7 +327,7 @@ def main() -> None:
     print(hour, flush=True)
     pngs = plots(rows, costs, hour, out)
     (out / "results.json").write_text(json.dumps({"rows": [asdict(r) for r in rows], "cost": costs, "hour": hour}, indent=1))
-    write_report(out, args, models, sets, rows, costs, hour, pngs, look)
+    write_report(out, args, models, sets, rows, costs, hour, pngs, lookahead_ms(first_rec))
 
 
 def write_report(out, args, models, sets, rows, costs, hour, pngs, look) -> None:
@@ -319,7 +337,7 @@ def write_report(out, args, models, sets, rows, costs, hour, pngs, look) -> None
         "",
         f"- command: `{cmd}`",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (commit {git_commit() or '?'})",
-        f"- machine: {machine()}, {args.threads} thread(s)",
+        f"- machine: {machine()}; {args.workers} decoding worker process(es) of {args.threads} thread(s) at once (compute times are per worker)",
         "- models: " + "; ".join(f"**{n}** `{p}`" for n, (_, p) in models.items()),
         "- sets: " + "; ".join(f"{s.name}: {len(s.waves)} utterances, {s.seconds / 60:.1f} min ({s.source})" for s in sets),
         f"- streaming: audio fed in {PIECE_S * 1000:g} ms pieces as fast as possible, greedy search, no endpointing "
