@@ -38,7 +38,7 @@ from malsori.streaming import StreamConfig  # noqa: E402
 from malsori.text import normalize  # noqa: E402
 
 PIECE_S = 0.02  # audio fed per accept_waveform call
-NO_ENDPOINT = dict(endpoint_silence_s=1e9, endpoint_idle_s=1e9, max_utterance_s=1e9)
+NO_ENDPOINT = dict(endpoint_silence_s=1e9, endpoint_idle_s=1e9, max_utterance_s=1e9, keep_snapshots=True)
 
 
 @dataclass

@@ -41,6 +41,7 @@ class StreamConfig:
     endpoint_silence_s: float = 1.0  # finalize an utterance after this long without a new token (once it has tokens)
     endpoint_idle_s: float = 5.0  # with nothing recognized yet, restart after this long (keeps silence cheap)
     max_utterance_s: float = 20.0  # finalize an utterance that reaches this length in any case
+    keep_snapshots: bool = False  # record the partial words after every piece in `Stream.snapshots` (latency studies)
 
 
 @dataclass
@@ -157,9 +158,8 @@ class Stream:
         make_search(recognizer.model, cfg.method, cfg.beam_size, recognizer.device)  # fail early on a bad method/head
         self.fbank = StreamingFbank(recognizer.fbank.cfg, recognizer.device)
         self.finals: list[Transcript] = []  # Transcript per finished utterance, in order
-        self.snapshots: list[Snapshot] = []  # partial words after every accepted piece
+        self.snapshots: list[Snapshot] = []  # partial words after every accepted piece (if cfg.keep_snapshots)
         self.received = 0  # samples received
-        self._features_used = 0  # feature frames handed to the encoder before the current utterance's state
         self._new_utterance(start_feature=0)
 
     # -- public API ---------------------------------------------------------------------------------------------
@@ -205,11 +205,13 @@ class Stream:
                 piece = enc[:, start : start + self.chunk_frames]
                 self.search.advance(piece)
                 self.frames += piece.size(1)
-                self._check_endpoint(enc, start + piece.size(1))
-        self.snapshots.append(Snapshot(self.received / SAMPLE_RATE, len(self.finals), self.partial.text.split()))
+                self._check_endpoint()
+        if self.cfg.keep_snapshots:
+            self.snapshots.append(Snapshot(self.received / SAMPLE_RATE, len(self.finals), self.partial.text.split()))
         return self.finals[n_before:]
 
-    def _check_endpoint(self, enc: Tensor, used: int) -> None:
+    def _check_endpoint(self) -> None:
+        """Finalize or restart the utterance when the endpoint rules say it has ended."""
         hyp = self.search.best()
         trailing = self.frames - (hyp.token_frames[-1] + 1 if hyp.tokens else 0)
         trailing_s, length_s = trailing * self.frame_s, self.frames * self.frame_s
