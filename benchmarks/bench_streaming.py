@@ -182,8 +182,10 @@ def constant_cost(rec: Recognizer, wave: np.ndarray, minutes: float, chunk_ms: f
     for i in range(total_chunks):
         start = (i * step) % max(1, feats.size(1) - step)
         t0 = time.perf_counter()
-        _, state = encoder.forward_chunk(feats[:, start : start + step], state, chunk, left)
+        enc, state = encoder.forward_chunk(feats[:, start : start + step], state, chunk, left)
         dt = time.perf_counter() - t0
+        if enc.size(1) == 0:  # the very first call: not a whole chunk yet (the subsampling needs a few more frames)
+            continue
         if i < probe or i >= total_chunks - probe or i % 100 == 0:
             times.append(dt)
             positions.append(i * chunk_ms / 1000 / 60)
