@@ -155,7 +155,6 @@ class Stream:
         if chunk < 1 or abs(chunk - round(chunk)) > 1e-6:
             raise ConfigError(f"chunk_ms: must be a positive multiple of the encoder frame ({self.frame_s * 1000:g} ms), got {cfg.chunk_ms:g}")
         self.chunk_frames = round(chunk)
-        make_search(recognizer.model, cfg.method, cfg.beam_size, recognizer.device)  # fail early on a bad method/head
         self.fbank = StreamingFbank(recognizer.fbank.cfg, recognizer.device)
         self.finals: list[Transcript] = []  # Transcript per finished utterance, in order
         self.snapshots: list[Snapshot] = []  # partial words after every accepted piece (if cfg.keep_snapshots)

@@ -109,18 +109,27 @@ def test_step_by_step_equals_teacher_forcing(name: str) -> None:
     memory[1, 5:] = 100.0  # padding must not matter
     ys = torch.randint(3, VOCAB, (3, 6))
     ys[:, 0] = SOS
+    assert_steps_equal_forward(dec, memory, memory_lens, ys)
+
+
+REORDER = torch.tensor([2, 0, 0, 1])  # select_state half-way: hypotheses reordered and duplicated
+
+
+def assert_steps_equal_forward(dec, memory: torch.Tensor, memory_lens: torch.Tensor, ys: torch.Tensor) -> dict:
+    """init_state + step over each prefix of ys [3, L] gives forward's log-probs, also after select_state(REORDER)
+    half-way; → the final state (rows = REORDER). Shared with the MoChA decoder tests."""
+    half, length = ys.size(1) // 2, ys.size(1)
     with torch.no_grad():
-        full = dec(memory, memory_lens, ys, torch.full((3,), 6)).log_softmax(-1)
+        full = dec(memory, memory_lens, ys, torch.full((ys.size(0),), length)).log_softmax(-1)
         state = dec.init_state(memory, memory_lens)
-        for i in range(3):
+        for i in range(half):
             lp, state = dec.step(ys[:, : i + 1], state, memory, memory_lens)
             torch.testing.assert_close(lp, full[:, i], atol=1e-5, rtol=1e-4)
-        index = torch.tensor([2, 0, 0, 1])
-        state = dec.select_state(state, index)
-        ys2, mem2, lens2 = ys[index], memory[index], memory_lens[index]
-        for i in range(3, 6):
-            lp, state = dec.step(ys2[:, : i + 1], state, mem2, lens2)
-            torch.testing.assert_close(lp, full[index, i], atol=1e-5, rtol=1e-4)
+        state = dec.select_state(state, REORDER)
+        for i in range(half, length):
+            lp, state = dec.step(ys[REORDER, : i + 1], state, memory[REORDER], memory_lens[REORDER])
+            torch.testing.assert_close(lp, full[REORDER, i], atol=1e-5, rtol=1e-4)
+    return state
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -16,12 +16,13 @@ import torch
 from torch import nn
 
 from malsori.config import load_config
-from malsori.decode.mocha import MonotonicGreedyStream
+from malsori.decode.mocha import MonotonicGreedyStream, MonotonicStream, monotonic_stream
 from malsori.models.aed import EOS, SOS, AttentionConfig, AttentionModel
 from malsori.models.registry import build_model
 from malsori.nn.lstm import LSTMConfig, LSTMEncoder, stack_frames
 from malsori.nn.mocha import (MonotonicChunkwiseAttention, chunk_attention, expected_alignment, hard_monotonic_step,
                               initial_alignment)
+from test_aed import REORDER, assert_steps_equal_forward  # the step = forward contract of every decoder
 
 F_DIM, VOCAB = 20, 10
 LABELS = [[3, 4, 5], [6, 7, 8, 9], [5, 3], [9, 8, 7, 6, 5]]
@@ -174,25 +175,15 @@ def test_step_by_step_equals_eval_forward_and_select_state(attention: str) -> No
     memory[1, 5:] = 100.0
     ys = torch.randint(3, VOCAB, (3, 6))
     ys[:, 0] = SOS
-    with torch.no_grad():
-        full = dec(memory, memory_lens, ys, torch.full((3,), 6)).log_softmax(-1)
-        state = dec.init_state(memory, memory_lens)
-        for i in range(3):
-            lp, state = dec.step(ys[:, : i + 1], state, memory, memory_lens)
-            torch.testing.assert_close(lp, full[:, i], atol=1e-5, rtol=1e-4)
-        index = torch.tensor([2, 0, 0, 1])
-        state = dec.select_state(state, index)
-        for i in range(3, 6):
-            lp, state = dec.step(ys[index, : i + 1], state, memory[index], memory_lens[index])
-            torch.testing.assert_close(lp, full[index, i], atol=1e-5, rtol=1e-4)
-        assert (state["frame"] < memory_lens[index]).all()
-        if attention == "mocha":
-            assert (state["index"] <= memory_lens[index]).all()
-        else:
-            assert (state["frame"] == state["attn"].argmax(-1)).all()
+    state = assert_steps_equal_forward(dec, memory, memory_lens, ys)
+    assert (state["frame"] < memory_lens[REORDER]).all()
+    if attention == "mocha":
+        assert (state["index"] <= memory_lens[REORDER]).all()
+    else:
+        assert (state["frame"] == state["attn"].argmax(-1)).all()
 
 
-def feed(stream: MonotonicGreedyStream, enc: torch.Tensor, sizes: list[int]) -> list[tuple[int, int]]:
+def feed(stream: MonotonicStream, enc: torch.Tensor, sizes: list[int]) -> list[tuple[int, int]]:
     """Feed enc [1, T, D] in pieces of the given sizes (cycled), then finish; → (tokens emitted, frames fed) after each
     call, checking on the way that the buffer holds exactly the frames fed and no token halted beyond them."""
     fed, log, k = 0, [], 0
@@ -331,6 +322,14 @@ def untrained_or_trained(which: str, trained: Trained) -> tuple[AttentionModel, 
 @pytest.mark.parametrize("which", ["untrained", "untrained-2", "always-halts", "trained"])
 def test_stream_equals_offline_greedy_for_any_piece_sizes(which: str, trained: Trained) -> None:
     model, enc, lens = untrained_or_trained(which, trained)
+    assert_stream_equals_offline_greedy(model, enc, lens, which == "always-halts", patterns=[[1], [2], [3, 1, 5], [7]])
+
+
+def assert_stream_equals_offline_greedy(model: AttentionModel, enc: torch.Tensor, lens: torch.Tensor, always_halts: bool,
+                                        patterns: list[list[int]]) -> None:
+    """The online stream (fed whole or in the given piece patterns) emits offline greedy's tokens, frames and score;
+    some tokens come out before the input ends, and some steps wait for frames (unless the reader always halts).
+    Shared by the LAS and Transformer MoChA tests."""
     model.cfg.max_len_ratio = 1.5
     with torch.no_grad():
         offline = model.greedy(enc, lens)
@@ -338,8 +337,8 @@ def test_stream_equals_offline_greedy_for_any_piece_sizes(which: str, trained: T
     for b in range(enc.size(0)):
         e = enc[b : b + 1, : int(lens[b])]
         results = []
-        for sizes in ([int(lens[b])], [1], [2], [3, 1, 5], [7]):
-            stream = MonotonicGreedyStream(model.decoder, SOS, EOS, max_len_ratio=1.5)
+        for sizes in [[int(lens[b])], *patterns]:
+            stream = monotonic_stream(model.decoder, SOS, EOS, max_len_ratio=1.5)
             log = feed(stream, e, sizes)
             hyp = stream.hypothesis()
             results.append((hyp.tokens, hyp.token_frames, [t.token for t in stream.emitted]))
@@ -351,7 +350,7 @@ def test_stream_equals_offline_greedy_for_any_piece_sizes(which: str, trained: T
         assert all(r == results[0] for r in results), results
         assert results[0][:2] == (offline[b].tokens, offline[b].token_frames)
     assert early > 0  # tokens really came out before the end
-    if which == "always-halts":
+    if always_halts:
         assert len(stream.emitted) == stream._max_len() + 1  # the length limit ended decoding (at eos)
     else:
         assert waited > 0  # and steps really waited for frames
@@ -394,6 +393,8 @@ def test_stream_rejects_location_attention_and_input_after_finish() -> None:
     las = AttentionModel(model.encoder, VOCAB, AttentionConfig(decoder="las", num_layers=1, hidden_size=16))
     with pytest.raises(ValueError):
         MonotonicGreedyStream(las.decoder)
+    with pytest.raises(TypeError):  # the shared base has no decoder step of its own
+        MonotonicStream()
 
 
 def test_recipe_parses_and_builds() -> None:

@@ -16,7 +16,8 @@ from malsori.config import load_config
 from malsori.decode.mocha import TransformerMonotonicStream
 from malsori.models.aed import EOS, SOS, AttentionConfig, AttentionModel
 from malsori.models.registry import build_model
-from test_mocha import FrameLocalEncoder, Trained, spoken_batch  # the toy task and encoder of the LAS tests
+from test_mocha import (FrameLocalEncoder, Trained, assert_stream_equals_offline_greedy, feed,  # shared with the LAS tests
+                        spoken_batch)
 
 F_DIM, VOCAB, ENC_DIM = 20, 10, 24
 
@@ -145,23 +146,6 @@ def test_full_cross_attention_is_unchanged_by_the_option() -> None:
 # ------------------------------------------------------------------------------------------ online decoding
 
 
-def feed(stream: TransformerMonotonicStream, enc: torch.Tensor, sizes: list[int]) -> list[tuple[int, int]]:
-    """Feed enc [1, T, D] in pieces of the given sizes (cycled), then finish → (tokens emitted, frames fed) after
-    each call, checking that the buffer holds exactly the frames fed and no token halted beyond them."""
-    fed, log, k = 0, [], 0
-    while fed < enc.size(1):
-        size = sizes[k % len(sizes)]
-        k += 1
-        new = stream.accept(enc[:, fed : fed + size])
-        fed = min(fed + size, enc.size(1))
-        assert stream.memory.size(1) == stream.arrived == fed
-        assert all(t.arrived == fed and t.frame < fed for t in new)
-        log.append((len(stream.emitted), fed))
-    stream.finish()
-    log.append((len(stream.emitted), fed))
-    return log
-
-
 @pytest.fixture(scope="module")
 def trained() -> Trained:
     """Train a tiny Transformer + MoChA decoder (soft attention) on 12 toy utterances until hard greedy decoding
@@ -223,30 +207,7 @@ def model_and_memory(which: str, trained: Trained) -> tuple[AttentionModel, torc
 @pytest.mark.parametrize("which", ["untrained", "untrained-2", "always-halts", "trained"])
 def test_stream_equals_offline_greedy_for_any_piece_sizes(which: str, trained: Trained) -> None:
     model, enc, lens = model_and_memory(which, trained)
-    model.cfg.max_len_ratio = 1.5
-    with torch.no_grad():
-        offline = model.greedy(enc, lens)
-    waited = early = 0
-    for b in range(enc.size(0)):
-        e = enc[b : b + 1, : int(lens[b])]
-        results = []
-        for sizes in ([int(lens[b])], [1], [2], [3, 1, 5]):
-            stream = TransformerMonotonicStream(model.decoder, SOS, EOS, max_len_ratio=1.5)
-            log = feed(stream, e, sizes)
-            hyp = stream.hypothesis()
-            results.append((hyp.tokens, hyp.token_frames, [t.token for t in stream.emitted]))
-            assert hyp.score == pytest.approx(offline[b].score, abs=1e-4)
-            if sizes == [1]:
-                early += sum(t.arrived < e.size(1) for t in stream.emitted)
-                waited += sum(1 for (x, _), (y, _) in zip(log, log[1:]) if x == y)
-        assert stream.done and stream.emitted[-1].token == EOS
-        assert all(r == results[0] for r in results), results
-        assert results[0][:2] == (offline[b].tokens, offline[b].token_frames)
-    assert early > 0  # tokens really came out before the end
-    if which == "always-halts":
-        assert len(stream.emitted) == stream._max_len() + 1  # the length limit ended decoding (at eos)
-    else:
-        assert waited > 0  # and steps really waited for frames
+    assert_stream_equals_offline_greedy(model, enc, lens, which == "always-halts", patterns=[[1], [2], [3, 1, 5]])
 
 
 @pytest.mark.parametrize("which", ["untrained", "trained"])

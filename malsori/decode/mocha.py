@@ -11,6 +11,7 @@ the frames arrive in. `MonotonicStream` holds this waiting / length-limit logic 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +32,7 @@ class StreamToken:
     score: float  # log-probability of the token
 
 
-class MonotonicStream:
+class MonotonicStream(ABC):
     """Greedy online decoding of one utterance with a MoChA decoder in eval mode (subclasses give the decoder step).
 
     `accept(frames [1, n, D])` appends encoder frames and returns the tokens that became decidable;
@@ -85,19 +86,19 @@ class MonotonicStream:
     def _max_len(self) -> int:
         return int((torch.tensor(float(self.arrived)) * self.max_len_ratio).long().clamp(min=1))
 
+    @abstractmethod
     def _append(self, frames: Tensor) -> None:
         """Store newly arrived frames [1, n, D] (and whatever the decoder precomputes from them)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _step(self) -> tuple[Tensor, int] | None:
         """Try the next output step on the arrived frames → (log-probs [V], halt of the reader whose halt is the
         token's frame; `arrived` if it ran past the end), or None to wait for more frames. The step's new decoder
         state is kept aside until `_commit`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _commit(self, token: int) -> None:
         """Adopt the state of the step just taken, `token` being its output."""
-        raise NotImplementedError
 
     def _run(self) -> list[StreamToken]:
         """Emit tokens until one needs frames that have not arrived (or eos)."""

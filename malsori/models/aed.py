@@ -70,8 +70,6 @@ def build_decoder(cfg: AttentionConfig, encoder: nn.Module, vocab_size: int) -> 
                           cfg.location_filters, cfg.location_kernel, cfg.dropout, cfg.las_attention, cfg.mocha_chunk,
                           cfg.mocha_noise, cfg.mocha_init_bias)
     if cfg.decoder == "transformer":
-        if cfg.transformer_cross not in ("full", "mocha"):
-            raise ConfigError(f"model.attention.transformer_cross: unknown '{cfg.transformer_cross}' (known: full, mocha)")
         mocha = MochaSettings(cfg.attention_dim, cfg.mocha_chunk, cfg.mocha_init_bias, cfg.mocha_noise)
         return TransformerDecoder(vocab_size, d, cfg.d_model, cfg.num_layers, cfg.num_heads, cfg.ff_expansion,
                                   cfg.dropout, cfg.attention_dropout, cfg.transformer_cross, mocha)
