@@ -50,7 +50,8 @@ class Row:
     set_name: str  # test or real-speech set
     chunk_ms: float  # 0 = full context
     left_chunks: int  # carried left context in chunks (-1 = all)
-    algorithmic_ms: float  # chunk + front-end look-ahead (full context: the whole utterance, reported as NaN)
+    lookahead_ms: float  # right look-ahead per chunk (Emformer-style copies), 0 = none
+    algorithmic_ms: float  # chunk + look-ahead + front-end overhang (full context: the whole utterance, NaN)
     wer: float
     cer: float
     rtf: float  # compute / audio
@@ -139,21 +140,22 @@ _THREADS = 1  # torch threads per worker
 _JOB_CONTEXT: tuple = ()  # (models, sets by name, reference times) shared with the forked workers
 
 
-def _job(job: tuple[str, str, float, int]) -> Row:
+def _job(job: tuple[str, str, float, int, float]) -> Row:
     """Decode one set with one model in one mode (chunk_ms 0 = full context) → its Row."""
-    name, set_name, chunk_ms, left = job
+    name, set_name, chunk_ms, left, ahead = job
     models, sets, ref_times = _JOB_CONTEXT
     rec, s, times = models[name][0], sets[set_name], ref_times[set_name]
     torch.set_num_threads(_THREADS)
     if chunk_ms == 0:
         hyps, delays, firsts, compute = full_context(rec, s, times)
         rates = error_rates(s.refs, hyps)
-        return Row(name, "full context", s.name, 0, -1, float("nan"), rates.wer, rates.cer, compute / s.seconds,
+        return Row(name, "full context", s.name, 0, -1, 0, float("nan"), rates.wer, rates.cer, compute / s.seconds,
                    float("nan"), pct(delays, 50), pct(delays, 90), pct(firsts, 50), len(delays))
-    cfg = StreamConfig(chunk_ms=chunk_ms, left_chunks=left, **NO_ENDPOINT)
+    cfg = StreamConfig(chunk_ms=chunk_ms, left_chunks=left, lookahead_ms=ahead, **NO_ENDPOINT)
     hyps, delays, firsts, compute, per_chunk = stream_set(rec, s, cfg, times)
     rates = error_rates(s.refs, hyps)
-    return Row(name, f"chunk {chunk_ms:g} ms, left {left}", s.name, chunk_ms, left, chunk_ms + lookahead_ms(rec),
+    mode = f"chunk {chunk_ms:g} ms" + (f" + look-ahead {ahead:g} ms" if ahead else "") + f", left {left}"
+    return Row(name, mode, s.name, chunk_ms, left, ahead, chunk_ms + ahead + lookahead_ms(rec),
                rates.wer, rates.cer, compute / s.seconds, statistics.median(per_chunk) * 1000,
                pct(delays, 50), pct(delays, 90), pct(firsts, 50), len(delays))
 
@@ -241,7 +243,8 @@ def plots(rows: list[Row], costs: list[dict], hour: dict | None, out: Path) -> l
         for model in dict.fromkeys(r.model for r in rows):
             for left, style in ((4, "-o"), (0, "--s")):
                 pts = sorted((r.chunk_ms, getattr(r, metric)) for r in rows
-                             if r.model == model and r.set_name == "test" and r.chunk_ms > 0 and r.left_chunks == left)
+                             if r.model == model and r.set_name == "test" and r.chunk_ms > 0 and r.left_chunks == left
+                             and r.lookahead_ms == 0)
                 if pts:
                     ax.plot([p[0] for p in pts], [p[1] * (100 if metric == "wer" else 1) for p in pts], style,
                             label=f"{model}, left {left} chunks")
@@ -255,6 +258,21 @@ def plots(rows: list[Row], costs: list[dict], hour: dict | None, out: Path) -> l
         ax.legend(fontsize=7)
     fig.suptitle("Synthesized held-out test: accuracy and emission delay vs chunk size")
     names.append(_save(fig, out, "latency_vs_chunk.png"))
+    if any(r.lookahead_ms for r in rows):
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        left = max(r.left_chunks for r in rows)  # the carried-memory setting
+        for model in dict.fromkeys(r.model for r in rows):
+            for ahead, marker in zip(sorted({r.lookahead_ms for r in rows if r.chunk_ms}), "os^vD"):
+                pts = sorted((r.algorithmic_ms, r.wer * 100) for r in rows if r.model == model and r.set_name == "test"
+                             and r.chunk_ms > 0 and r.lookahead_ms == ahead and r.left_chunks == left)
+                if pts:
+                    ax.plot(*zip(*pts), "-" + marker, label=f"{model}, look-ahead {ahead:g} ms")
+        ax.set_xlabel("algorithmic latency: chunk + look-ahead + front-end (ms)")
+        ax.set_ylabel("WER (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.set_title("Spending latency on look-ahead or on bigger chunks")
+        names.append(_save(fig, out, "lookahead.png"))
     if costs:
         fig, ax = plt.subplots(figsize=(6, 4))
         for c in costs:
@@ -287,6 +305,7 @@ def main() -> None:
     p.add_argument("--real-limit", type=int, default=60, help="speechocean762 utterances (0 = skip)")
     p.add_argument("--chunks", default="160,320,640", help="chunk sizes in ms")
     p.add_argument("--lefts", default="4,0", help="left context in chunks to compare (the carried memory)")
+    p.add_argument("--lookaheads", default="0", help="right look-ahead per chunk in ms to compare")
     p.add_argument("--cost-minutes", type=float, default=30.0, help="stream length of the per-chunk cost test (0 = skip)")
     p.add_argument("--hour-minutes", type=float, default=60.0, help="stream length of the memory test (0 = skip)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
@@ -310,9 +329,9 @@ def main() -> None:
     ref_times = {s.name: [reference_times(aligner, w, r) for w, r in zip(s.waves, s.refs)] for s in sets}
     global _JOB_CONTEXT
     _JOB_CONTEXT = (models, {s.name: s for s in sets}, ref_times)
-    jobs = [(name, s.name, 0.0, -1) for name in models for s in sets]
-    jobs += [(name, s.name, float(c), int(left)) for name in models for s in sets
-             for c in args.chunks.split(",") for left in args.lefts.split(",")]
+    jobs = [(name, s.name, 0.0, -1, 0.0) for name in models for s in sets]
+    jobs += [(name, s.name, float(c), int(left), float(ahead)) for name in models for s in sets
+             for c in args.chunks.split(",") for left in args.lefts.split(",") for ahead in args.lookaheads.split(",")]
     # one job per (model, set, mode), spread over `--workers` processes of `--threads` threads each
     with multiprocessing.get_context("fork").Pool(args.workers) as pool:
         rows = pool.map(_job, jobs, chunksize=1)
@@ -343,7 +362,7 @@ def write_report(out, args, models, sets, rows, costs, hour, pngs, look) -> None
         "- models: " + "; ".join(f"**{n}** `{p}`" for n, (_, p) in models.items()),
         "- sets: " + "; ".join(f"{s.name}: {len(s.waves)} utterances, {s.seconds / 60:.1f} min ({s.source})" for s in sets),
         f"- streaming: audio fed in {PIECE_S * 1000:g} ms pieces as fast as possible, greedy search, no endpointing "
-        "(one result per utterance). Algorithmic latency = chunk + "
+        "(one result per utterance). Algorithmic latency = chunk + right look-ahead (if any) + "
         f"{look:g} ms (the subsampling convs' look-ahead and the analysis window's overhang).",
         "- emission delay: audio received when a correctly recognized word first appeared in its final form, minus "
         "the word's end in the reference forced alignment (full-context CTC Viterbi of the reference text). For full "

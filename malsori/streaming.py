@@ -36,6 +36,7 @@ class StreamConfig:
 
     chunk_ms: float = 320.0  # encoder chunk in ms (a multiple of the encoder frame, e.g. 40 ms at ×4 subsampling)
     left_chunks: int = 4  # chunks of cached left context per layer (the carried memory); 0 = none, -1 = unbounded
+    lookahead_ms: float = 0.0  # right look-ahead per chunk in ms (a multiple of the encoder frame); adds to latency
     method: str = "greedy"  # greedy, or beam (CTC prefix beam / transducer modified beam)
     beam_size: int = 4  # beam width when method is beam
     endpoint_silence_s: float = 1.0  # finalize an utterance after this long without a new token (once it has tokens)
@@ -155,6 +156,10 @@ class Stream:
         if chunk < 1 or abs(chunk - round(chunk)) > 1e-6:
             raise ConfigError(f"chunk_ms: must be a positive multiple of the encoder frame ({self.frame_s * 1000:g} ms), got {cfg.chunk_ms:g}")
         self.chunk_frames = round(chunk)
+        right = cfg.lookahead_ms / 1000.0 / self.frame_s
+        if right < 0 or abs(right - round(right)) > 1e-6:
+            raise ConfigError(f"lookahead_ms: must be a multiple of the encoder frame ({self.frame_s * 1000:g} ms) ≥ 0, got {cfg.lookahead_ms:g}")
+        self.right_frames = round(right)
         self.fbank = StreamingFbank(recognizer.fbank.cfg, recognizer.device)
         self.finals: list[Transcript] = []  # Transcript per finished utterance, in order
         self.snapshots: list[Snapshot] = []  # partial words after every accepted piece (if cfg.keep_snapshots)
@@ -198,7 +203,9 @@ class Stream:
                 feats = self.rec.cmvn(feats[None])
             else:
                 feats = feats.new_zeros(1, 0, self.encoder.subsampling.input_dim)
-            enc, self.state = self.encoder.forward_chunk(feats, self.state, self.chunk_frames, self.cfg.left_chunks, final)
+            enc, self.state = self.encoder.forward_chunk(
+                feats, self.state, self.chunk_frames, self.cfg.left_chunks, final, self.right_frames
+            )
             # decode chunk by chunk so endpoints are checked at every chunk boundary
             for start in range(0, enc.size(1), self.chunk_frames):
                 piece = enc[:, start : start + self.chunk_frames]

@@ -52,11 +52,11 @@ def head_of(model) -> str:
     return "mocha" if type(model).__name__ == "AttentionModel" else type(model).__name__
 
 
-def _offline(rec: Recognizer, wave: np.ndarray, chunk: int, left: int, method: str):
-    """The same decoding done on the whole utterance with the equivalent chunk mask."""
+def _offline(rec: Recognizer, wave: np.ndarray, chunk: int, left: int, method: str, right: int = 0):
+    """The same decoding done on the whole utterance with the equivalent chunk mask (and look-ahead copies)."""
     with torch.inference_mode():
         feats, lens = rec.fbank(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))
-        enc, enc_lens = rec.model.encoder(rec.cmvn(feats), lens, chunk_size=chunk, left_chunks=left)
+        enc, enc_lens = rec.model.encoder(rec.cmvn(feats), lens, chunk_size=chunk, left_chunks=left, right_context=right)
         model = rec.model
         if head_of(model) == "mocha":
             return model.greedy(enc, enc_lens)[0]
@@ -93,6 +93,20 @@ def test_stream_equals_chunk_masked_offline(wave, head, method):
         assert len(stream.snapshots) > 3
         texts = [" ".join(s.words) for s in stream.snapshots]
         assert all(b.startswith(a.rstrip()) or not a for a, b in zip(texts, texts[1:]))
+
+
+@pytest.mark.parametrize("head,method", [("ctc", "greedy"), ("transducer", "beam")])
+def test_stream_with_look_ahead_equals_offline(wave, head, method):
+    rec = _recognizer(head)
+    offline = _offline(rec, wave, chunk=4, left=2, method=method, right=3)
+    assert offline.tokens
+    for pieces in ([len(wave)], [123, 4567, 999]):
+        cfg = StreamConfig(chunk_ms=160, left_chunks=2, lookahead_ms=120, method=method, beam_size=4, **NO_ENDPOINT)
+        _, finals = _stream(rec, wave, cfg, pieces)
+        assert finals[0].tokens == offline.tokens
+        assert finals[0].score == pytest.approx(offline.score, abs=1e-3)
+    with pytest.raises(ConfigError, match="lookahead_ms"):
+        rec.stream(StreamConfig(lookahead_ms=50))
 
 
 def test_endpointing_splits_a_stream_into_utterances(wave):

@@ -25,15 +25,15 @@ def _transformer() -> TransformerEncoder:
     return TransformerEncoder(cfg).eval()
 
 
-def _stream(encoder, feats: torch.Tensor, pieces: list[int], chunk: int, left: int) -> torch.Tensor:
+def _stream(encoder, feats: torch.Tensor, pieces: list[int], chunk: int, left: int, right: int = 0) -> torch.Tensor:
     """Feed feats [1, T, F] in pieces of the given sizes (cycled), then flush."""
     state, outs, start, i = None, [], 0, 0
     while start < feats.size(1):
         n = pieces[i % len(pieces)]
-        out, state = encoder.forward_chunk(feats[:, start : start + n], state, chunk, left)
+        out, state = encoder.forward_chunk(feats[:, start : start + n], state, chunk, left, right_context=right)
         outs.append(out)
         start, i = start + n, i + 1
-    out, state = encoder.forward_chunk(feats[:, :0], state, chunk, left, final=True)
+    out, state = encoder.forward_chunk(feats[:, :0], state, chunk, left, final=True, right_context=right)
     outs.append(out)
     return torch.cat(outs, dim=1)
 
@@ -58,6 +58,45 @@ def test_streaming_equals_masked_full_forward(make, chunk, left):
         streamed = _stream(encoder, feats, pieces, chunk, left)
         assert streamed.shape == full.shape
         torch.testing.assert_close(streamed, full, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("make", [_conformer, _transformer], ids=["conformer", "transformer"])
+@pytest.mark.parametrize("chunk,left,right", [(4, -1, 2), (3, 2, 1), (1, 0, 3), (2, 1, 5)])
+def test_streaming_with_look_ahead_equals_full_forward(make, chunk, left, right):
+    """Emformer-style look-ahead: chunk + `right` future frames per layer; streamed = the full forward's copies."""
+    encoder = make()
+    torch.manual_seed(1)
+    feats = torch.randn(1, 157, 20)
+    full, _ = encoder(feats, torch.tensor([157]), chunk_size=chunk, left_chunks=left, right_context=right)
+    without, _ = encoder(feats, torch.tensor([157]), chunk_size=chunk, left_chunks=left)
+    assert not torch.allclose(full, without, atol=1e-3), "the look-ahead must change the encodings"
+    for pieces in ([157], [1], [7, 13, 2]):
+        torch.testing.assert_close(_stream(encoder, feats, pieces, chunk, left, right), full, atol=1e-4, rtol=1e-4)
+
+
+def test_look_ahead_sees_exactly_right_context_frames():
+    """With look-ahead R, chunk c's outputs change when frames up to (c+1)·S + R - 1 change, and not after."""
+    encoder = _conformer()
+    feats = torch.randn(1, 120, 20)
+    chunk, right = 4, 2
+    a, _ = encoder(feats, torch.tensor([120]), chunk_size=chunk, right_context=right)
+    # encoder frame t reads input frames up to 4t + 6; chunk 0..3 (frames 0..15) + look-ahead 16, 17 → input ≤ 74
+    later, inside = feats.clone(), feats.clone()
+    later[:, 75:] += 5.0
+    inside[:, 72:] += 5.0  # changes encoder frame 17 (the look-ahead of chunk 3)
+    b, _ = encoder(later, torch.tensor([120]), chunk_size=chunk, right_context=right)
+    c, _ = encoder(inside, torch.tensor([120]), chunk_size=chunk, right_context=right)
+    torch.testing.assert_close(a[:, :16], b[:, :16])
+    assert not torch.allclose(a[:, 12:16], c[:, 12:16])
+
+
+def test_look_ahead_forward_is_padding_invariant():
+    encoder = _conformer()
+    feats = torch.randn(2, 130, 20)
+    batch, lengths = encoder(feats, torch.tensor([130, 90]), chunk_size=3, left_chunks=2, right_context=2)
+    alone, _ = encoder(feats[1:, :90], torch.tensor([90]), chunk_size=3, left_chunks=2, right_context=2)
+    torch.testing.assert_close(batch[1:, : alone.size(1)], alone, atol=1e-5, rtol=1e-5)
+    assert int(lengths[1]) == alone.size(1)
 
 
 def test_streaming_exact_with_subsampling_6():
@@ -102,4 +141,8 @@ def test_dynamic_chunk_training_samples_chunks_and_eval_is_full_context():
     seen = {encoder.training_chunking()[0] for _ in range(200)}
     assert 0 in seen and len(seen) > 5 and max(seen) <= encoder.chunk.max_dynamic_chunk
     encoder.eval()
-    assert encoder.training_chunking() == (0, -1)
+    assert encoder.training_chunking() == (0, -1, 0)
+    encoder.chunk.right_context = 3
+    encoder.train()
+    rights = {encoder.training_chunking()[2] for _ in range(200)}
+    assert rights == {0, 1, 2, 3}

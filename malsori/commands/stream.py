@@ -63,6 +63,7 @@ def _microphone_blocks(block: int):
 @click.option("--fast", is_flag=True, help="Feed the file as fast as possible instead of in real time.")
 @click.option("--chunk-ms", type=float, default=320.0, show_default=True, help="Encoder chunk: latency vs accuracy.")
 @click.option("--left-chunks", type=int, default=4, show_default=True, help="Chunks of carried left context (-1 = unbounded, 0 = none).")
+@click.option("--lookahead-ms", type=float, default=0.0, show_default=True, help="Right look-ahead per chunk (adds latency, helps accuracy).")
 @click.option("--method", default="greedy", show_default=True, help="greedy or beam.")
 @click.option("--beam", "beam_size", type=int, default=4, show_default=True, help="Beam width for --method beam.")
 @click.option("--endpoint-silence", type=float, default=1.0, show_default=True, help="Seconds without a new token that end an utterance.")
@@ -70,7 +71,7 @@ def _microphone_blocks(block: int):
 @click.option("--json", "as_json", is_flag=True, help="Final results as JSON lines with word timestamps.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads.")
-def stream(model, file, mic, fast, chunk_ms, left_chunks, method, beam_size, endpoint_silence, max_utterance, as_json, device, threads) -> None:
+def stream(model, file, mic, fast, chunk_ms, left_chunks, lookahead_ms, method, beam_size, endpoint_silence, max_utterance, as_json, device, threads) -> None:
     """Stream FILE (or --mic) through a streaming MODEL; partial results on stderr, final results on stdout."""
     import torch
 
@@ -82,7 +83,7 @@ def stream(model, file, mic, fast, chunk_ms, left_chunks, method, beam_size, end
     if mic == (file is not None):
         raise ConfigError("stream: give either FILE or --mic")
     torch.set_num_threads(threads)
-    cfg = StreamConfig(chunk_ms=chunk_ms, left_chunks=left_chunks, method=method, beam_size=beam_size,
+    cfg = StreamConfig(chunk_ms=chunk_ms, left_chunks=left_chunks, lookahead_ms=lookahead_ms, method=method, beam_size=beam_size,
                        endpoint_silence_s=endpoint_silence, max_utterance_s=max_utterance)
     s = malsori.load(model, device).stream(cfg)
     block = int(round(chunk_ms / 1000 * SAMPLE_RATE))

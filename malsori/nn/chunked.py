@@ -1,7 +1,8 @@
 """Chunk-wise self-attention encoders: chunk masks for training and `forward_chunk` for streaming.
 
 A chunked encoder splits its (subsampled) frames into chunks of `chunk_size`; a frame attends to every frame of
-its own chunk and of the `left_chunks` chunks before it, never to the future beyond its chunk. Streaming then needs
+its own chunk and of the `left_chunks` chunks before it, and to at most `right_context` frames after its chunk (the
+look-ahead). Streaming then needs
 only a bounded state carried from chunk to chunk — the far past survives as the cached keys/values of each layer
 (a fixed budget of left_chunks × chunk_size frames) and as the last inputs of each causal convolution — so the cost
 per chunk does not grow with the length of the stream, and chunk-by-chunk outputs equal the full-utterance forward
@@ -9,6 +10,11 @@ under the same chunk mask (tests/test_streaming_encoder.py).
 
 Training with `dynamic_chunk` samples a chunk size (and left context) per batch, so one model serves several
 latencies chosen at inference time (Zhang et al., 2020, "Unified streaming and non-streaming two-pass ASR").
+
+Look-ahead is done as in Emformer (Shi et al., 2021): every layer processes the chunk together with a *copy* of the
+next `right_context` frames, whose outputs are thrown away after the last layer. A chunk's look-ahead frames
+therefore see exactly what they see in streaming (their chunk, its left context and themselves) and the receptive
+field does not grow with depth; the full forward appends all copies after the utterance (`LookAhead`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ class ChunkConfig:
     dynamic_chunk: bool = False  # training: per batch, full context half the time, else a chunk in [1, max_dynamic_chunk]
     max_dynamic_chunk: int = 25  # largest sampled chunk in encoder frames (25 × 40 ms = 1 s)
     max_dynamic_left: int = -1  # training: left context in chunks sampled in [0, this] per batch; -1 = all the past
+    right_context: int = 0  # training look-ahead in encoder frames after each chunk (dynamic: sampled in [0, this])
 
 
 def chunk_mask(length: int, chunk_size: int, left_chunks: int = -1, device: torch.device | None = None) -> Tensor:
@@ -48,6 +55,56 @@ def chunk_mask(length: int, chunk_size: int, left_chunks: int = -1, device: torc
 
 
 @dataclass
+class LookAhead:
+    """Where the look-ahead copies sit in a layer's input [chunk frames ; copies] (Emformer-style right context).
+
+    Positions count from the first chunk frame of the input; a copy is a frame at or after its chunk's end.
+    """
+
+    frames: int  # n: the input starts with n chunk frames; every frame after them is a look-ahead copy
+    position: Tensor  # [N] long: position of each copy (which frame it copies)
+    chunk_end: Tensor  # [N] long: end (exclusive position) of the chunk whose look-ahead the copy belongs to
+
+    @property
+    def copies(self) -> int:
+        return self.position.numel()
+
+    @staticmethod
+    def for_utterance(length: int, chunk_size: int, right: int, device: torch.device | None = None) -> "LookAhead":
+        """Copies of frames [(c+1)·S, (c+1)·S + right) ∩ [0, length) for every chunk c of size S."""
+        ends = torch.arange(chunk_size, length, chunk_size, device=device)
+        pos = (ends[:, None] + torch.arange(right, device=device)[None, :]).flatten()
+        end = ends.repeat_interleave(right)
+        keep = pos < length
+        return LookAhead(length, pos[keep], end[keep])
+
+    @staticmethod
+    def for_chunk(frames: int, right: int, device: torch.device | None = None) -> "LookAhead":
+        """Streaming: one chunk of `frames` frames followed by its `right` look-ahead frames."""
+        pos = torch.arange(frames, frames + right, device=device)
+        return LookAhead(frames, pos, torch.full_like(pos, frames))
+
+    def attention_mask(self, chunk_size: int, left_chunks: int) -> Tensor:
+        """[n+N, n+N] (query, key) True = may attend: a chunk frame or copy sees its chunk, `left_chunks` chunks
+        before it and its chunk's copies; never another chunk's copies."""
+        device = self.position.device
+        chunk = torch.cat((torch.arange(self.frames, device=device), self.chunk_end - 1)) // chunk_size
+        is_copy = torch.arange(chunk.numel(), device=device) >= self.frames
+        q, k = chunk[:, None], chunk[None, :]
+        past = (k <= q) & ~is_copy[None, :]
+        if left_chunks >= 0:
+            past &= k >= q - left_chunks
+        return past | ((k == q) & is_copy[None, :])
+
+    def conv_windows(self, kernel: int) -> Tensor:
+        """[N, kernel] indices into [K-1 past frames ; n chunk frames ; N copies] of each copy's causal conv window:
+        frames before its chunk's end come from the chunk (or the past), later ones from the copies."""
+        pos = self.position[:, None] - (kernel - 1) + torch.arange(kernel, device=self.position.device)[None, :]
+        own = torch.arange(self.copies, device=pos.device)[:, None] - (self.position[:, None] - pos)
+        return torch.where(pos < self.chunk_end[:, None], kernel - 1 + pos, kernel - 1 + self.frames + own)
+
+
+@dataclass
 class EncoderState:
     """Everything a chunked encoder carries between chunks; plain tensors only (export-friendly).
 
@@ -55,7 +112,7 @@ class EncoderState:
     """
 
     feats: Tensor  # [B, n, F] input frames not yet consumed by the subsampling convs
-    frames: Tensor  # [B, m, D] subsampled frames waiting for a full chunk
+    frames: Tensor  # [B, m, D] subsampled frames waiting for a full chunk and its look-ahead
     offset: Tensor  # [] long: encoder frames emitted so far = position of the next frame
     keys: Tensor  # [layers, B, H, L, dh] rotated self-attention keys of the last L frames of every layer
     values: Tensor  # [layers, B, H, L, dh] their values
@@ -83,35 +140,45 @@ class ChunkedEncoder(nn.Module):
         """Applied after the last block (e.g. a final LayerNorm)."""
         return x
 
-    def training_chunking(self) -> tuple[int, int]:
-        """(chunk_size, left_chunks) for this forward pass when the caller does not choose: sampled per batch when
-        training with dynamic chunks, else the configured chunk (full context for dynamic models in eval mode)."""
+    def training_chunking(self) -> tuple[int, int, int]:
+        """(chunk_size, left_chunks, right_context) for this forward pass when the caller does not choose: sampled
+        per batch when training with dynamic chunks, else the configured chunk (full context for dynamic models in
+        eval mode)."""
         c = self.chunk
         if c.dynamic_chunk:
             if not self.training or torch.rand(()) < 0.5:
-                return 0, -1
+                return 0, -1, 0
             size = int(torch.randint(1, c.max_dynamic_chunk + 1, ()))
             left = int(torch.randint(0, c.max_dynamic_left + 1, ())) if c.max_dynamic_left >= 0 else -1
-            return size, left
-        return c.chunk_size, -1
+            return size, left, int(torch.randint(0, c.right_context + 1, ()))
+        return c.chunk_size, -1, c.right_context if c.chunk_size > 0 else 0
 
     def forward(
-        self, feats: Tensor, lengths: Tensor, chunk_size: int | None = None, left_chunks: int = -1
+        self, feats: Tensor, lengths: Tensor, chunk_size: int | None = None, left_chunks: int = -1, right_context: int = 0
     ) -> tuple[Tensor, Tensor]:
         """feats [B, T, F], lengths [B] → (enc [B, T', D], enc_lengths [B]); padded output frames are zero.
 
-        `chunk_size` (encoder frames, 0 = full context) and `left_chunks` restrict attention as in streaming;
-        None uses `training_chunking()`.
+        `chunk_size` (encoder frames, 0 = full context), `left_chunks` and `right_context` (look-ahead frames per
+        chunk) restrict attention as in streaming; None uses `training_chunking()`.
         """
         if chunk_size is None:
-            chunk_size, left_chunks = self.training_chunking()
+            chunk_size, left_chunks, right_context = self.training_chunking()
         x, lengths = self.subsampling(feats, lengths.to(feats.device))
-        mask = length_mask(lengths, x.size(1))
-        attn_mask = chunk_mask(x.size(1), chunk_size, left_chunks, x.device) if chunk_size > 0 else None
+        t = x.size(1)
+        mask = length_mask(lengths, t)
         x = self.dropout(x)
+        positions, lookahead, attn_mask, full_mask = None, None, None, mask
+        if chunk_size > 0 and right_context > 0:
+            lookahead = LookAhead.for_utterance(t, chunk_size, right_context, x.device)
+            x = torch.cat((x, x[:, lookahead.position]), dim=1)
+            full_mask = torch.cat((mask, mask[:, lookahead.position]), dim=1)
+            positions = torch.cat((torch.arange(t, device=x.device), lookahead.position))
+            attn_mask = lookahead.attention_mask(chunk_size, left_chunks)
+        elif chunk_size > 0:
+            attn_mask = chunk_mask(t, chunk_size, left_chunks, x.device)
         for layer in self.layers:
-            x, _ = layer(x, mask, attn_mask)
-        return self.finish(x).masked_fill(~mask[..., None], 0.0), lengths
+            x, _ = layer(x, full_mask, attn_mask, positions, lookahead=lookahead)
+        return self.finish(x[:, :t]).masked_fill(~mask[..., None], 0.0), lengths
 
     def init_state(self, batch: int = 1) -> EncoderState:
         """The state before the first chunk of `batch` streams."""
@@ -133,13 +200,15 @@ class ChunkedEncoder(nn.Module):
 
     @torch.no_grad()
     def forward_chunk(
-        self, feats: Tensor, state: EncoderState | None, chunk_size: int, left_chunks: int = -1, final: bool = False
+        self, feats: Tensor, state: EncoderState | None, chunk_size: int, left_chunks: int = -1, final: bool = False,
+        right_context: int = 0,
     ) -> tuple[Tensor, EncoderState]:
         """Stream: feats [B, n, F] (any n ≥ 0, the next input frames) → (encodings [B, n', D], new state).
 
-        Emits every complete chunk of `chunk_size` encoder frames that the input so far allows; `final=True`
-        (end of stream) also emits the last, partial chunk. Outputs equal `forward(..., chunk_size, left_chunks)`
-        on the whole input. `left_chunks` < 0 keeps all the past (the state then grows with the stream).
+        Emits every chunk of `chunk_size` encoder frames whose `right_context` look-ahead frames have arrived;
+        `final=True` (end of stream) also emits the rest. Outputs equal
+        `forward(..., chunk_size, left_chunks, right_context)` on the whole input. `left_chunks` < 0 keeps all the
+        past (the state then grows with the stream).
         """
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be >= 1 encoder frame to stream, got {chunk_size}")
@@ -153,21 +222,24 @@ class ChunkedEncoder(nn.Module):
             new_frames = sub[:, :n_out]
             buf = buf[:, n_out * self.subsampling_factor :]
         frames = torch.cat((state.frames, new_frames), dim=1)
-        ready = frames.size(1) if final else frames.size(1) // chunk_size * chunk_size
         keep = left_chunks * chunk_size if left_chunks >= 0 else -1
-        outputs, offset = [], int(state.offset)
+        outputs, offset, start = [], int(state.offset), 0
         keys, values, conv = list(state.keys.unbind(0)), list(state.values.unbind(0)), list(state.conv.unbind(0))
-        for start in range(0, ready, chunk_size):
-            x = frames[:, start : min(start + chunk_size, ready)]
+        while start < frames.size(1) and (final or start + chunk_size + right_context <= frames.size(1)):
+            x = frames[:, start : start + chunk_size + right_context]
+            n = min(chunk_size, x.size(1))
+            lookahead = LookAhead.for_chunk(n, x.size(1) - n, x.device) if x.size(1) > n else None
             positions = torch.arange(offset, offset + x.size(1), device=x.device)
             for i, layer in enumerate(self.layers):
-                x, (keys[i], values[i], conv[i]) = layer(x, positions=positions, cache=(keys[i], values[i], conv[i]), keep=keep)
-            outputs.append(self.finish(x))
-            offset += x.size(1)
+                x, (keys[i], values[i], conv[i]) = layer(
+                    x, positions=positions, cache=(keys[i], values[i], conv[i]), keep=keep, lookahead=lookahead
+                )
+            outputs.append(self.finish(x[:, :n]))
+            offset, start = offset + n, start + n
         enc = torch.cat(outputs, dim=1) if outputs else new_frames[:, :0]
         new_state = EncoderState(
             feats=buf,
-            frames=frames[:, ready:],
+            frames=frames[:, start:],
             offset=torch.tensor(offset),
             keys=torch.stack(keys),
             values=torch.stack(values),

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from malsori.errors import ConfigError
 from malsori.nn.attention import MultiHeadSelfAttention
-from malsori.nn.chunked import ChunkConfig, ChunkedEncoder
+from malsori.nn.chunked import ChunkConfig, ChunkedEncoder, LookAhead
 from malsori.nn.subsampling import Conv2dSubsampling
 
 LayerCache = tuple[Tensor, Tensor, Tensor]  # (attention keys, attention values, conv inputs) of one block
@@ -77,21 +77,34 @@ class ConvModule(nn.Module):
         self.pointwise_out = nn.Linear(d_model, d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, cache: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, cache: Tensor | None = None, lookahead: LookAhead | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """x [B, T, D], mask [B, T] True on real frames → ([B, T, D], new cache).
 
-        `cache` [B, D, K-1] (causal only) holds the depthwise conv's inputs just before x; the new cache ends x.
+        `cache` [B, D, K-1] (causal only) holds the depthwise conv's inputs just before x; the new cache ends the
+        chunk frames of x. With `lookahead`, the frames after the first `lookahead.frames` are look-ahead copies:
+        each is convolved over its own chunk's past and the copies before it, and never enters the cache.
         """
         x = F.glu(self.pointwise_in(self.norm_in(x)), dim=-1)
         if mask is not None:
             x = x.masked_fill(~mask[..., None], 0.0)
         x = x.transpose(1, 2)
-        if cache is None:
-            x = F.pad(x, self.padding)
+        if lookahead is None and cache is None:
+            x = self.depthwise(F.pad(x, self.padding)).transpose(1, 2)
         else:
-            x = torch.cat((cache, x), dim=2)
-            cache = x[:, :, x.size(2) - cache.size(2) :]
-        x = self.depthwise(x).transpose(1, 2)
+            if self.padding[1]:
+                raise ValueError("look-ahead copies and streaming need a causal conv module (chunk.causal: true)")
+            past = x.new_zeros(x.size(0), x.size(1), self.padding[0]) if cache is None else cache
+            n = x.size(2) if lookahead is None else lookahead.frames
+            chunk = torch.cat((past, x[:, :, :n]), dim=2)
+            y = self.depthwise(chunk)
+            if lookahead is not None and lookahead.copies:
+                windows = torch.cat((chunk, x[:, :, n:]), dim=2)[:, :, lookahead.conv_windows(self.padding[0] + 1)]
+                copies = torch.einsum("bdnk,dk->bdn", windows, self.depthwise.weight[:, 0]) + self.depthwise.bias[:, None]
+                y = torch.cat((y, copies), dim=2)
+            x = y.transpose(1, 2)
+            cache = None if cache is None else chunk[:, :, chunk.size(2) - cache.size(2) :]
         x = self.pointwise_out(F.silu(self.norm_mid(x)))
         return self.dropout(x), cache
 
@@ -112,21 +125,22 @@ class ConformerBlock(nn.Module):
 
     def forward(
         self, x: Tensor, mask: Tensor | None = None, attn_mask: Tensor | None = None, positions: Tensor | None = None,
-        cache: LayerCache | None = None, keep: int = -1,
+        cache: LayerCache | None = None, keep: int = -1, lookahead: LookAhead | None = None,
     ) -> tuple[Tensor, LayerCache | None]:
         """x [B, T, D]; mask [B, T] True on real frames; attn_mask [T, T] or [B, T, T] True = may attend.
 
         Streaming: `cache` = (keys, values, conv inputs) of the past → also returns the cache for the next chunk,
-        with `keep` frames of keys/values (-1 = all).
+        with `keep` frames of keys/values (-1 = all). `lookahead` marks the look-ahead copies at the end of x.
         """
         x = torch.add(x, self.ff1(x), alpha=0.5)
         h = self.norm_att(x)
         if cache is None:
             a, keys, values = self.attention(h, mask, attn_mask, positions), None, None
         else:
-            a, keys, values = self.attention.forward_cached(h, positions, cache[0], cache[1], keep)
+            uncached = lookahead.copies if lookahead is not None else 0
+            a, keys, values = self.attention.forward_cached(h, positions, cache[0], cache[1], keep, uncached)
         x = x + self.dropout(a)
-        c, conv = self.conv(x, mask, None if cache is None else cache[2])
+        c, conv = self.conv(x, mask, None if cache is None else cache[2], lookahead)
         x = x + c
         x = torch.add(x, self.ff2(x), alpha=0.5)
         return self.norm_out(x), (None if cache is None else (keys, values, conv))

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from malsori.decode.scorers import select_state
 from malsori.nn.attention import MultiHeadSelfAttention
-from malsori.nn.chunked import ChunkConfig, ChunkedEncoder
+from malsori.nn.chunked import ChunkConfig, ChunkedEncoder, LookAhead
 from malsori.nn.mask import length_mask
 from malsori.nn.mocha import MonotonicChunkwiseAttention, initial_alignment
 from malsori.nn.subsampling import Conv2dSubsampling
@@ -57,17 +57,19 @@ class TransformerBlock(nn.Module):
 
     def forward(
         self, x: Tensor, mask: Tensor | None = None, attn_mask: Tensor | None = None, positions: Tensor | None = None,
-        cache: tuple[Tensor, Tensor, Tensor] | None = None, keep: int = -1,
+        cache: tuple[Tensor, Tensor, Tensor] | None = None, keep: int = -1, lookahead: LookAhead | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor] | None]:
         """x [B, T, D]; mask [B, T] True on real frames; attn_mask [T, T] True = may attend.
 
-        Streaming: `cache` = (keys, values, unused conv state) of the past → also returns the next chunk's cache.
+        Streaming: `cache` = (keys, values, unused conv state) of the past → also returns the next chunk's cache;
+        `lookahead` marks the look-ahead copies at the end of x (kept out of the cache).
         """
         h = self.norm_att(x)
         if cache is None:
             x = x + self.dropout(self.attention(h, mask, attn_mask, positions))
         else:
-            a, keys, values = self.attention.forward_cached(h, positions, cache[0], cache[1], keep)
+            uncached = lookahead.copies if lookahead is not None else 0
+            a, keys, values = self.attention.forward_cached(h, positions, cache[0], cache[1], keep, uncached)
             x, cache = x + self.dropout(a), (keys, values, cache[2])
         return x + self.dropout(self.ff(x)), cache
 
