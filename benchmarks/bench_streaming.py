@@ -155,7 +155,7 @@ def _job(job: tuple[str, str, float, int, float]) -> Row:
     hyps, delays, firsts, compute, per_chunk = stream_set(rec, s, cfg, times)
     rates = error_rates(s.refs, hyps)
     mode = f"chunk {chunk_ms:g} ms" + (f" + look-ahead {ahead:g} ms" if ahead else "") + f", left {left}"
-    return Row(name, mode, s.name, chunk_ms, left, ahead, chunk_ms + ahead + lookahead_ms(rec),
+    return Row(name, mode, s.name, chunk_ms, left, ahead, chunk_ms + ahead + frontend_ms(rec),
                rates.wer, rates.cer, compute / s.seconds, statistics.median(per_chunk) * 1000,
                pct(delays, 50), pct(delays, 90), pct(firsts, 50), len(delays))
 
@@ -164,7 +164,7 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q) * 1000) if values else float("nan")
 
 
-def lookahead_ms(rec: Recognizer) -> float:
+def frontend_ms(rec: Recognizer) -> float:
     """Input the subsampling front-end needs beyond a chunk's last encoder frame, plus the fbank window overhang."""
     sub = rec.model.encoder.subsampling
     cfg = rec.fbank.cfg
@@ -348,7 +348,7 @@ def main() -> None:
     print(hour, flush=True)
     pngs = plots(rows, costs, hour, out)
     (out / "results.json").write_text(json.dumps({"rows": [asdict(r) for r in rows], "cost": costs, "hour": hour}, indent=1))
-    write_report(out, args, models, sets, rows, costs, hour, pngs, lookahead_ms(first_rec))
+    write_report(out, args, models, sets, rows, costs, hour, pngs, frontend_ms(first_rec))
 
 
 def write_report(out, args, models, sets, rows, costs, hour, pngs, look) -> None:

@@ -39,21 +39,6 @@ class ChunkConfig:
     right_context: int = 0  # training look-ahead in encoder frames after each chunk (dynamic: sampled in [0, this])
 
 
-def chunk_mask(length: int, chunk_size: int, left_chunks: int = -1, device: torch.device | None = None) -> Tensor:
-    """[T, T] bool (query, key): True where the key lies in the query's chunk or in its `left_chunks` chunks before.
-
-    chunk_size <= 0 gives full context; left_chunks < 0 gives all the past.
-    """
-    idx = torch.arange(length, device=device)
-    if chunk_size <= 0:
-        return torch.ones(length, length, dtype=torch.bool, device=device)
-    chunk = idx // chunk_size
-    allowed = chunk[None, :] <= chunk[:, None]
-    if left_chunks >= 0:
-        allowed &= chunk[None, :] >= chunk[:, None] - left_chunks
-    return allowed
-
-
 @dataclass
 class LookAhead:
     """Where the look-ahead copies sit in a layer's input [chunk frames ; copies] (Emformer-style right context).
@@ -102,6 +87,16 @@ class LookAhead:
         pos = self.position[:, None] - (kernel - 1) + torch.arange(kernel, device=self.position.device)[None, :]
         own = torch.arange(self.copies, device=pos.device)[:, None] - (self.position[:, None] - pos)
         return torch.where(pos < self.chunk_end[:, None], kernel - 1 + pos, kernel - 1 + self.frames + own)
+
+
+def chunk_mask(length: int, chunk_size: int, left_chunks: int = -1, device: torch.device | None = None) -> Tensor:
+    """[T, T] bool (query, key): True where the key lies in the query's chunk or in its `left_chunks` chunks before.
+
+    chunk_size <= 0 gives full context; left_chunks < 0 gives all the past.
+    """
+    if chunk_size <= 0:
+        return torch.ones(length, length, dtype=torch.bool, device=device)
+    return LookAhead.for_utterance(length, chunk_size, 0, device).attention_mask(chunk_size, left_chunks)
 
 
 @dataclass
@@ -168,14 +163,15 @@ class ChunkedEncoder(nn.Module):
         mask = length_mask(lengths, t)
         x = self.dropout(x)
         positions, lookahead, attn_mask, full_mask = None, None, None, mask
-        if chunk_size > 0 and right_context > 0:
+        if chunk_size > 0:
             lookahead = LookAhead.for_utterance(t, chunk_size, right_context, x.device)
+            attn_mask = lookahead.attention_mask(chunk_size, left_chunks)
+        if lookahead is not None and lookahead.copies:
             x = torch.cat((x, x[:, lookahead.position]), dim=1)
             full_mask = torch.cat((mask, mask[:, lookahead.position]), dim=1)
             positions = torch.cat((torch.arange(t, device=x.device), lookahead.position))
-            attn_mask = lookahead.attention_mask(chunk_size, left_chunks)
-        elif chunk_size > 0:
-            attn_mask = chunk_mask(t, chunk_size, left_chunks, x.device)
+        else:
+            lookahead = None  # no copies: the layers run as without look-ahead (non-causal convs allowed)
         for layer in self.layers:
             x, _ = layer(x, full_mask, attn_mask, positions, lookahead=lookahead)
         return self.finish(x[:, :t]).masked_fill(~mask[..., None], 0.0), lengths
