@@ -67,7 +67,7 @@ class CompareConfig:
     long_max_concat: int = 6  # the long set joins 1, 2, … this many test utterances of one voice
     long_per_count: int = 24  # long-set utterances made for each number of joined utterances
     long_gap: float = 0.15  # seconds of silence inserted between joined utterances
-    long_min_bucket: int = 5  # duration buckets of the long set are widened until each holds this many utterances
+    long_min_bucket: int = 5  # duration buckets (long set and test split) are widened until each holds this many utterances
     long_beam: bool = False  # also beam-search the long set (slow for attention decoders on long inputs)
     real_manifest: str = str(DEFAULT_REAL)  # real-speech manifest; skipped when absent or ""
     real_limit: int = 200  # evenly spaced real-speech utterances to evaluate (0 = skip)
@@ -122,7 +122,8 @@ def build_long_set(test: Path, folder: Path, max_concat: int, per_count: int, ga
     A finished set with the same settings is reused.
     """
     manifest = folder / "manifest.jsonl"
-    settings = {"test": str(Path(test).resolve()), "max_concat": max_concat, "per_count": per_count, "gap": gap, "seed": seed}
+    settings = {"test": str(Path(test).resolve()), "max_concat": max_concat, "per_count": per_count, "gap": gap, "seed": seed,
+                "format": 2}  # 2: records carry first_text
     stamp = folder / "settings.json"
     if manifest.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings:
         return read_manifest(manifest).utterances
@@ -142,8 +143,9 @@ def build_long_set(test: Path, folder: Path, max_concat: int, per_count: int, ga
             wave = np.concatenate(parts)
             uid = f"long{k}-{j:03d}"
             save_audio(folder / "audio" / f"{uid}.flac", wave)
+            extra = {"parts": k, "sources": [u.id for u in g], "first_text": normalize(g[0].text)}
             out.append(Utterance(uid, f"audio/{uid}.flac", " ".join(normalize(u.text) for u in g), g[0].speaker,
-                                 round(len(wave) / SAMPLE_RATE, 4), {"parts": k, "sources": [u.id for u in g]}, folder))
+                                 round(len(wave) / SAMPLE_RATE, 4), extra, folder))
     if not out:
         raise MalsoriError(f"{test}: no test utterances to build the long set from")
     write_manifest(manifest, out)
@@ -265,13 +267,15 @@ def bucket_rates(utts: list[Utterance], hyps: list[str], edges: list[float]) -> 
         r = error_rates([normalize(utts[i].text) for i in idx], [hyps[i] for i in idx])
         durs = [utts[i].duration for i in idx]
         out.append({"lo": edges[b], "hi": edges[b + 1], "utterances": len(idx), "words": r.words,
-                    "mean_duration": statistics.fmean(durs) if durs else 0.0, "wer": r.wer, "cer": r.cer})
+                    "mean_duration": statistics.fmean(durs) if durs else 0.0, "wer": r.wer, "cer": r.cer,
+                    "substitutions": r.substitutions, "deletions": r.deletions, "insertions": r.insertions})
     return out
 
 
-def evaluate_family(model_dir: Path, cfg: CompareConfig, sets: dict, edges: list[float], log: Callable[[str], None]) -> dict:
-    """Every measurement of one trained family (cached in the run folder, keyed by the model file and the settings)."""
-    key_src = json.dumps({"model": _file_digest(model_dir / "model.safetensors"), "beam": cfg.beam_size, "batch": cfg.batch_size,
+def evaluate_family(model_dir: Path, cfg: CompareConfig, sets: dict, edges: dict[str, list[float]], log: Callable[[str], None]) -> dict:
+    """Every measurement of one trained family (cached in the run folder, keyed by the model file and the settings);
+    greedy results of the sets named in `edges` are also split into duration buckets with those edges."""
+    key_src = json.dumps({"format": 2, "model": _file_digest(model_dir / "model.safetensors"), "beam": cfg.beam_size, "batch": cfg.batch_size,
                           "threads": cfg.threads, "device": cfg.device, "long_beam": cfg.long_beam, "edges": edges,
                           "sets": {k: [u.id for u in v[0]] for k, v in sets.items()}}, sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()
@@ -297,8 +301,12 @@ def evaluate_family(model_dir: Path, cfg: CompareConfig, sets: dict, edges: list
             log(f"{model_dir.parent.name}: {m} on {name} ({len(utts)} utterances)")
             d = decode_set(rec, utts, waves, m, cfg.beam_size, cfg.batch_size, whole=name == "long")
             hyps = d.pop("hyps")
-            if name == "long":
-                d["buckets"] = bucket_rates(utts, hyps, edges)
+            if name in edges and (m == "greedy" or name == "long"):
+                d["buckets"] = bucket_rates(utts, hyps, edges[name])
+            if name == "long":  # joined inputs whose output is exactly their first part: the decoder stopped at the join
+                joined = [(u, h) for u, h in zip(utts, hyps) if u.extra.get("parts", 1) > 1]
+                d["joined"] = len(joined)
+                d["stopped_at_first_join"] = sum(h == u.extra.get("first_text") for u, h in joined)
             res[name][m] = d
     cache.write_text(json.dumps({"key": key, "result": res}))
     return res
@@ -332,6 +340,11 @@ def run_compare(cfg: CompareConfig, command: str | None = None, log: Callable[[s
         edges = bucket_edges(median, [u.duration for u in long_utts], cfg.long_min_bucket)
         sets = {"test": load_waves(evenly_spaced(read_manifest(corpus["test"]).utterances, cfg.test_limit)),
                 "long": load_waves(long_utts)}
+        # lengths inside the training range: the test split in buckets of half the training median
+        test_durs = [u.duration for u in sets["test"][0]]
+        if not test_durs:
+            raise MalsoriError(f"{corpus['test']}: no readable test utterances")
+        test_edges = bucket_edges(median / 2, test_durs, cfg.long_min_bucket)
         real_note = ""
         if cfg.real_limit > 0 and cfg.real_manifest and Path(cfg.real_manifest).is_file():
             sets["real"] = load_waves(evenly_spaced(read_manifest(cfg.real_manifest).utterances, cfg.real_limit))
@@ -349,7 +362,7 @@ def run_compare(cfg: CompareConfig, command: str | None = None, log: Callable[[s
                 torch.set_num_threads(max(1, cfg.threads))  # train() sets it too; decoding uses the same count
                 families[name] = {"recipe": str(recipe), "description": _recipe_description(recipe), "model_dir": str(model_dir),
                                   "lr": tcfg.optim.lr, "train": training_stats(Path(tcfg.out)),
-                                  **evaluate_family(model_dir, cfg, sets, edges, log)}
+                                  **evaluate_family(model_dir, cfg, sets, {"test": test_edges, "long": edges}, log)}
             except Exception as e:  # one family failing (out of memory, a diverged run) must not lose the others
                 failed[name] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
                 log(f"{name}: FAILED, left out of the report ({failed[name]})")
@@ -360,7 +373,8 @@ def run_compare(cfg: CompareConfig, command: str | None = None, log: Callable[[s
             "command": command or _command_line(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine(), "commit": git_commit(), "config": to_dict(cfg),
             "corpus": {"train_utterances": len(train_durs), "train_hours": sum(train_durs) / 3600, "train_median_s": median,
-                       "train_max_s": longest, "test_utterances": len(sets["test"][0])},
+                       "train_max_s": longest, "test_utterances": len(sets["test"][0]), "test_edges": test_edges,
+                       "test_bucket_counts": [sum(bucket_of(d, test_edges) == b for d in test_durs) for b in range(len(test_edges) - 1)]},
             "long_set": {"manifest": str(out / "long_test" / "manifest.jsonl"), "utterances": len(long_utts), "edges": edges,
                          "min_s": min(long_durs), "max_s": max(long_durs), "median_s": statistics.median(long_durs),
                          "beyond_train_median": sum(d > median for d in long_durs) / len(long_durs),
@@ -403,16 +417,17 @@ def write_plots(results: dict, out: Path) -> dict[str, str]:
 
     fig = Figure(figsize=(11, 4.2))
     FigureCanvasAgg(fig)
-    for ax, metric in zip(fig.subplots(1, 2), ("wer", "cer")):
+    panels = (("test", "inside the training lengths (test split)"), ("long", "joined test utterances (long set)"))
+    for ax, (key, title) in zip(fig.subplots(1, 2), panels):
         for name, f in fams.items():
-            b = f["long"]["greedy"]["buckets"]
-            ax.plot([x["mean_duration"] for x in b], [100 * x[metric] for x in b], marker="o", label=name,
+            b = f[key]["greedy"]["buckets"]
+            ax.plot([x["mean_duration"] for x in b], [100 * x["wer"] for x in b], marker="o", label=name,
                     linestyle="--" if f["decoder"] == "fixed" else "-", linewidth=2.5 if f["decoder"] == "fixed" else 1.5)
         ax.axvline(median, color="grey", linestyle=":", label=f"train median {median:.1f} s")
         ax.axvline(longest, color="black", linestyle=":", label=f"train max {longest:.1f} s")
         ax.set_xlabel("utterance duration (s, bucket mean)")
-        ax.set_ylabel(f"{metric.upper()} % (greedy)")
-        ax.set_title(f"{metric.upper()} vs length, joined test utterances")
+        ax.set_ylabel("WER % (greedy)")
+        ax.set_title(f"WER vs length, {title}", fontsize=10)
         ax.grid(alpha=0.3)
     fig.axes[0].legend(fontsize=7)
     fig.tight_layout()
@@ -482,45 +497,11 @@ def findings(results: dict) -> list[str]:
                      "the ranking says which family learns fastest on this machine, not which is best when trained to "
                      "convergence, and the length comparison below is between under-trained models.")
 
-    # the talk's claim: a fixed-vector decoder degrades with length, attention holds
-    def delta(n: str) -> tuple[float, float]:
-        b = fams[n]["long"]["greedy"]["buckets"]
-        return b[0]["wer"], b[-1]["wer"]
-
-    edges = results["long_set"]["edges"]
-    span = f"{edges[0]:.1f}–{edges[1]:.1f} s to {edges[-2]:.1f}–{edges[-1]:.1f} s"
-    fixed = [n for n in fams if fams[n]["decoder"] == "fixed"]
-    attn = [n for n in fams if fams[n]["head"] == "attention" and fams[n]["decoder"] != "fixed"]
-    changes = ", ".join(f"{n} {_pct(delta(n)[0])}→{_pct(delta(n)[1])}" for n in fams)
-    lines.append(f"WER from the shortest to the longest bucket ({span}): {changes}.")
-    if len(edges) < 3:
-        lines.append("The long set fell into a single duration bucket, so nothing can be said about length.")
-    elif not fixed:
+    # the talk's claim, read twice: inside the training lengths (test split) and beyond them (joined utterances)
+    lines += length_findings(fams, "test", results["corpus"]["test_edges"], "inside the training lengths (test split)")
+    lines += length_findings(fams, "long", results["long_set"]["edges"], "on joined test utterances (long set)")
+    if not any(f["decoder"] == "fixed" for f in fams.values()):
         lines.append("No fixed-vector family was trained, so the claim that it degrades with length was not tested.")
-    else:
-        claim = "The claim that a fixed-vector decoder degrades with utterance length while attention models hold"
-        for f in fixed:
-            s, l = delta(f)
-            learned_attn = [a for a in attn if delta(a)[0] < UNLEARNED_WER]
-            if s >= UNLEARNED_WER:
-                lines.append(f"{claim} **cannot be tested here**: {f} has not "
-                             f"learned even the shortest utterances (WER {_pct(s)}%), so its flat curve is a floor, not robustness.")
-                continue
-            worst_attn = max((delta(a)[1] - delta(a)[0] for a in learned_attn), default=None)
-            if l - s < DEGRADES:
-                lines.append(f"{claim} is **not borne out**: the fixed-vector model {f} does not degrade with length "
-                             f"({_pct(s)}% → {_pct(l)}%, less than {100 * DEGRADES:.0f} points).")
-            elif not learned_attn:
-                lines.append(f"{f} degrades with length ({_pct(s)}% → {_pct(l)}%), but no attention model learned the short "
-                             "utterances, so the contrast with attention is not tested.")
-            elif worst_attn is not None and l - s >= worst_attn + DEGRADES:
-                lines.append(f"{claim} is **borne out**: {f} degrades with length ({_pct(s)}% → {_pct(l)}%) by at least "
-                             f"{100 * DEGRADES:.0f} points more than any attention model that learned "
-                             f"({', '.join(learned_attn)}; worst rise {100 * worst_attn:.1f} points).")
-            else:
-                lines.append(f"{claim} is **not borne out**: {f} degrades ({_pct(s)}% → {_pct(l)}%) but attention models degrade "
-                             f"about as much or more (worst rise {100 * worst_attn:.1f} points). Attention decoders trained only on "
-                             "utterances up to the training maximum often lose their alignment on longer inputs.")
     beyond = results["long_set"]["beyond_train_max"]
     lines.append(f"{100 * beyond:.0f}% of the long set is longer than any training utterance "
                  f"(train max {results['corpus']['train_max_s']:.1f} s): errors there also measure length generalization.")
@@ -538,14 +519,15 @@ def findings(results: dict) -> list[str]:
         s += f" It is worse than greedy for {', '.join(hurt)}."
     lines.append(s)
 
-    speed = {n: fams[n]["train"]["audio_sec_per_sec"] for n in fams}
-    fast, slow = max(speed, key=speed.get), min(speed, key=speed.get)
-    lines.append(f"Training throughput differs {speed[fast] / max(speed[slow], 1e-9):.1f}x: {fast} processes "
-                 f"{speed[fast]:.0f} s of audio per second ({fams[fast]['train']['steps']} steps in the budget), {slow} "
-                 f"{speed[slow]:.0f} ({fams[slow]['train']['steps']} steps): a matched wall-clock budget favours the fast families.")
-    rtf = {n: fams[n]["test"]["greedy"]["rtf"] for n in fams}
-    lines.append(f"Greedy decoding RTF ranges from {min(rtf.values()):.4f} ({min(rtf, key=rtf.get)}) to "
-                 f"{max(rtf.values()):.4f} ({max(rtf, key=rtf.get)}).")
+    if len(fams) > 1:  # throughput and speed spreads need two families
+        speed = {n: fams[n]["train"]["audio_sec_per_sec"] for n in fams}
+        fast, slow = max(speed, key=speed.get), min(speed, key=speed.get)
+        lines.append(f"Training throughput differs {speed[fast] / max(speed[slow], 1e-9):.1f}x: {fast} processes "
+                     f"{speed[fast]:.0f} s of audio per second ({fams[fast]['train']['steps']} steps in the budget), {slow} "
+                     f"{speed[slow]:.0f} ({fams[slow]['train']['steps']} steps): a matched wall-clock budget favours the fast families.")
+        rtf = {n: fams[n]["test"]["greedy"]["rtf"] for n in fams}
+        lines.append(f"Greedy decoding RTF ranges from {min(rtf.values()):.4f} ({min(rtf, key=rtf.get)}) to "
+                     f"{max(rtf.values()):.4f} ({max(rtf, key=rtf.get)}).")
 
     real = {n: fams[n]["real"]["greedy"]["wer"] for n in fams if "real" in fams[n]}
     if real:
@@ -563,6 +545,63 @@ def findings(results: dict) -> list[str]:
     return lines
 
 
+def length_findings(fams: dict, key: str, edges: list[float], where: str) -> list[str]:
+    """Whether the fixed-vector model degrades with length while the attention models hold, from the greedy duration
+    buckets of set `key` (with bucket `edges`); `where` names the set in the text."""
+
+    def delta(n: str) -> tuple[float, float]:
+        b = fams[n][key]["greedy"]["buckets"]
+        return b[0]["wer"], b[-1]["wer"]
+
+    span = f"{edges[0]:.1f}–{edges[1]:.1f} s to {edges[-2]:.1f}–{edges[-1]:.1f} s"
+    changes = ", ".join(f"{n} {_pct(delta(n)[0])}→{_pct(delta(n)[1])}" for n in fams)
+    lines = [f"WER {where}, shortest to longest bucket ({span}): {changes}."]
+    fixed = [n for n in fams if fams[n]["decoder"] == "fixed"]
+    attn = [n for n in fams if fams[n]["head"] == "attention" and fams[n]["decoder"] != "fixed"]
+    claim = f"{where[0].upper()}{where[1:]}, the claim that a fixed-vector decoder degrades with length while attention holds"
+    if len(edges) < 3:
+        return lines + [f"{where[0].upper()}{where[1:]}, all utterances fell into one duration bucket: nothing can be said about length."]
+    if not fixed:
+        return lines
+    for f in fixed:
+        s, l = delta(f)
+        learned_attn = [a for a in attn if delta(a)[0] < UNLEARNED_WER]
+        if s >= UNLEARNED_WER:
+            lines.append(f"{claim} **cannot be tested**: {f} has not learned even the shortest utterances "
+                         f"(WER {_pct(s)}%), so its flat curve is a floor, not robustness.")
+            continue
+        worst_attn = max((delta(a)[1] - delta(a)[0] for a in learned_attn), default=None)
+        if l - s < DEGRADES:
+            lines.append(f"{claim} is **not borne out**: the fixed-vector model {f} does not degrade with length "
+                         f"({_pct(s)}% → {_pct(l)}%, less than {100 * DEGRADES:.0f} points).")
+        elif not learned_attn:
+            lines.append(f"{f} degrades with length ({_pct(s)}% → {_pct(l)}%), but no attention model learned the short "
+                         "utterances, so the contrast with attention is not tested.")
+        elif worst_attn is not None and l - s >= worst_attn + DEGRADES:
+            lines.append(f"{claim} is **borne out**: {f} degrades ({_pct(s)}% → {_pct(l)}%) by at least "
+                         f"{100 * DEGRADES:.0f} points more than any attention model that learned "
+                         f"({', '.join(learned_attn)}; largest change {100 * worst_attn:+.1f} points).")
+        else:
+            lines.append(f"{claim} is **not borne out**: {f} degrades ({_pct(s)}% → {_pct(l)}%) but attention models "
+                         f"degrade about as much or more (worst rise {100 * worst_attn:.1f} points)."
+                         + (" Attention decoders trained only on utterances up to the training maximum often lose "
+                            "their alignment on longer inputs." if key == "long" else ""))
+    for a in attn if key == "long" else []:  # stopping at the pause between joined utterances, a non-bottleneck failure
+        g = fams[a]["long"]["greedy"]
+        if g.get("joined") and g["stopped_at_first_join"] >= 0.25 * g["joined"]:
+            lines.append(f"{a} output exactly the first of the joined utterances and stopped there for "
+                         f"{g['stopped_at_first_join']} of {g['joined']} joined inputs: it ends at the pause between utterances "
+                         "(every training utterance ends after one), which is a failure to go on, not a bottleneck.")
+    for a in attn:  # say how an attention model fails on long inputs: stopping early shows as deletions
+        last = fams[a][key]["greedy"]["buckets"][-1]
+        errors = sum(last.get(k, 0) for k in ("substitutions", "deletions", "insertions"))
+        if key == "long" and errors and last["deletions"] / errors >= 0.5 and last["wer"] - delta(a)[0] >= DEGRADES:
+            lines.append(f"{a}'s errors in the longest bucket are {100 * last['deletions'] / errors:.0f}% deletions "
+                         f"({last['deletions']} of {last['words']} reference words left out): it drops words (stops early or "
+                         "skips) rather than mishearing them.")
+    return lines
+
+
 def render_report(results: dict, plots: dict[str, str]) -> str:
     """compare.md: setup, tables, findings and the plots."""
     c, corpus, ls, fams = results["config"], results["corpus"], results["long_set"], results["families"]
@@ -576,7 +615,8 @@ def render_report(results: dict, plots: dict[str, str]) -> str:
         f"- budget: {c['minutes']:g} wall-clock minutes of training per family, {c['threads']} thread(s), seed {c['seed']}"
         + (f"; overrides: `{' '.join(c['overrides'])}`" if c["overrides"] else ""),
         f"- corpus: `{c['corpus']}`: {corpus['train_utterances']} training utterances ({corpus['train_hours']:.2f} h, "
-        f"median {corpus['train_median_s']:.2f} s, max {corpus['train_max_s']:.2f} s), {corpus['test_utterances']} test utterances",
+        f"median {corpus['train_median_s']:.2f} s, max {corpus['train_max_s']:.2f} s), {corpus['test_utterances']} test utterances "
+        "(also bucketed by duration, in multiples of half the training median)",
         f"- long set: {ls['utterances']} utterances of 1–{c['long_max_concat']} joined test utterances of one voice "
         f"({ls['min_s']:.1f}–{ls['max_s']:.1f} s, median {ls['median_s']:.1f} s; {100 * ls['beyond_train_median']:.0f}% longer than "
         f"the training median, {100 * ls['beyond_train_max']:.0f}% longer than the training maximum); decoded whole, never cut. "
@@ -605,11 +645,15 @@ def render_report(results: dict, plots: dict[str, str]) -> str:
     for n, f in fams.items():
         g, b = f["test"]["greedy"], f["test"]["beam"]
         L.append(f"| {n} | {_pct(g['wer'])} | {_pct(b['wer'])} | {_pct(g['cer'])} | {_pct(b['cer'])} | {g['rtf']:.4f} | {b['rtf']:.4f} |")
+    for key, title, e, counts in (
+            ("test", "inside the training lengths (test split", corpus["test_edges"], corpus["test_bucket_counts"]),
+            ("long", "on joined test utterances (long set", edges, ls["bucket_counts"])):
+        heads = [f"{e[i]:.1f}–{e[i + 1]:.1f} s (n={counts[i]})" for i in range(len(e) - 1)]
+        L += ["", f"## Error rate against utterance length {title}; greedy WER %, CER % in brackets)", "",
+              "| family | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
+        for n, f in fams.items():
+            L.append(f"| {n} | " + " | ".join(f"{_pct(b['wer'])} ({_pct(b['cer'])})" for b in f[key]["greedy"]["buckets"]) + " |")
     heads = [f"{edges[i]:.1f}–{edges[i + 1]:.1f} s (n={ls['bucket_counts'][i]})" for i in range(len(edges) - 1)]
-    L += ["", "## Error rate against utterance length (greedy WER %, CER % in brackets)", "",
-          "| family | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
-    for n, f in fams.items():
-        L.append(f"| {n} | " + " | ".join(f"{_pct(b['wer'])} ({_pct(b['cer'])})" for b in f["long"]["greedy"]["buckets"]) + " |")
     if c["long_beam"]:
         L += ["", "Beam search on the long set (WER %):", "", "| family | " + " | ".join(heads) + " |",
               "|---|" + "---:|" * len(heads)]
@@ -623,7 +667,8 @@ def render_report(results: dict, plots: dict[str, str]) -> str:
             L.append(f"| {n} | {_pct(g['wer'])} | {_pct(b['wer'])} | {_pct(g['cer'])} | {_pct(b['cer'])} | {g['rtf']:.4f} |")
     L += ["", "## Plots", "",
           f"![error rate against utterance length]({plots['error_vs_duration']})", "",
-          "Dashed thick line: the fixed-vector model. Dotted verticals: training median and maximum duration.", "",
+          "Dashed thick line: the fixed-vector model. Dotted verticals: training median and maximum duration. Left: the "
+          "test split in buckets of half the training median; right: the long set in buckets of the training median.", "",
           f"![WER per family, greedy and beam]({plots['wer_by_family']})", "",
           f"![training loss]({plots['loss_curves']})", "",
           "Losses are per utterance and differ in kind by head (CTC, smoothed cross-entropy + CTC, RNN-T): compare "
