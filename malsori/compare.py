@@ -46,6 +46,8 @@ SPLITS = ("train", "dev", "test")
 UNLEARNED_WER = 0.9  # a model whose shortest-bucket WER is at least this has not learned enough to test length effects
 DEGRADES = 0.10  # a WER rise from the shortest to the longest bucket of at least this counts as "degrades with length"
 POOR_WER = 0.5  # if the best test WER is above this, every family is "still poor at this budget"
+# The two sets error rate is read against length on: set key → how the report names it.
+LENGTH_SETS = {"test": "inside the training lengths (test split)", "long": "on joined test utterances (long set)"}
 
 
 @dataclass
@@ -417,8 +419,7 @@ def write_plots(results: dict, out: Path) -> dict[str, str]:
 
     fig = Figure(figsize=(11, 4.2))
     FigureCanvasAgg(fig)
-    panels = (("test", "inside the training lengths (test split)"), ("long", "joined test utterances (long set)"))
-    for ax, (key, title) in zip(fig.subplots(1, 2), panels):
+    for ax, (key, title) in zip(fig.subplots(1, 2), LENGTH_SETS.items()):
         for name, f in fams.items():
             b = f[key]["greedy"]["buckets"]
             ax.plot([x["mean_duration"] for x in b], [100 * x["wer"] for x in b], marker="o", label=name,
@@ -427,7 +428,7 @@ def write_plots(results: dict, out: Path) -> dict[str, str]:
         ax.axvline(longest, color="black", linestyle=":", label=f"train max {longest:.1f} s")
         ax.set_xlabel("utterance duration (s, bucket mean)")
         ax.set_ylabel("WER % (greedy)")
-        ax.set_title(f"WER vs length, {title}", fontsize=10)
+        ax.set_title(f"WER vs length {title}", fontsize=10)
         ax.grid(alpha=0.3)
     fig.axes[0].legend(fontsize=7)
     fig.tight_layout()
@@ -498,8 +499,8 @@ def findings(results: dict) -> list[str]:
                      "convergence, and the length comparison below is between under-trained models.")
 
     # the talk's claim, read twice: inside the training lengths (test split) and beyond them (joined utterances)
-    lines += length_findings(fams, "test", results["corpus"]["test_edges"], "inside the training lengths (test split)")
-    lines += length_findings(fams, "long", results["long_set"]["edges"], "on joined test utterances (long set)")
+    lines += length_findings(fams, "test", results["corpus"]["test_edges"])
+    lines += length_findings(fams, "long", results["long_set"]["edges"])
     if not any(f["decoder"] == "fixed" for f in fams.values()):
         lines.append("No fixed-vector family was trained, so the claim that it degrades with length was not tested.")
     beyond = results["long_set"]["beyond_train_max"]
@@ -545,9 +546,9 @@ def findings(results: dict) -> list[str]:
     return lines
 
 
-def length_findings(fams: dict, key: str, edges: list[float], where: str) -> list[str]:
+def length_findings(fams: dict, key: str, edges: list[float]) -> list[str]:
     """Whether the fixed-vector model degrades with length while the attention models hold, from the greedy duration
-    buckets of set `key` (with bucket `edges`); `where` names the set in the text."""
+    buckets of set `key` (a LENGTH_SETS key, with bucket `edges`); on the long set also how attention models fail."""
 
     def delta(n: str) -> tuple[float, float]:
         b = fams[n][key]["greedy"]["buckets"]
@@ -555,12 +556,14 @@ def length_findings(fams: dict, key: str, edges: list[float], where: str) -> lis
 
     span = f"{edges[0]:.1f}–{edges[1]:.1f} s to {edges[-2]:.1f}–{edges[-1]:.1f} s"
     changes = ", ".join(f"{n} {_pct(delta(n)[0])}→{_pct(delta(n)[1])}" for n in fams)
+    where = LENGTH_SETS[key]
+    Where = where[0].upper() + where[1:]
     lines = [f"WER {where}, shortest to longest bucket ({span}): {changes}."]
     fixed = [n for n in fams if fams[n]["decoder"] == "fixed"]
     attn = [n for n in fams if fams[n]["head"] == "attention" and fams[n]["decoder"] != "fixed"]
-    claim = f"{where[0].upper()}{where[1:]}, the claim that a fixed-vector decoder degrades with length while attention holds"
+    claim = f"{Where}, the claim that a fixed-vector decoder degrades with length while attention holds"
     if len(edges) < 3:
-        return lines + [f"{where[0].upper()}{where[1:]}, all utterances fell into one duration bucket: nothing can be said about length."]
+        return lines + [f"{Where}, all utterances fell into one duration bucket: nothing can be said about length."]
     if not fixed:
         return lines
     for f in fixed:
@@ -570,32 +573,33 @@ def length_findings(fams: dict, key: str, edges: list[float], where: str) -> lis
             lines.append(f"{claim} **cannot be tested**: {f} has not learned even the shortest utterances "
                          f"(WER {_pct(s)}%), so its flat curve is a floor, not robustness.")
             continue
-        worst_attn = max((delta(a)[1] - delta(a)[0] for a in learned_attn), default=None)
         if l - s < DEGRADES:
             lines.append(f"{claim} is **not borne out**: the fixed-vector model {f} does not degrade with length "
                          f"({_pct(s)}% → {_pct(l)}%, less than {100 * DEGRADES:.0f} points).")
-        elif not learned_attn:
+            continue
+        if not learned_attn:
             lines.append(f"{f} degrades with length ({_pct(s)}% → {_pct(l)}%), but no attention model learned the short "
                          "utterances, so the contrast with attention is not tested.")
-        elif worst_attn is not None and l - s >= worst_attn + DEGRADES:
+            continue
+        worst_attn = max(delta(a)[1] - delta(a)[0] for a in learned_attn)
+        if l - s >= worst_attn + DEGRADES:
             lines.append(f"{claim} is **borne out**: {f} degrades ({_pct(s)}% → {_pct(l)}%) by at least "
                          f"{100 * DEGRADES:.0f} points more than any attention model that learned "
                          f"({', '.join(learned_attn)}; largest change {100 * worst_attn:+.1f} points).")
         else:
             lines.append(f"{claim} is **not borne out**: {f} degrades ({_pct(s)}% → {_pct(l)}%) but attention models "
-                         f"degrade about as much or more (worst rise {100 * worst_attn:.1f} points)."
+                         f"degrade about as much or more (largest change {100 * worst_attn:+.1f} points)."
                          + (" Attention decoders trained only on utterances up to the training maximum often lose "
                             "their alignment on longer inputs." if key == "long" else ""))
-    for a in attn if key == "long" else []:  # stopping at the pause between joined utterances, a non-bottleneck failure
+    for a in attn if key == "long" else []:  # how an attention model fails on joined inputs
         g = fams[a]["long"]["greedy"]
-        if g.get("joined") and g["stopped_at_first_join"] >= 0.25 * g["joined"]:
+        if g.get("joined") and g["stopped_at_first_join"] >= 0.25 * g["joined"]:  # at the pause: not a bottleneck
             lines.append(f"{a} output exactly the first of the joined utterances and stopped there for "
                          f"{g['stopped_at_first_join']} of {g['joined']} joined inputs: it ends at the pause between utterances "
                          "(every training utterance ends after one), which is a failure to go on, not a bottleneck.")
-    for a in attn:  # say how an attention model fails on long inputs: stopping early shows as deletions
-        last = fams[a][key]["greedy"]["buckets"][-1]
+        last = g["buckets"][-1]
         errors = sum(last.get(k, 0) for k in ("substitutions", "deletions", "insertions"))
-        if key == "long" and errors and last["deletions"] / errors >= 0.5 and last["wer"] - delta(a)[0] >= DEGRADES:
+        if errors and last["deletions"] / errors >= 0.5 and last["wer"] - delta(a)[0] >= DEGRADES:
             lines.append(f"{a}'s errors in the longest bucket are {100 * last['deletions'] / errors:.0f}% deletions "
                          f"({last['deletions']} of {last['words']} reference words left out): it drops words (stops early or "
                          "skips) rather than mishearing them.")
@@ -645,20 +649,18 @@ def render_report(results: dict, plots: dict[str, str]) -> str:
     for n, f in fams.items():
         g, b = f["test"]["greedy"], f["test"]["beam"]
         L.append(f"| {n} | {_pct(g['wer'])} | {_pct(b['wer'])} | {_pct(g['cer'])} | {_pct(b['cer'])} | {g['rtf']:.4f} | {b['rtf']:.4f} |")
-    for key, title, e, counts in (
-            ("test", "inside the training lengths (test split", corpus["test_edges"], corpus["test_bucket_counts"]),
-            ("long", "on joined test utterances (long set", edges, ls["bucket_counts"])):
+    for key, e, counts in (("test", corpus["test_edges"], corpus["test_bucket_counts"]),
+                           ("long", edges, ls["bucket_counts"])):
         heads = [f"{e[i]:.1f}–{e[i + 1]:.1f} s (n={counts[i]})" for i in range(len(e) - 1)]
-        L += ["", f"## Error rate against utterance length {title}; greedy WER %, CER % in brackets)", "",
+        L += ["", f"## Error rate against utterance length {LENGTH_SETS[key]} (greedy WER %, CER % in brackets)", "",
               "| family | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
         for n, f in fams.items():
             L.append(f"| {n} | " + " | ".join(f"{_pct(b['wer'])} ({_pct(b['cer'])})" for b in f[key]["greedy"]["buckets"]) + " |")
-    heads = [f"{edges[i]:.1f}–{edges[i + 1]:.1f} s (n={ls['bucket_counts'][i]})" for i in range(len(edges) - 1)]
-    if c["long_beam"]:
-        L += ["", "Beam search on the long set (WER %):", "", "| family | " + " | ".join(heads) + " |",
-              "|---|" + "---:|" * len(heads)]
-        for n, f in fams.items():
-            L.append(f"| {n} | " + " | ".join(_pct(b["wer"]) for b in f["long"]["beam"]["buckets"]) + " |")
+        if key == "long" and c["long_beam"]:
+            L += ["", "Beam search on the long set (WER %):", "", "| family | " + " | ".join(heads) + " |",
+                  "|---|" + "---:|" * len(heads)]
+            for n, f in fams.items():
+                L.append(f"| {n} | " + " | ".join(_pct(b["wer"]) for b in f["long"]["beam"]["buckets"]) + " |")
     if any("real" in f for f in fams.values()):
         L += ["", "## Real speech (speechocean762, WER / CER %, RTF)", "",
               "| family | WER greedy | WER beam | CER greedy | CER beam | RTF greedy |", "|---|---:|---:|---:|---:|---:|"]
