@@ -36,10 +36,25 @@ from malsori.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
 
 @dataclass
+class SourceConfig:
+    """One training manifest in a weighted mixture."""
+
+    manifest: str = ""  # JSON Lines manifest
+    weight: float = 1.0  # draws of each of its utterances per epoch (2 = upsample twice, 0.5 = a random half)
+    name: str = ""  # name in the logs (default: the manifest's file name without extension)
+
+    def __post_init__(self) -> None:
+        if not self.weight >= 0:
+            raise ConfigError(f"data.sources: weight must be >= 0, got {self.weight}")
+        self.name = self.name or Path(self.manifest).stem
+
+
+@dataclass
 class DataConfig:
     """Where the training data comes from and how targets are made."""
 
-    train: str = ""  # training manifest (JSON Lines)
+    train: str = ""  # training manifest (JSON Lines); or list several in `sources`
+    sources: list[SourceConfig] = field(default_factory=list)  # weighted training manifests, each with its own loss column
     valid: str = ""  # validation manifest, scored (WER/CER) after each epoch; "" = none
     max_valid_utts: int = 200  # validate on at most this many utterances (evenly spaced through the manifest)
     tokenizer: Literal["char", "bpe", "unigram"] = "char"  # output units
@@ -208,6 +223,25 @@ def prepare_cmvn(cfg: TrainConfig, dataset: SpeechDataset, fbank: Fbank, out: Pa
     return cmvn
 
 
+def read_sources(cfg: DataConfig, verbose: bool = True) -> tuple[list[SourceConfig], list, list[int], list[float]]:
+    """The training sources (`data.sources`, or `data.train` alone), their utterances concatenated, each utterance's
+    source index and its weight."""
+    sources = cfg.sources or [SourceConfig(manifest=cfg.train)]
+    if not any(s.manifest for s in sources):
+        raise ConfigError("data.train: no training manifest given (set data.train or data.sources)")
+    utts, source_of, weights = [], [], []
+    for k, src in enumerate(sources):
+        manifest = read_manifest(src.manifest, strict=cfg.strict)
+        if verbose:
+            tqdm.write(f"{manifest.summary()} (weight {src.weight:g})" if len(sources) > 1 else manifest.summary())
+        utts += manifest.utterances
+        source_of += [k] * len(manifest)
+        weights += [src.weight] * len(manifest)
+    if not utts:
+        raise MalsoriError(f"{', '.join(s.manifest for s in sources)}: no usable utterances")
+    return sources, utts, source_of, weights
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training; returns the final model directory."""
     rank, world = _setup_distributed()
@@ -222,14 +256,10 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     device = _device(cfg.device, rank)
 
-    manifest = read_manifest(cfg.data.train, strict=cfg.data.strict)
-    if main_proc:
-        tqdm.write(manifest.summary())
-    if not manifest.utterances:
-        raise MalsoriError(f"{cfg.data.train}: no usable utterances")
-    tokenizer = prepare_tokenizer(cfg, [normalize(u.text) for u in manifest], out)
-    augmenter = Augmenter(cfg.augment) if cfg.augment is not None else None
-    dataset = SpeechDataset(manifest.utterances, tokenizer.encode, normalize, augmenter, cfg.seed)
+    sources, utts, source_of, weights = read_sources(cfg.data, main_proc)
+    tokenizer = prepare_tokenizer(cfg, [normalize(u.text) for u in utts], out)
+    augmenter = Augmenter.for_training(cfg.augment, utts, cfg.seed) if cfg.augment is not None else None
+    dataset = SpeechDataset(utts, tokenizer.encode, normalize, augmenter, cfg.seed)
     fbank = Fbank(cfg.features)
     cmvn = prepare_cmvn(cfg, dataset, fbank, out)
     fbank, cmvn = fbank.to(device), cmvn.to(device)
@@ -255,8 +285,10 @@ def train(cfg: TrainConfig) -> Path:
         n_params = sum(p.numel() for p in model.parameters())
         tqdm.write(f"model: {cfg.model.encoder}-{cfg.model.head}, {n_params / 1e6:.2f} M parameters, vocab {tokenizer.vocab_size}, device {device}")
 
-    sampler = BucketBatchSampler([u.duration for u in manifest], cfg.batch, cfg.seed, rank, world)
-    log = CsvLog(out / "log.csv", ["step", "epoch", "loss", "lr", "audio_sec_per_sec", "elapsed"], main_proc)
+    sampler = BucketBatchSampler([u.duration for u in utts], cfg.batch, cfg.seed, rank, world,
+                                 weights if len(sources) > 1 else None)
+    per_source = [f"loss_{s.name}" for s in sources] if len(sources) > 1 else []
+    log = CsvLog(out / "log.csv", ["step", "epoch", "loss", "lr", "audio_sec_per_sec", "elapsed"] + per_source, main_proc)
     vlog = CsvLog(out / "valid.csv", ["epoch", "step", "wer", "cer", "utterances"], main_proc)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
     t0 = time.time()
@@ -273,6 +305,7 @@ def train(cfg: TrainConfig) -> Path:
                    disable=not (cfg.progress and main_proc), dynamic_ncols=True)
         model.train()
         window_audio, window_t, window_loss, window_n = 0.0, time.time(), 0.0, 0
+        src_loss, src_n = [0.0] * len(sources), [0] * len(sources)
         for batch in bar:
             pos += 1
             if batch.waves.shape[0] == 0:
@@ -284,6 +317,10 @@ def train(cfg: TrainConfig) -> Path:
             with autocast:
                 loss, stats = net(feats, feat_lens, batch.tokens.to(device), batch.token_lens.to(device))
             (loss / accum).backward()
+            if per_source and "utt" in stats:
+                for k, v in zip(batch.indices, stats["utt"].tolist()):
+                    src_loss[source_of[k]] += v
+                    src_n[source_of[k]] += 1
             window_audio += batch.audio_seconds * world
             window_loss += float(loss.detach())
             window_n += 1
@@ -299,8 +336,11 @@ def train(cfg: TrainConfig) -> Path:
             optimizer.zero_grad(set_to_none=True)
             if step % cfg.log_every == 0 or step == 1:
                 speed = window_audio / max(1e-9, time.time() - window_t)
-                log.write({"step": step, "epoch": epoch, "loss": f"{window_loss / window_n:.6f}", "lr": f"{lr:.3e}",
-                           "audio_sec_per_sec": f"{speed:.1f}", "elapsed": f"{time.time() - t0:.1f}"})
+                row = {"step": step, "epoch": epoch, "loss": f"{window_loss / window_n:.6f}", "lr": f"{lr:.3e}",
+                       "audio_sec_per_sec": f"{speed:.1f}", "elapsed": f"{time.time() - t0:.1f}"}
+                row.update({c: f"{src_loss[k] / src_n[k]:.4f}" for k, c in enumerate(per_source) if src_n[k]})
+                log.write(row)
+                src_loss, src_n = [0.0] * len(sources), [0] * len(sources)
                 bar.set_postfix(loss=f"{window_loss / window_n:.3f}", lr=f"{lr:.1e}", speed=f"{speed:.0f}x")
                 window_audio, window_t, window_loss, window_n = 0.0, time.time(), 0.0, 0
             if main_proc and step % cfg.checkpoint_every == 0:

@@ -1,20 +1,28 @@
-"""Waveform augmentation: speed perturbation, synthetic reverberation, additive noise at a chosen SNR.
+"""Waveform augmentation that bridges clean synthetic speech and real recordings: speed, rooms, noise, channels.
 
 `Augmenter(cfg)` is a callable `(wave, rng) -> (wave, params)`; the same object serves corpus synthesis (params
-are written to the manifest) and on-the-fly augmentation in a training dataset (pass each worker its own rng).
-Order: speed → reverb → noise, so the SNR is measured on the signal that is finally heard.
+are written to the manifest) and on-the-fly augmentation in a training dataset (each item draws from its own
+seeded rng, so an epoch replays exactly). Order follows the path of sound: speed (the talker) → room (reverb) →
+noise (the room's other sources) → channel (band limit, codec) → gain and clipping (the recorder), so the SNR is
+measured on the signal that reaches the microphone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import io
+from pathlib import Path
+
 import numpy as np
+import soundfile as sf
 import soxr
 
 from malsori.errors import ConfigError
 
-NOISE_TYPES = ("white", "pink", "brown", "babble")
+NOISE_TYPES = ("white", "pink", "brown", "babble", "file")
+CODECS = ("mulaw", "opus", "mp3")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 
 
 @dataclass
@@ -29,9 +37,19 @@ class AugmentConfig:
     noise_prob: float = 0.0  # probability of adding noise
     noise_types: list[str] = field(default_factory=lambda: ["white", "pink", "brown"])  # from NOISE_TYPES
     snr_db: tuple[float, float] = (5.0, 30.0)  # signal-to-noise ratio range in dB
+    noise_dir: str = ""  # folder of noise recordings for noise type "file" (searched recursively)
+    rir_dir: str = ""  # folder of measured room impulse responses; when set, reverb uses them instead of synthetic rooms
+    babble_utts: int = 32  # training utterances (evenly spaced) loaded as babble talkers for noise type "babble"
+    bandlimit_prob: float = 0.0  # probability of a band limit: telephone band or a random low-pass
+    lowpass_hz: tuple[float, float] = (3000.0, 7000.0)  # low-pass cutoff range (a telephone band is 300-3400 Hz)
+    telephone_share: float = 0.3  # share of band limits that are the telephone band instead of a low-pass
+    codec_prob: float = 0.0  # probability of a lossy codec round trip
+    codecs: list[str] = field(default_factory=lambda: ["mulaw", "opus", "mp3"])  # from CODECS (mulaw = G.711 at 8 kHz)
+    gain_prob: float = 0.0  # probability of a level change
+    gain_db: tuple[float, float] = (-20.0, 10.0)  # level change range in dB; samples beyond ±1 are clipped, as a recorder does
 
     def __post_init__(self) -> None:
-        for name in ("speed_prob", "reverb_prob", "noise_prob"):
+        for name in ("speed_prob", "reverb_prob", "noise_prob", "bandlimit_prob", "codec_prob", "gain_prob", "telephone_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"augment.{name}: must be between 0 and 1, got {getattr(self, name)}")
         bad = [t for t in self.noise_types if t not in NOISE_TYPES]
@@ -41,11 +59,21 @@ class AugmentConfig:
             raise ConfigError(f"augment.speeds: factors must be positive, got {self.speeds}")
         if self.rt60[0] <= 0 or self.rt60[0] > self.rt60[1]:
             raise ConfigError(f"augment.rt60: need 0 < low <= high, got {self.rt60}")
+        bad = [c for c in self.codecs if c not in CODECS]
+        if bad or not self.codecs:
+            raise ConfigError(f"augment.codecs: unknown {bad or 'empty list'} (known: {', '.join(CODECS)})")
+        if not 0 < self.lowpass_hz[0] <= self.lowpass_hz[1] < 8000:
+            raise ConfigError(f"augment.lowpass_hz: need 0 < low <= high < 8000, got {self.lowpass_hz}")
+        if "file" in self.noise_types and not self.noise_dir:
+            raise ConfigError("augment.noise_types: 'file' needs augment.noise_dir")
+        for name in ("noise_dir", "rir_dir"):
+            if getattr(self, name) and not Path(getattr(self, name)).is_dir():
+                raise ConfigError(f"augment.{name}: {getattr(self, name)} is not a folder")
 
     @property
     def active(self) -> bool:
         """Whether any augmentation can happen at all."""
-        return max(self.speed_prob, self.reverb_prob, self.noise_prob) > 0
+        return max(self.speed_prob, self.reverb_prob, self.noise_prob, self.bandlimit_prob, self.codec_prob, self.gain_prob) > 0
 
 
 def power(wave: np.ndarray) -> float:
@@ -117,13 +145,86 @@ def change_speed(wave: np.ndarray, factor: float, sample_rate: int) -> np.ndarra
     return soxr.resample(wave, sample_rate * factor, sample_rate, quality="HQ").astype(np.float32, copy=False)
 
 
+def band_limit(wave: np.ndarray, low_hz: float, high_hz: float, sample_rate: int) -> np.ndarray:
+    """Zero every frequency outside [low_hz, high_hz] (a brick-wall band-pass in the frequency domain); length kept."""
+    spec = np.fft.rfft(wave)
+    f = np.fft.rfftfreq(len(wave), 1.0 / sample_rate)
+    spec[(f < low_hz) | (f > high_hz)] = 0
+    return np.fft.irfft(spec, len(wave)).astype(np.float32)
+
+
+def mulaw_round_trip(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """G.711-style telephone channel: resample to 8 kHz, 8-bit μ-law (μ = 255) quantization, back to `sample_rate`."""
+    mu = 255.0
+    x = np.clip(resample_to(wave, sample_rate, 8000), -1.0, 1.0)
+    code = np.round((np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu) + 1) / 2 * mu)  # 0 … 255
+    y = (code / mu) * 2 - 1
+    y = np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu
+    return _fit(resample_to(y.astype(np.float32), 8000, sample_rate), len(wave))
+
+
+def codec_round_trip(wave: np.ndarray, codec: str, sample_rate: int, quality: float) -> np.ndarray:
+    """Encode and decode in memory through libsndfile: Opus (Ogg) or MP3; `quality` in [0, 1] maps to the codec's
+    compression level (1 = smallest file, lowest bitrate). Length kept (codec delay trimmed or padded)."""
+    if codec == "mulaw":
+        return mulaw_round_trip(wave, sample_rate)
+    fmt, subtype = {"opus": ("OGG", "OPUS"), "mp3": ("MP3", "MPEG_LAYER_III")}[codec]
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(wave, -1.0, 1.0), sample_rate, format=fmt, subtype=subtype, compression_level=quality)
+    buf.seek(0)
+    out, sr = sf.read(buf, dtype="float32")
+    return _fit(resample_to(out, sr, sample_rate), len(wave))
+
+
+def resample_to(wave: np.ndarray, orig_sr: int, sample_rate: int) -> np.ndarray:
+    """soxr resampling (a no-op at equal rates)."""
+    if orig_sr == sample_rate:
+        return wave
+    return soxr.resample(wave, orig_sr, sample_rate, quality="HQ").astype(np.float32, copy=False)
+
+
+def _fit(wave: np.ndarray, n: int) -> np.ndarray:
+    """Cut or zero-pad to exactly n samples."""
+    return wave[:n] if len(wave) >= n else np.pad(wave, (0, n - len(wave)))
+
+
+def read_folder(folder: str, sample_rate: int) -> list[np.ndarray]:
+    """Every audio file below `folder` as mono float32 at `sample_rate` (noise recordings, impulse responses)."""
+    from malsori.audio import load_audio
+
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise ConfigError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)}) found")
+    return [load_audio(p, sample_rate) for p in files]
+
+
 class Augmenter:
-    """Random speed / reverb / noise with the probabilities of an AugmentConfig; returns what it did as params."""
+    """Random speed / reverb / noise / band limit / codec / gain with the probabilities of an AugmentConfig; returns
+    what it did as params."""
 
     def __init__(self, cfg: AugmentConfig, sample_rate: int = 16000, babble: list[np.ndarray] | None = None):
         self.cfg = cfg
         self.sample_rate = sample_rate
         self.babble = [np.asarray(b, dtype=np.float32) for b in (babble or []) if len(b)]
+        self.noises = read_folder(cfg.noise_dir, sample_rate) if cfg.noise_dir else []
+        self.rirs = [r / max(float(np.abs(r).max()), 1e-9) for r in read_folder(cfg.rir_dir, sample_rate)] if cfg.rir_dir else []
+
+    @classmethod
+    def for_training(cls, cfg: AugmentConfig, utterances: list, seed: int = 0) -> "Augmenter":
+        """An augmenter whose babble talkers are `cfg.babble_utts` evenly spaced training utterances (unreadable
+        ones skipped) when babble noise is asked for."""
+        from malsori.data.dataset import load_utterance_audio
+        from malsori.errors import AudioError
+
+        babble = []
+        if "babble" in cfg.noise_types and cfg.noise_prob > 0:
+            n = max(1, len(utterances) // max(1, cfg.babble_utts))
+            for u in utterances[seed % n :: n][: cfg.babble_utts]:
+                try:
+                    babble.append(load_utterance_audio(u))
+                except AudioError:
+                    continue
+        return cls(cfg, babble=babble)
 
     def __call__(self, wave: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         """Draw what to do, do it; returns the new wave and the params drawn."""
@@ -137,11 +238,24 @@ class Augmenter:
         if rng.random() < cfg.speed_prob:
             params["speed"] = float(cfg.speeds[int(rng.integers(len(cfg.speeds)))])
         if rng.random() < cfg.reverb_prob:
-            params["rt60"] = round(float(rng.uniform(*cfg.rt60)), 3)
-            params["drr_db"] = round(float(rng.uniform(*cfg.drr_db)), 2)
+            if self.rirs:
+                params["rir"] = int(rng.integers(len(self.rirs)))
+            else:
+                params["rt60"] = round(float(rng.uniform(*cfg.rt60)), 3)
+                params["drr_db"] = round(float(rng.uniform(*cfg.drr_db)), 2)
         if rng.random() < cfg.noise_prob:
             kind = cfg.noise_types[int(rng.integers(len(cfg.noise_types)))]
             params.update(noise=kind, snr_db=round(float(rng.uniform(*cfg.snr_db)), 2))
+        if rng.random() < cfg.bandlimit_prob:
+            if rng.random() < cfg.telephone_share:
+                params["band"] = [300.0, 3400.0]
+            else:
+                params["band"] = [0.0, round(float(rng.uniform(*cfg.lowpass_hz)))]
+        if rng.random() < cfg.codec_prob:
+            params["codec"] = cfg.codecs[int(rng.integers(len(cfg.codecs)))]
+            params["codec_quality"] = round(float(rng.uniform(0.5, 1.0)), 2)
+        if rng.random() < cfg.gain_prob:
+            params["gain_db"] = round(float(rng.uniform(*cfg.gain_db)), 2)
         return params
 
     def apply(self, wave: np.ndarray, params: dict, rng: np.random.Generator) -> np.ndarray:
@@ -149,14 +263,24 @@ class Augmenter:
         wave = np.asarray(wave, dtype=np.float32)
         if "speed" in params:
             wave = change_speed(wave, params["speed"], self.sample_rate)
-        if "rt60" in params:
+        if "rir" in params:
+            wave = reverberate(wave, self.rirs[params["rir"]])
+        elif "rt60" in params:
             wave = reverberate(wave, room_impulse_response(params["rt60"], params["drr_db"], self.sample_rate, rng))
         if "noise" in params:
             if params["noise"] == "babble":
                 if not self.babble:
                     raise ConfigError("augment.noise_types: 'babble' needs source utterances (Augmenter(babble=...))")
                 noise = babble_noise(len(wave), self.babble, rng)
+            elif params["noise"] == "file":
+                noise = babble_noise(len(wave), self.noises, rng, talkers=(1, 1))
             else:
                 noise = colored_noise(len(wave), params["noise"], rng)
             wave = add_noise(wave, noise, params["snr_db"])
+        if "band" in params:
+            wave = band_limit(wave, params["band"][0], params["band"][1], self.sample_rate)
+        if "codec" in params:
+            wave = codec_round_trip(wave, params["codec"], self.sample_rate, params["codec_quality"])
+        if "gain_db" in params:
+            wave = np.clip(wave * np.float32(10 ** (params["gain_db"] / 20)), -1.0, 1.0)
         return wave

@@ -2,6 +2,8 @@
 
 Features are computed per batch by the trainer (batched fbank is faster than per utterance), so items carry waveforms.
 Batch order is a pure function of (seed, epoch): resuming mid-epoch replays the same batches from where it stopped.
+Several sources mix by weight: an utterance of weight w is drawn floor(w) times per epoch, plus once more with
+probability frac(w), so scarce real speech can be upsampled and a large synthetic set thinned.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Batch:
     """A padded batch of waveforms and token ids."""
 
     ids: list[str]  # utterance ids
+    indices: list[int]  # utterance indices in the dataset (to find each one's source)
     texts: list[str]  # normalized reference texts
     waves: torch.Tensor  # [B, S] float32, zero-padded
     wave_lens: torch.Tensor  # [B] samples
@@ -73,17 +76,19 @@ class SpeechDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.utts)
 
-    def __getitem__(self, i: int) -> dict | None:
+    def __getitem__(self, draw: int) -> dict | None:
+        """Item of draw `draw` = repeat × len(self) + utterance index (a repeated draw gets its own augmentation)."""
+        i = draw % len(self.utts)
         u = self.utts[i]
         try:
             wave = load_utterance_audio(u)
         except AudioError as e:
-            return {"id": u.id, "error": str(e)}
+            return {"id": u.id, "index": i, "error": str(e)}
         if self.augmenter is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, i])
+            rng = np.random.default_rng([self.seed, self.epoch, draw])
             wave, _ = self.augmenter(wave, rng)
         text = self.normalize(u.text)
-        return {"id": u.id, "wave": torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), "text": text, "tokens": torch.tensor(self.encode(text), dtype=torch.long)}
+        return {"id": u.id, "index": i, "wave": torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), "text": text, "tokens": torch.tensor(self.encode(text), dtype=torch.long)}
 
 
 def load_utterance_audio(u: Utterance, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -109,7 +114,7 @@ def collate(items: list[dict]) -> Batch:
     for j, (w, t) in enumerate(zip(waves, toks)):
         W[j, : len(w)] = w
         T[j, : len(t)] = t
-    return Batch([it["id"] for it in good], [it["text"] for it in good], W, wave_lens, T, token_lens, len(items) - len(good))
+    return Batch([it["id"] for it in good], [it["index"] for it in good], [it["text"] for it in good], W, wave_lens, T, token_lens, len(items) - len(good))
 
 
 @dataclass
@@ -121,12 +126,25 @@ class BucketBatchSampler:
     seed: int = 0  # base seed for shuffling
     rank: int = 0  # this process's index (DDP)
     world_size: int = 1  # number of processes (DDP)
+    weights: Sequence[float] | None = None  # draws per epoch of each utterance (None = 1 each); fractions drawn at random
     epoch: int = 0  # current epoch; set with set_epoch
     skip: int = 0  # batches to skip at the start of this epoch (exact resume); reset by set_epoch
     _kept: list[int] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self._kept = [i for i, d in enumerate(self.durations) if self.cfg.min_duration <= d <= self.cfg.max_duration]
+        if self.weights is not None and len(self.weights) != len(self.durations):
+            raise ValueError("BucketBatchSampler: one weight per utterance needed")
+
+    def draws(self, rng: np.random.Generator) -> list[int]:
+        """This epoch's draws, each repeat × N + index: utterance i appears floor(w) or floor(w) + 1 times."""
+        if self.weights is None:
+            return list(self._kept)
+        n = len(self.durations)
+        w = np.asarray(self.weights, dtype=np.float64)[self._kept]
+        whole = np.floor(w).astype(np.int64)
+        count = whole + (rng.random(len(self._kept)) < w - whole)
+        return [int(r) * n + i for i, c in zip(self._kept, count) for r in range(int(c))]
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.epoch, self.skip = epoch, skip
@@ -134,7 +152,8 @@ class BucketBatchSampler:
     def batches(self) -> list[list[int]]:
         """All batches of this epoch for this rank, before skipping."""
         rng = np.random.default_rng([self.seed, self.epoch])
-        order = sorted(self._kept, key=lambda i: self.durations[i])
+        n = len(self.durations)
+        order = sorted(self.draws(rng), key=lambda j: (self.durations[j % n], j))
         n_b = max(1, min(self.cfg.num_buckets, len(order)))
         buckets = [order[k * len(order) // n_b : (k + 1) * len(order) // n_b] for k in range(n_b)]
         out: list[list[int]] = []
@@ -144,12 +163,12 @@ class BucketBatchSampler:
             cur: list[int] = []
             longest = 0.0
             for i in b:
-                frames = math.ceil(max(longest, self.durations[i]) * 100) * (len(cur) + 1)
+                frames = math.ceil(max(longest, self.durations[i % n]) * 100) * (len(cur) + 1)
                 if cur and (frames > self.cfg.max_frames or len(cur) >= self.cfg.max_batch_size):
                     out.append(cur)
                     cur, longest = [], 0.0
                 cur.append(int(i))
-                longest = max(longest, self.durations[i])
+                longest = max(longest, self.durations[i % n])
             if cur:
                 out.append(cur)
         if self.cfg.shuffle:

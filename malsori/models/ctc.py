@@ -32,21 +32,23 @@ class CTCModel(nn.Module):
         self, feats: Tensor, feat_lens: Tensor, targets: Tensor, target_lens: Tensor
     ) -> tuple[Tensor, dict[str, float]]:
         """CTC loss summed over the batch and divided by the batch size; targets [B, U] are padded with 0.
+        stats["utt"] holds each utterance's loss (the trainer reports it per data source).
 
         Utterances whose targets cannot fit their frames give zero loss (zero_infinity) instead of inf.
         """
         log_probs, out_lens = self(feats, feat_lens)
-        loss = F.ctc_loss(
+        losses = F.ctc_loss(
             log_probs.transpose(0, 1),
             targets,
             out_lens,
             target_lens,
             blank=self.blank_id,
-            reduction="sum",
+            reduction="none",
             zero_infinity=True,
-        ) / feats.size(0)
+        )
+        loss = losses.sum() / feats.size(0)
         value = loss.item()
-        return loss, {"loss": value, "ctc": value}
+        return loss, {"loss": value, "ctc": value, "utt": losses.detach().cpu()}
 
     @torch.no_grad()
     def decode(

@@ -150,7 +150,7 @@ class TransducerModel(nn.Module):
         # an utterance with no encoder frame (too short for the subsampling) has no alignment: it contributes 0
         losses = rnnt_loss(logits, targets, enc_lens.clamp(min=1), target_lens, blank=BLANK, reduction="none")
         rnnt = torch.where(enc_lens > 0, losses, 0.0).sum() / B
-        stats = {"rnnt": rnnt.item()}
+        stats = {"rnnt": rnnt.item(), "utt": torch.where(enc_lens > 0, losses, 0.0).detach().cpu()}
         loss = rnnt
         if self.ctc is not None:
             log_probs = self.ctc(enc).float().log_softmax(-1).transpose(0, 1)
