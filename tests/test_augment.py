@@ -130,3 +130,62 @@ def test_augment_config_errors():
     babbler = Augmenter(AugmentConfig(noise_prob=1.0, noise_types=["babble"]), SR, babble=[_speechlike()])
     out, p = babbler(_speechlike(0.5), np.random.default_rng(0))
     assert p["noise"] == "babble" and len(out) == SR // 2
+
+
+@pytest.mark.parametrize("codec", ["mulaw", "opus", "mp3"])
+def test_codec_round_trip_keeps_length_and_the_signal(codec):
+    from malsori.data.augment import codec_round_trip
+
+    wave = _speechlike(1.3)
+    out = codec_round_trip(wave, codec, SR, 0.9)
+    assert out.shape == wave.shape and out.dtype == np.float32
+    assert np.corrcoef(wave, out)[0, 1] > 0.9  # aligned (codec delay removed) and still the same sound
+    assert not np.array_equal(out, wave)
+
+
+def test_band_limit_removes_what_is_outside_the_band():
+    from malsori.data.augment import band_limit
+
+    t = np.arange(SR) / SR
+    low, mid, high = (np.sin(2 * np.pi * f * t).astype(np.float32) for f in (100, 1000, 6000))
+    out = band_limit(low + mid + high, 300, 3400, SR)
+    assert out.shape == (SR,)
+    np.testing.assert_allclose(out, mid, atol=1e-3)
+
+
+def test_channel_and_gain_augmentations_keep_length_and_are_seeded():
+    cfg = AugmentConfig(bandlimit_prob=1.0, codec_prob=1.0, codecs=["mulaw", "opus"], gain_prob=1.0, gain_db=(20.0, 20.0))
+    aug = Augmenter(cfg, SR)
+    wave = _speechlike()
+    out1, p1 = aug(wave, np.random.default_rng(5))
+    out2, p2 = aug(wave, np.random.default_rng(5))
+    assert p1 == p2 and np.array_equal(out1, out2)
+    assert {"band", "codec", "gain_db"} <= set(p1) and out1.shape == wave.shape
+    assert np.abs(out1).max() <= 1.0  # +20 dB drives the peaks past full scale: clipped as a recorder would
+    bands = [Augmenter(AugmentConfig(bandlimit_prob=1.0, telephone_share=0.5), SR).sample(np.random.default_rng(i))["band"]
+             for i in range(200)]
+    assert 70 < sum(b == [300.0, 3400.0] for b in bands) < 130
+
+
+def test_noise_and_impulse_response_folders(tmp_path):
+    from malsori.audio import save_audio
+
+    (tmp_path / "noise").mkdir()
+    (tmp_path / "rir").mkdir()
+    save_audio(tmp_path / "noise" / "hum.wav", 0.3 * np.sin(np.arange(SR // 2) * 2 * np.pi * 50 / SR).astype(np.float32))
+    ir = np.zeros(800, dtype=np.float32)
+    ir[0], ir[400] = 0.5, 0.25  # an echo 25 ms later
+    save_audio(tmp_path / "rir" / "echo.wav", ir)
+    cfg = AugmentConfig(noise_prob=1.0, noise_types=["file"], noise_dir=str(tmp_path / "noise"), snr_db=(0.0, 0.0),
+                        reverb_prob=1.0, rir_dir=str(tmp_path / "rir"))
+    aug = Augmenter(cfg, SR)
+    wave = _speechlike()
+    out, p = aug(wave, np.random.default_rng(0))
+    assert p["noise"] == "file" and p["rir"] == 0 and "rt60" not in p and out.shape == wave.shape
+    with pytest.raises(ConfigError, match="noise_dir"):
+        AugmentConfig(noise_prob=1.0, noise_types=["file"])
+    with pytest.raises(ConfigError, match="not a folder"):
+        AugmentConfig(rir_dir=str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no audio files"):
+        Augmenter(AugmentConfig(rir_dir=str(tmp_path / "empty")), SR)

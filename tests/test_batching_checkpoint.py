@@ -146,3 +146,46 @@ def test_resume_accepts_a_run_saved_before_new_config_fields_existed(tmp_path):
 
     with _pytest.raises(ConfigError, match="model"):
         _check_resumable(tmp_path, cfg)
+
+
+def test_weighted_sources_are_drawn_in_the_stated_proportions():
+    """Weight w draws an utterance floor(w) or floor(w)+1 times per epoch (mean w), each draw a distinct id."""
+    durs = [2.0] * 300 + [3.0] * 100  # source A: 300 utterances, weight 0.5; source B: 100 utterances, weight 2.5
+    weights = [0.5] * 300 + [2.5] * 100
+    s = BucketBatchSampler(durs, BatchConfig(max_frames=4000), seed=0, weights=weights)
+    counts = np.zeros(400)
+    epochs = 40
+    for e in range(epochs):
+        s.set_epoch(e)
+        draws = [j for b in s.batches() for j in b]
+        assert len(draws) == len(set(draws))  # a repeated utterance gets its own draw id (its own augmentation)
+        idx = np.array(draws) % 400
+        per_epoch = np.bincount(idx, minlength=400)
+        assert per_epoch[:300].max() <= 1 and set(per_epoch[300:]) <= {2, 3}
+        counts += per_epoch
+    share_b = counts[300:].sum() / counts.sum()
+    assert abs(share_b - 250 / (150 + 250)) < 0.01  # B's stated share of the draws: 100 x 2.5 of 300 x 0.5 + 100 x 2.5
+    assert abs(counts[:300].mean() / epochs - 0.5) < 0.02
+    # deterministic per (seed, epoch); unweighted sampling is unchanged by the weights code path
+    a, b = (BucketBatchSampler(durs, BatchConfig(max_frames=4000), seed=0, weights=weights) for _ in range(2))
+    a.set_epoch(3)
+    b.set_epoch(3)
+    assert a.batches() == b.batches()
+    plain = BucketBatchSampler(durs, BatchConfig(max_frames=4000), seed=0)
+    ones = BucketBatchSampler(durs, BatchConfig(max_frames=4000), seed=0, weights=[1.0] * 400)
+    assert plain.batches() == ones.batches()
+
+
+def test_dataset_gives_each_repeated_draw_its_own_augmentation(tmp_path):
+    from malsori.audio import save_audio
+    from malsori.data.augment import AugmentConfig, Augmenter
+    from malsori.data.dataset import SpeechDataset
+    from malsori.data.manifest import Utterance
+
+    save_audio(tmp_path / "a.flac", 0.1 * np.sin(np.arange(16000) / 5.0).astype(np.float32))
+    utts = [Utterance("a", str(tmp_path / "a.flac"), "a", duration=1.0), Utterance("b", str(tmp_path / "a.flac"), "b", duration=1.0)]
+    ds = SpeechDataset(utts, lambda t: [1], str, Augmenter(AugmentConfig(noise_prob=1.0)), seed=0)
+    first, repeat, other = ds[1], ds[1 + 2], ds[0]
+    assert first["index"] == repeat["index"] == 1 and other["index"] == 0 and first["text"] == "b"
+    assert not torch.equal(first["wave"], repeat["wave"])
+    assert torch.equal(ds[3]["wave"], repeat["wave"])  # and each draw replays exactly

@@ -160,3 +160,32 @@ def test_train_with_a_prepared_bpe_tokenizer(tiny_corpus, tmp_path):
     meta = json.loads((out / "model" / "tokenizer.json").read_text())
     assert meta["kind"] == "bpe" and meta["vocab_size"] == 60
     assert malsori.load(out / "model", device="cpu").tokenizer.vocab_size == 60
+
+
+def test_weighted_sources_train_with_a_loss_column_each(tiny_corpus, tmp_path):
+    """Two manifests mixed by weight: log.csv gets the overall loss and one loss column per source."""
+    from malsori.data.manifest import read_manifest, write_manifest
+
+    utts = read_manifest(tiny_corpus["train"]).utterances
+    for name, part in (("real", utts[:200]), ("synth", utts[200:])):
+        write_manifest(tmp_path / f"{name}.jsonl", [u.__class__(u.id, str(u.audio_path), u.text, u.speaker, u.duration) for u in part])
+    sources = f"data.sources=[{{manifest: {tmp_path / 'real.jsonl'}, weight: 2.0}}, {{manifest: {tmp_path / 'synth.jsonl'}, weight: 0.5}}]"
+    p = _train_subprocess(tiny_corpus, tmp_path / "run", "data.train=", sources, "max_steps=4")
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    assert len(rows) == 4 and {"loss_real", "loss_synth"} <= set(rows[0])
+    assert all(float(r["loss_real"] or 0) >= 0 and float(r["loss_synth"] or 0) >= 0 for r in rows)
+    assert any(r["loss_real"] for r in rows) and any(r["loss_synth"] for r in rows)
+    both = _cli("train", RECIPE, f"data.train={tiny_corpus['train']}", sources, f"out={tmp_path / 'bad'}")
+    assert both.returncode == 2 and "give one of them" in both.stderr
+
+
+def test_a_released_model_loads_by_name(tiny_corpus, tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    assert _train_subprocess(tiny_corpus, out, "max_steps=1").wait(timeout=300) == 0
+    (tmp_path / "released").mkdir()
+    os.replace(out / "model", tmp_path / "released" / "tiny-test")
+    monkeypatch.setenv("MALSORI_MODELS", str(tmp_path / "released"))
+    assert malsori.load("tiny-test", device="cpu").tokenizer.vocab_size > 0
+    with pytest.raises(malsori.errors.MalsoriError, match="released: .*tiny-test"):
+        malsori.load("no-such-model", device="cpu")

@@ -146,3 +146,19 @@ def test_dynamic_chunk_training_samples_chunks_and_eval_is_full_context():
     encoder.train()
     rights = {encoder.training_chunking()[2] for _ in range(200)}
     assert rights == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("right", [0, 2])
+def test_chunk_longer_than_the_utterance_is_full_context(right):
+    """Dynamic-chunk training draws chunks longer than short utterances (1 s keyword clips at x8 subsampling are 12
+    frames, chunks reach 16): one chunk then holds everything, no look-ahead copy exists, and the output equals full
+    context."""
+    assert bool(chunk_mask(3, 5).all())
+    enc = _conformer()
+    feats = torch.randn(2, 40, 20)
+    lengths = torch.tensor([40, 30])
+    with torch.no_grad():
+        full, full_lens = enc(feats, lengths, chunk_size=0)
+        long, long_lens = enc(feats, lengths, chunk_size=50, left_chunks=1, right_context=right)
+    assert torch.equal(full_lens, long_lens)
+    torch.testing.assert_close(long, full)

@@ -90,6 +90,7 @@ def main() -> None:
         report["sources"][name] = {"utterances": len(utts), "hours": round(sum(u.duration for u in utts) / 3600, 3),
                                    "speakers": len({u.speaker for u in utts})}
     write_manifest(out / "dev_real.jsonl", keep("dev_real", dev))
+    write_manifest(out / "kokoro_test.jsonl", [absolute(u) for u in kokoro if u.extra.get("split") == "test"])
     write_manifest(out / "demo_holdout.jsonl", demo)
     report["dev_real"] = {"utterances": len(dev), "speakers": sorted(dev_speakers)}
     report["demo_holdout"] = {"ids": [u.id for u in demo], "speakers_held_out": sorted(demo_speakers)}

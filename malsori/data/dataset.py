@@ -136,10 +136,12 @@ class BucketBatchSampler:
         if self.weights is not None and len(self.weights) != len(self.durations):
             raise ValueError("BucketBatchSampler: one weight per utterance needed")
 
-    def draws(self, rng: np.random.Generator) -> list[int]:
-        """This epoch's draws, each repeat × N + index: utterance i appears floor(w) or floor(w) + 1 times."""
+    def draws(self) -> list[int]:
+        """This epoch's draws, each repeat × N + index: utterance i appears floor(w) or floor(w) + 1 times (the extra
+        draws come from their own generator, so weights of 1 give exactly the unweighted batches)."""
         if self.weights is None:
             return list(self._kept)
+        rng = np.random.default_rng([self.seed, self.epoch, 1])
         n = len(self.durations)
         w = np.asarray(self.weights, dtype=np.float64)[self._kept]
         whole = np.floor(w).astype(np.int64)
@@ -153,7 +155,7 @@ class BucketBatchSampler:
         """All batches of this epoch for this rank, before skipping."""
         rng = np.random.default_rng([self.seed, self.epoch])
         n = len(self.durations)
-        order = sorted(self.draws(rng), key=lambda j: (self.durations[j % n], j))
+        order = sorted(self.draws(), key=lambda j: (self.durations[j % n], j))
         n_b = max(1, min(self.cfg.num_buckets, len(order)))
         buckets = [order[k * len(order) // n_b : (k + 1) * len(order) // n_b] for k in range(n_b)]
         out: list[list[int]] = []

@@ -57,7 +57,7 @@ class LookAhead:
     @staticmethod
     def for_utterance(length: int, chunk_size: int, right: int, device: torch.device | None = None) -> "LookAhead":
         """Copies of frames [(c+1)·S, (c+1)·S + right) ∩ [0, length) for every chunk c of size S."""
-        ends = torch.arange(chunk_size, length, chunk_size, device=device)
+        ends = torch.arange(chunk_size, max(length, chunk_size), chunk_size, device=device)  # none when one chunk holds all
         pos = (ends[:, None] + torch.arange(right, device=device)[None, :]).flatten()
         end = ends.repeat_interleave(right)
         keep = pos < length
