@@ -169,6 +169,8 @@ def codec_round_trip(wave: np.ndarray, codec: str, sample_rate: int, quality: fl
     if codec == "mulaw":
         return mulaw_round_trip(wave, sample_rate)
     fmt, subtype = {"opus": ("OGG", "OPUS"), "mp3": ("MP3", "MPEG_LAYER_III")}[codec]
+    if codec == "mp3":
+        quality = min(quality, 0.99)  # libsndfile's LAME refuses compression level 1.0 at 16 kHz
     buf = io.BytesIO()
     sf.write(buf, np.clip(wave, -1.0, 1.0), sample_rate, format=fmt, subtype=subtype, compression_level=quality)
     buf.seek(0)
