@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+from malsori.decode.options import DecodeOptions
 from malsori.decode.transducer import modified_beam_search, transducer_beam_search, transducer_greedy
 from malsori.errors import MalsoriError
 from malsori.losses import rnnt_loss
@@ -182,7 +183,7 @@ def _overfit(kind: str, encoder: str) -> None:
     model.eval()
     want = [targets[b, : target_lens[b]].tolist() for b in range(4)]
     for method in ("greedy", "beam", "modified_beam"):
-        assert [h.tokens for h in model.decode(feats, feat_lens, method=method, beam_size=4)] == want, method
+        assert [h.tokens for h in model.decode(feats, feat_lens, DecodeOptions(method=method, beam_size=4))] == want, method
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -220,13 +221,13 @@ def test_state_dict_round_trip(kind: str) -> None:
     targets, target_lens = torch.tensor([[3, 4], [5, 0]]), torch.tensor([2, 1])
     assert model.compute_loss(feats, lens, targets, target_lens)[1] == other.compute_loss(feats, lens, targets, target_lens)[1]
     for method in ("greedy", "beam", "modified_beam"):
-        a, b = model.decode(feats, lens, method, 3), other.decode(feats, lens, method, 3)
+        a, b = model.decode(feats, lens, DecodeOptions(method, 3)), other.decode(feats, lens, DecodeOptions(method, 3))
         assert [(h.tokens, h.token_frames, h.score) for h in a] == [(h.tokens, h.token_frames, h.score) for h in b]
 
 
 def test_bad_search_name() -> None:
     with pytest.raises(MalsoriError):
-        small_model("lstm").decode(torch.randn(1, 3, 6), torch.tensor([3]), method="viterbi")
+        small_model("lstm").decode(torch.randn(1, 3, 6), torch.tensor([3]), DecodeOptions(method="viterbi"))
 
 
 def test_registry_builds_conformer_transducer() -> None:
@@ -243,7 +244,7 @@ def test_registry_builds_conformer_transducer() -> None:
     feats, lens = torch.randn(2, 40, 16), torch.tensor([40, 31])
     loss, stats = model.compute_loss(feats, lens, torch.tensor([[3, 4], [5, 0]]), torch.tensor([2, 1]))
     assert loss.isfinite() and set(stats) == {"loss", "rnnt", "ctc"}
-    assert len(model.decode(feats, lens, "modified_beam", 2)) == 2
+    assert len(model.decode(feats, lens, DecodeOptions("modified_beam", 2))) == 2
 
 
 def test_utterance_without_frames_adds_nothing() -> None:
