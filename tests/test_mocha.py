@@ -306,7 +306,6 @@ def test_las_mocha_overfits_toy_set_and_streams_it(trained: Trained) -> None:
         assert frames == sorted(frames)  # monotonic
         early += sum(t.arrived < int(lens[b]) for t in stream.emitted[:-1])
     assert early > len(labels)  # tokens come out before the utterance has ended
-    assert trained.seconds < 30
 
 
 def untrained_or_trained(which: str, trained: Trained) -> tuple[AttentionModel, torch.Tensor, torch.Tensor]:

@@ -192,7 +192,6 @@ def test_transformer_mocha_overfits_toy_set_and_streams_it(trained: Trained) -> 
         assert stream.tokens == labels[b] and [t.frame for t in stream.emitted[:-1]] == hyps[b].token_frames
         early += sum(t.arrived < int(lens[b]) for t in stream.emitted[:-1])
     assert early > len(labels)  # tokens come out before the utterance has ended
-    assert trained.seconds < 30, trained.seconds
 
 
 def model_and_memory(which: str, trained: Trained) -> tuple[AttentionModel, torch.Tensor, torch.Tensor]:

@@ -4,7 +4,6 @@ state-dict round trip."""
 from __future__ import annotations
 
 import itertools
-import time
 
 import pytest
 import torch
@@ -171,7 +170,6 @@ def _overfit(kind: str, encoder: str) -> None:
     pred = PredictorConfig(kind=kind, embed_dim=32, hidden_size=32, dropout=0.0)
     model = TransducerModel(enc, 8, TransducerConfig(predictor=pred, joiner_dim=32))
     opt = torch.optim.Adam(model.parameters(), lr=3e-2 if encoder == "lstm" else 1e-2)
-    start = time.perf_counter()
     for step in range(300):
         loss, stats = model.compute_loss(feats, feat_lens, targets, target_lens)
         opt.zero_grad()
@@ -179,7 +177,6 @@ def _overfit(kind: str, encoder: str) -> None:
         opt.step()
         if stats["loss"] < 0.05:
             break
-    assert time.perf_counter() - start < 30
     model.eval()
     want = [targets[b, : target_lens[b]].tolist() for b in range(4)]
     for method in ("greedy", "beam", "modified_beam"):
@@ -219,7 +216,8 @@ def test_state_dict_round_trip(kind: str) -> None:
     other.load_state_dict(model.state_dict())
     feats, lens = torch.randn(2, 6, 6), torch.tensor([6, 4])
     targets, target_lens = torch.tensor([[3, 4], [5, 0]]), torch.tensor([2, 1])
-    assert model.compute_loss(feats, lens, targets, target_lens)[1] == other.compute_loss(feats, lens, targets, target_lens)[1]
+    stats, other_stats = model.compute_loss(feats, lens, targets, target_lens)[1], other.compute_loss(feats, lens, targets, target_lens)[1]
+    assert torch.equal(stats.pop("utt"), other_stats.pop("utt")) and stats == other_stats
     for method in ("greedy", "beam", "modified_beam"):
         a, b = model.decode(feats, lens, DecodeOptions(method, 3)), other.decode(feats, lens, DecodeOptions(method, 3))
         assert [(h.tokens, h.token_frames, h.score) for h in a] == [(h.tokens, h.token_frames, h.score) for h in b]
@@ -243,7 +241,7 @@ def test_registry_builds_conformer_transducer() -> None:
     assert isinstance(model, TransducerModel) and model.predictor.output_dim == 24 and model.joiner.out.in_features == 40
     feats, lens = torch.randn(2, 40, 16), torch.tensor([40, 31])
     loss, stats = model.compute_loss(feats, lens, torch.tensor([[3, 4], [5, 0]]), torch.tensor([2, 1]))
-    assert loss.isfinite() and set(stats) == {"loss", "rnnt", "ctc"}
+    assert loss.isfinite() and set(stats) == {"loss", "rnnt", "ctc", "utt"}
     assert len(model.decode(feats, lens, DecodeOptions("modified_beam", 2))) == 2
 
 
