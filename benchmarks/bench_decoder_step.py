@@ -104,8 +104,8 @@ def main() -> None:
     for length, ((bc, bw), (ac, aw), (brc, brw), (arc, arw)) in rows:
         lines.append(f"| {length} | {bc:.2f} ({bw:.2f}) | {ac:.2f} ({aw:.2f}) | {bc / ac:.1f}x | {brc:.2f} ({brw:.2f}) | "
                      f"{arc:.2f} ({arw:.2f}) | {brc / arc:.1f}x |")
-    lines += ["", f"1-minute load average before/after the run: {load_before:.1f} / {load_after:.1f} (2 cores; a "
-              "training job was running in the background, so wall times are noisier than CPU times)."]
+    lines += ["", f"1-minute load average before/after the run: {load_before:.1f} / {load_after:.1f} (2 cores; other "
+              "jobs were running, a training run among them, so wall times are noisier than CPU times)."]
     body = "\n".join(lines)
     print(body)
     if args.record:

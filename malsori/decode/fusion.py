@@ -17,8 +17,9 @@ from typing import Hashable, Sequence
 import torch
 from torch import Tensor
 
-from malsori.decode.scorers import PartialScorer, State, WeightedScorer, stack_states
+from malsori.decode.scorers import PartialScorer, WeightedScorer
 from malsori.errors import ConfigError
+from malsori.nn.state import State, stack_states
 
 
 def active(scorers: Sequence[WeightedScorer]) -> list[WeightedScorer]:

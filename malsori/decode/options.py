@@ -64,13 +64,19 @@ class DecodeOptions:
             raise ConfigError(f"prompt: token ids must be >= 0, got {list(self.prompt)}")
 
     def check(self, model: str, methods: tuple[str, ...], unused: dict[str, str], vocab_size: int) -> None:
-        """Raise ConfigError unless `method` is one of `methods`, every field named in `unused` (field → why) has its
-        default value, and the prompt's ids are below `vocab_size`."""
+        """Raise ConfigError unless `method` is one of `methods`, every field named in `unused` (field → why) changes
+        nothing (its default; a length bonus of 0; scorers of weight 0 only), and the prompt's ids are below
+        `vocab_size`."""
         if self.method not in methods:
             raise ConfigError(f"decode method: unknown '{self.method}' for {model} (known: {', '.join(methods)})")
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name, why in unused.items():
-            if getattr(self, name) != defaults[name]:
+            value = getattr(self, name)
+            if name == "scorers":
+                neutral = all(s.weight == 0 for s in value)
+            else:
+                neutral = value == defaults[name] or (name == "length_bonus" and value == 0)
+            if not neutral:
                 raise ConfigError(f"{name}: not used by {model} with method {self.method} ({why})")
         if any(t >= vocab_size for t in self.prompt):
             raise ConfigError(f"prompt: token ids must be < the vocabulary size {vocab_size}, got {list(self.prompt)}")

@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from malsori.decode.scorers import select_state
 from malsori.nn.attention import MultiHeadSelfAttention
 from malsori.nn.chunked import ChunkConfig, ChunkedEncoder, LookAhead
 from malsori.nn.mask import length_mask
 from malsori.nn.mocha import MonotonicChunkwiseAttention, initial_alignment
+from malsori.nn.state import select_state
 from malsori.nn.subsampling import Conv2dSubsampling
 
 
@@ -338,6 +338,7 @@ class TransformerDecoder(nn.Module):
         if cache.size(4) != position:
             raise ValueError(f"decoder state holds {cache.size(4)} positions, prefixes have {ys.size(1)} tokens")
         x = self.dropout(self.embed(ys[:, -1:]) * self.scale)
+        memory_mask = length_mask(memory_lens, memory.size(1))
         caches, weights, readers = [], [], []
         for j, layer in enumerate(self.layers):
             x, kv = layer.attend_self_cached(x, position, cache[:, j])
@@ -346,7 +347,6 @@ class TransformerDecoder(nn.Module):
                 x, w, reader = self._monotonic_cross(layer, j, x, state, memory, memory_lens)
                 readers.append(reader)
             else:
-                memory_mask = length_mask(memory_lens, memory.size(1))
                 y, w = layer.cross_attention(layer.norm_cross(x), memory, memory_mask, state["memory_kv"][:, j])
                 x = layer.finish(x, y)
             weights.append(w)
