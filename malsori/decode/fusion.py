@@ -1,17 +1,18 @@
-"""Extra scorers inside the searches that are not a weighted sum of scorers by construction (shallow fusion).
+"""Extra scorers (shallow fusion) and the length bonus in the searches that are not already a sum of weighted scorers.
 
 Each label a hypothesis gains adds `Σ_s w_s · log p_s(label | prefix) + length_bonus` to its score. Two helpers,
 one per way a search holds its hypotheses:
 
 - `PrefixFusion`: frame-synchronous searches of one utterance (CTC prefix beam, transducer beam and modified beam),
-  whose hypotheses are label prefixes that may stay unchanged for many frames. Scorer states and next-label scores
-  are kept per prefix (any hashable key) and computed once, in one batch for all prefixes that need them.
+  whose hypotheses are label prefixes that may stay unchanged for many frames. Scorer states are kept per prefix
+  (any hashable key), next-label scores only for the prefixes the search is extending (memory stays bounded on
+  long inputs with large vocabularies); both are computed in one batch for all prefixes that need them.
 - `RowFusion`: greedy searches, where each of N rows takes exactly one label per step (attention greedy, MoChA).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Hashable, Sequence
 
 import torch
@@ -38,19 +39,20 @@ class _Prefix:
     parent: Hashable  # the prefix without its newest label (None for the root)
     token: int  # its newest label (-1 for the root)
     total: float  # Σ over its labels of the weighted scores + length bonus
-    states: list[State] | None = None  # per scorer, 1-row scored state (None until `prepare`)
-    parts: list[list[float]] = field(default_factory=list)  # per scorer, log-probs of every next label
-    gain: list[float] = field(default_factory=list)  # weighted next-label scores + length bonus
+    steps: tuple[float, ...] = ()  # each scorer's own log-prob of `token` after `parent`
+    states: list[State] | None = None  # per scorer, its scored 1-row state (None until first prepared)
+    parts: list[list[float]] | None = None  # per scorer, log-probs of every next label (while being extended)
+    gain: list[float] | None = None  # weighted next-label scores + length bonus (while being extended)
 
 
 class PrefixFusion:
     """Extra scorers over the label prefixes of one utterance, for frame-synchronous searches.
 
-    `add(key, parent, token)` registers a prefix (its total is known at once from its parent's scores);
-    `prepare(keys)` scores, in one batch, the registered prefixes whose next-label scores are not known yet (the
-    search calls it for the prefixes it is about to extend); `gain(key)` gives those scores, weighted, plus the
-    length bonus; `total(key)` the prefix's fused score, `parts(key)` each scorer's own sum over its labels.
-    memory [1, T, D] (or None) is passed to the scorers for every prefix; `root` is the empty prefix's key.
+    `prepare(keys)` makes the next-label scores of the prefixes `keys` (the ones the search is about to extend)
+    available, scoring those not scored yet in one batch, and forgets those of every other prefix; `gain(key)` gives
+    them, weighted, plus the length bonus; `add(key, parent, token)` registers a prefix, whose total is known at once
+    from its (prepared) parent; `total(key)` is a prefix's fused score, `parts(key)` each scorer's own sum over its
+    labels. memory [1, T, D] (or None) is passed to the scorers for every prefix; `root` is the empty prefix's key.
     """
 
     def __init__(self, scorers: Sequence[WeightedScorer], vocab_size: int, root: Hashable, length_bonus: float = 0.0,
@@ -60,30 +62,35 @@ class PrefixFusion:
         self.vocab_size, self.length_bonus = vocab_size, length_bonus
         self.memory, self.memory_lens = memory, memory_lens
         self.prefixes: dict[Hashable, _Prefix] = {root: _Prefix(None, -1, 0.0)}
-        self.prefixes[root].states = [s.scorer.init_state(1, memory, memory_lens, prompt) for s in self.scorers]
-        self._score([root], self.prefixes[root].states)
+        self.extending: list[Hashable] = []  # the prefixes whose next-label scores are kept
+        self._score([root], [s.scorer.init_state(1, memory, memory_lens, prompt) for s in self.scorers])
+        self.extending = [root]
 
     def add(self, key: Hashable, parent: Hashable, token: int) -> None:
         """Register prefix `key` = `parent` (prepared) + `token`; nothing is run."""
         if key not in self.prefixes:
-            self.prefixes[key] = _Prefix(parent, token, self.prefixes[parent].total + self.prefixes[parent].gain[token])
+            p = self.prefixes[parent]
+            self.prefixes[key] = _Prefix(parent, token, p.total + p.gain[token], tuple(part[token] for part in p.parts))
 
     def prepare(self, keys: Sequence[Hashable]) -> None:
-        """Score the next labels of the prefixes `keys` that are not scored yet, all in one batch per scorer."""
-        todo = [k for k in dict.fromkeys(keys) if self.prefixes[k].states is None]
-        if not todo:
+        """Make the next-label scores of `keys` available (one batch per scorer for those not scored yet); forget
+        those of every other prefix."""
+        keys = list(dict.fromkeys(keys))
+        if keys == self.extending:
             return
-        if not self.scorers:  # a length bonus alone
-            self._score(todo, [])
-            return
-        entries = [self.prefixes[k] for k in todo]
-        tokens = torch.tensor([e.token for e in entries], device=self._device())
-        rows = torch.arange(len(todo), device=tokens.device)
-        states = []
-        for i, s in enumerate(self.scorers):
-            parents = stack_states([self.prefixes[e.parent].states[i] for e in entries])
-            states.append(s.scorer.extend(parents, rows, tokens))
-        self._score(todo, states)
+        for key in set(self.extending) - set(keys):
+            self.prefixes[key].parts = self.prefixes[key].gain = None
+        self.extending = keys
+        new = [k for k in keys if self.prefixes[k].states is None]
+        again = [k for k in keys if self.prefixes[k].gain is None and self.prefixes[k].states is not None]
+        if new:
+            entries = [self.prefixes[k] for k in new]
+            tokens = torch.tensor([e.token for e in entries], device=self._device())
+            rows = torch.arange(len(new), device=tokens.device)
+            self._score(new, [s.scorer.extend(stack_states([self.prefixes[e.parent].states[i] for e in entries]), rows, tokens)
+                              for i, s in enumerate(self.scorers)])
+        if again:  # scored before, forgotten since: scoring a scored state again gives the same scores
+            self._score(again, [stack_states([self.prefixes[k].states[i] for k in again]) for i in range(len(self.scorers))])
 
     def gain(self, key: Hashable) -> list[float]:
         """Per next label: Σ_s w_s · log p_s(label | prefix) + length bonus (the prefix must be prepared)."""
@@ -97,16 +104,15 @@ class PrefixFusion:
         sums = [0.0] * len(self.scorers)
         node = self.prefixes[key]
         while node.parent is not None:
-            parent = self.prefixes[node.parent]
-            sums = [acc + part[node.token] for acc, part in zip(sums, parent.parts)]
-            node = parent
+            sums = [acc + step for acc, step in zip(sums, node.steps)]
+            node = self.prefixes[node.parent]
         return dict(zip(self.names, sums))
 
     def _device(self) -> torch.device:
         return self.memory.device if self.memory is not None else torch.device("cpu")
 
     def _score(self, keys: list[Hashable], states: list[State]) -> None:
-        """Score `states` (per scorer, one row per key) and keep each key's scored row and scores."""
+        """Score `states` (per scorer, one row per key) and keep each key's scored row and next-label scores."""
         n = len(keys)
         memory = None if self.memory is None else self.memory.expand(n, -1, -1)
         lens = None if self.memory_lens is None else self.memory_lens.expand(n)

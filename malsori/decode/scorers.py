@@ -14,7 +14,8 @@ dimension is the prefix, so a search reorders and duplicates prefixes with `sele
 - `token_frame(state)`: the encoder frame [N] of each prefix's newest label if the scorer knows it, else None.
 
 A `PartialScorer` can only score the candidates it is given (the CTC prefix scorer: each token costs a pass over
-time); the label-synchronous beam search picks them with its full scorers. Scores are natural-log probabilities.
+time); the label-synchronous beam search picks them with its full scorers. Scores are natural-log probabilities,
+so ≤ 0 (the attention beam search's exact early stop relies on it).
 The label-synchronous searches (attention beam, greedy and MoChA streaming) score eos like any label, so a
 scorer's scores summed over a finished hypothesis are its log p(y, eos); the frame-synchronous searches (CTC prefix
 beam, transducer) have no eos and score labels only. A search weights each scorer; a scorer of weight 0 is not run.
@@ -36,6 +37,7 @@ from malsori.tokenizer import SPECIAL_IDS
 
 __all__ = ["CTCPrefixScorer", "DecoderScorer", "PartialScorer", "Scorer", "State", "WeightedScorer", "select_state",
            "stack_states"]
+
 
 class Scorer(ABC):
     """A stateful label scorer (see the module docstring): init, score all tokens, extend, select rows."""
