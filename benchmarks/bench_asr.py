@@ -35,6 +35,7 @@ from _record import record  # noqa: E402
 from malsori.audio import SAMPLE_RATE  # noqa: E402
 from malsori.data.dataset import load_utterance_audio  # noqa: E402
 from malsori.data.manifest import Utterance, read_manifest  # noqa: E402
+from malsori.decode.options import DecodeOptions  # noqa: E402
 from malsori.errors import AudioError, MalsoriError  # noqa: E402
 from malsori.metrics import ErrorRates, error_rates  # noqa: E402
 from malsori.pretrained import Recognizer  # noqa: E402
@@ -118,7 +119,7 @@ def run_malsori(rec: Recognizer, s: EvalSet, method: str, beam_size: int, batch_
     times, out = [], []
     for _ in range(max(1, repeats)):
         start = time.perf_counter()
-        out = rec.transcribe_waves(s.waves, method, beam_size, batch_size)
+        out = rec.transcribe_waves(s.waves, DecodeOptions(method=method, beam_size=beam_size), batch_size)
         times.append(time.perf_counter() - start)
     hyps = [normalize(t.text) for t in out]
     search = f"beam {beam_size}" if method == "beam" else method
@@ -376,7 +377,8 @@ def main() -> None:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     load_before = os.getloadavg()[0]
-    rec.transcribe_waves([next(iter(sets.values())).waves[0]], methods[0], args.beam_size)  # warm-up, not timed
+    warm_up = DecodeOptions(method=methods[0], beam_size=args.beam_size)
+    rec.transcribe_waves([next(iter(sets.values())).waves[0]], warm_up)  # warm-up, not timed
     decoder = pocketsphinx_decoder() if args.pocketsphinx else None
     whisper = whisper_model(args.threads) if args.whisper else None
     results: list[Result] = []

@@ -31,6 +31,7 @@ from bench_asr import REAL_SETS, DATA_ROOT, EvalSet, load_set  # noqa: E402
 
 from malsori.audio import SAMPLE_RATE  # noqa: E402
 from malsori.decode.ctc import ctc_forced_align  # noqa: E402
+from malsori.decode.options import DecodeOptions  # noqa: E402
 from malsori.metrics import error_rates  # noqa: E402
 from malsori.pretrained import Recognizer  # noqa: E402
 from malsori.provenance import git_commit, machine  # noqa: E402
@@ -121,7 +122,7 @@ def stream_set(rec: Recognizer, s: EvalSet, cfg: StreamConfig, ref_times) -> tup
 def full_context(rec: Recognizer, s: EvalSet, ref_times) -> tuple[list[str], list[float], list[float], float]:
     """Offline decoding: every word is 'emitted' when the utterance ends (plus nothing for compute)."""
     t0 = time.perf_counter()
-    out = rec.transcribe_waves(s.waves, "greedy", 4, 16)
+    out = rec.transcribe_waves(s.waves, DecodeOptions(), 16)
     compute = time.perf_counter() - t0
     hyps, delays, firsts = [], [], []
     for t, wave, ref, times in zip(out, s.waves, s.refs, ref_times):

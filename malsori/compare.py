@@ -29,6 +29,7 @@ from malsori.checkpoint import list_checkpoints
 from malsori.config import load_config, to_dict
 from malsori.data.dataset import load_utterance_audio
 from malsori.data.manifest import Utterance, read_manifest, write_manifest
+from malsori.decode.options import DecodeOptions
 from malsori.errors import AudioError, ConfigError, MalsoriError
 from malsori.metrics import error_rates
 from malsori.pretrained import Recognizer
@@ -252,7 +253,8 @@ def decode_set(rec: Recognizer, utts: list[Utterance], waves: list[np.ndarray], 
     """Decode preloaded waves; WER/CER, RTF (features + model + search) and per-utterance hypotheses.
     `whole`: never cut long inputs into segments, so the model sees each utterance whole."""
     t0 = time.perf_counter()
-    out = rec.transcribe_waves(waves, method, beam_size, batch_size, max_segment_seconds=1e9 if whole else 30.0)
+    options = DecodeOptions(method=method, beam_size=beam_size)
+    out = rec.transcribe_waves(waves, options, batch_size, max_segment_seconds=1e9 if whole else 30.0)
     seconds = time.perf_counter() - t0
     audio = sum(len(w) for w in waves) / SAMPLE_RATE
     refs, hyps = [normalize(u.text) for u in utts], [t.text for t in out]

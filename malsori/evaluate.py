@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from malsori.data.dataset import load_utterance_audio
 from malsori.data.manifest import atomic_write_text, read_manifest
+from malsori.decode.options import DecodeOptions
 from malsori.errors import AudioError
 from malsori.metrics import ErrorRates, error_rates, utterance_errors
 from malsori.pretrained import Recognizer
@@ -37,9 +38,11 @@ class EvalResult:
         return s + (f"  ({self.skipped} skipped)" if self.skipped else "")
 
 
-def evaluate_manifest(model: Path | Recognizer, manifest: Path, method: str = "greedy", beam_size: int = 8, batch_size: int = 16,
+def evaluate_manifest(model: Path | Recognizer, manifest: Path, options: DecodeOptions | None = None, batch_size: int = 16,
                       device: str = "auto", report: Path | None = None, limit: int = 0, strict: bool = False,
                       progress: bool = True) -> EvalResult:
+    """Decode MANIFEST with `options` (default greedy) and score it; the report goes to `report` or next to the model."""
+    options = options or DecodeOptions()
     rec = model if isinstance(model, Recognizer) else Recognizer.load(model, device)
     man = read_manifest(manifest, strict=strict)
     utts = man.utterances[:limit] if limit else man.utterances
@@ -58,7 +61,7 @@ def evaluate_manifest(model: Path | Recognizer, manifest: Path, method: str = "g
                     raise
                 skipped += 1
         t0 = time.time()
-        out = rec.transcribe_waves(waves, method, beam_size, batch_size) if waves else []
+        out = rec.transcribe_waves(waves, options, batch_size) if waves else []
         decode_s += time.time() - t0
         audio_s += sum(len(w) for w in waves) / 16000
         for u, t in zip(batch, out):
@@ -71,7 +74,7 @@ def evaluate_manifest(model: Path | Recognizer, manifest: Path, method: str = "g
     bar.close()
     rows.sort(key=lambda r: (-r[3], -r[1], r[0]))
     base = Path(".") if isinstance(model, Recognizer) else Path(model).resolve().parent
-    report = Path(report) if report else base / f"eval_{Path(manifest).stem}_{method}.tsv"
+    report = Path(report) if report else base / f"eval_{Path(manifest).stem}_{options.method}.tsv"
     buf = io.StringIO()
     w = csv.writer(buf, delimiter="\t", lineterminator="\n")
     w.writerow(["id", "word_errors", "ref_words", "wer", "cer", "reference", "hypothesis"])

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from malsori.audio import SAMPLE_RATE, load_audio
 from malsori.config import from_dict, to_dict
 from malsori.data.manifest import Utterance
+from malsori.decode.options import DecodeOptions
 from malsori.errors import MalsoriError
 from malsori.features import Fbank, FbankConfig, GlobalCMVN
 from malsori.models.registry import ModelConfig, build_model
@@ -128,30 +129,31 @@ class Recognizer:
         return cls(model, tokenizer, Fbank(feat_cfg), cmvn, device)
 
     # -- public API ---------------------------------------------------------------------------------------------
-    def transcribe(self, audio: str | os.PathLike | np.ndarray | Sequence, method: str = "greedy", beam_size: int = 8,
+    def transcribe(self, audio: str | os.PathLike | np.ndarray | Sequence, options: DecodeOptions | None = None,
                    batch_size: int = 16, max_segment_seconds: float = 30.0) -> Transcript | list[Transcript]:
-        """Transcribe a file path or a 16 kHz waveform, or a list of them (then a list of results)."""
+        """Transcribe a file path or a 16 kHz waveform, or a list of them (then a list of results), searching as
+        `options` say (default: greedy)."""
         single = isinstance(audio, (str, os.PathLike, np.ndarray))
         items = [audio] if single else list(audio)
         waves, ids = [], []
         for a in items:
             waves.append(a.astype(np.float32) if isinstance(a, np.ndarray) else load_audio(a))
             ids.append("" if isinstance(a, np.ndarray) else str(a))
-        out = self.transcribe_waves(waves, method, beam_size, batch_size, max_segment_seconds)
+        out = self.transcribe_waves(waves, options, batch_size, max_segment_seconds)
         for t, i in zip(out, ids):
             t.id = i
         return out[0] if single else out
 
-    def transcribe_utterances(self, utts: Sequence[Utterance], method: str = "greedy", beam_size: int = 8, batch_size: int = 16) -> list[Transcript]:
+    def transcribe_utterances(self, utts: Sequence[Utterance], options: DecodeOptions | None = None, batch_size: int = 16) -> list[Transcript]:
         """Transcribe manifest utterances (Kaldi-style segments honoured); ids are copied onto the results."""
         from malsori.data.dataset import load_utterance_audio
 
-        out = self.transcribe_waves([load_utterance_audio(u) for u in utts], method, beam_size, batch_size)
+        out = self.transcribe_waves([load_utterance_audio(u) for u in utts], options, batch_size)
         for t, u in zip(out, utts):
             t.id = u.id
         return out
 
-    def transcribe_waves(self, waves: list[np.ndarray], method: str = "greedy", beam_size: int = 8, batch_size: int = 16,
+    def transcribe_waves(self, waves: list[np.ndarray], options: DecodeOptions | None = None, batch_size: int = 16,
                          max_segment_seconds: float = 30.0) -> list[Transcript]:
         """Cut each waveform into segments, decode all segments in length-sorted batches, and join per waveform."""
         segments: list[tuple[int, int, np.ndarray]] = []  # (wave index, start sample, samples)
@@ -162,7 +164,7 @@ class Recognizer:
         results: list[Transcript | None] = [None] * len(segments)
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]
-            for k, t in zip(idx, self._decode([segments[k][2] for k in idx], method, beam_size)):
+            for k, t in zip(idx, self._decode([segments[k][2] for k in idx], options or DecodeOptions())):
                 results[k] = t
         joined = [Transcript(text="", duration=len(w) / SAMPLE_RATE) for w in waves]
         for (wi, start, _), t in zip(segments, results):
@@ -183,14 +185,14 @@ class Recognizer:
 
     # -- internals ------------------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def _decode(self, waves: list[np.ndarray], method: str, beam_size: int) -> list[Transcript]:
+    def _decode(self, waves: list[np.ndarray], options: DecodeOptions) -> list[Transcript]:
         lens = torch.tensor([len(w) for w in waves])
         batch = torch.zeros(len(waves), int(lens.max()))
         for i, w in enumerate(waves):
             batch[i, : len(w)] = torch.from_numpy(w)
         feats, feat_lens = self.fbank(batch.to(self.device), lens.to(self.device))
         feats = self.cmvn(feats, feat_lens)
-        hyps = self.model.decode(feats, feat_lens, method=method, beam_size=beam_size)
+        hyps = self.model.decode(feats, feat_lens, options)
         return [Transcript(text="", tokens=list(h.tokens), score=float(h.score), words=self._words(h.tokens, h.token_frames)) for h in hyps]
 
     def _words(self, tokens: list[int], frames: list[int]) -> list[Word]:

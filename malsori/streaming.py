@@ -22,7 +22,9 @@ from torch import Tensor
 
 from malsori.audio import SAMPLE_RATE
 from malsori.decode.ctc import PrefixBeamSearch, ctc_greedy
+from malsori.decode.fusion import PrefixFusion, active
 from malsori.decode.mocha import monotonic_stream
+from malsori.decode.options import DecodeOptions
 from malsori.decode.result import Hypothesis
 from malsori.decode.transducer import GreedySearch, ModifiedBeamSearch
 from malsori.errors import ConfigError
@@ -37,8 +39,7 @@ class StreamConfig:
     chunk_ms: float = 320.0  # encoder chunk in ms (a multiple of the encoder frame, e.g. 40 ms at ×4 subsampling)
     left_chunks: int = 4  # chunks of cached left context per layer (the carried memory); 0 = none, -1 = unbounded
     lookahead_ms: float = 0.0  # right look-ahead per chunk in ms (a multiple of the encoder frame); adds to latency
-    method: str = "greedy"  # greedy, or beam (CTC prefix beam / transducer modified beam)
-    beam_size: int = 4  # beam width when method is beam
+    decode: DecodeOptions = field(default_factory=lambda: DecodeOptions(beam_size=4))  # method greedy, or beam (CTC prefix beam / transducer modified beam); extra scorers get no memory
     endpoint_silence_s: float = 1.0  # finalize an utterance after this long without a new token (once it has tokens)
     endpoint_idle_s: float = 5.0  # with nothing recognized yet, restart after this long (keeps silence cheap)
     max_utterance_s: float = 20.0  # finalize an utterance that reaches this length in any case
@@ -54,12 +55,24 @@ class Snapshot:
     words: list[str] = field(default_factory=list)  # partial words of that utterance
 
 
+STREAM_METHODS = ("greedy", "beam")  # beam: CTC prefix beam search, transducer modified beam search
+
+
+def _prefix_fusion(model, options: DecodeOptions, root) -> PrefixFusion | None:
+    """The extra scorers and length bonus of a frame-synchronous stream (no memory: the audio is still arriving)."""
+    bonus = options.length_bonus or 0.0
+    if not active(options.scorers) and bonus == 0:
+        return None
+    return PrefixFusion(options.scorers, model.vocab_size, root, bonus, options.prompt)
+
+
 class _CTCSearch:
     """Incremental CTC search over encoder frames: greedy (carrying the previous argmax) or prefix beam."""
 
-    def __init__(self, model, method: str, beam_size: int) -> None:
-        self.model, self.method = model, method
-        self.beam = PrefixBeamSearch(beam_size, model.blank_id) if method == "beam" else None
+    def __init__(self, model, options: DecodeOptions) -> None:
+        self.model = model
+        beam = options.method == "beam"
+        self.beam = PrefixBeamSearch(options.beam_size, model.blank_id, _prefix_fusion(model, options, 0)) if beam else None
         self.hyp, self.prev, self.frames_seen = Hypothesis([], 0.0, []), None, 0
 
     def advance(self, enc: Tensor) -> None:
@@ -83,9 +96,11 @@ class _CTCSearch:
 class _TransducerSearch:
     """Incremental transducer search: greedy or modified beam, predictor state carried between chunks."""
 
-    def __init__(self, model, method: str, beam_size: int, device: torch.device) -> None:
-        self.greedy = GreedySearch(model, 1, device, model.cfg.max_symbols_per_frame) if method == "greedy" else None
-        self.beam = ModifiedBeamSearch(model, beam_size, device) if method == "beam" else None
+    def __init__(self, model, options: DecodeOptions, device: torch.device) -> None:
+        greedy, prompt = options.method == "greedy", options.prompt
+        self.greedy = GreedySearch(model, 1, device, model.cfg.max_symbols_per_frame, prompt) if greedy else None
+        self.beam = None if greedy else ModifiedBeamSearch(model, options.beam_size, device,
+                                                           _prefix_fusion(model, options, ()), prompt)
 
     def advance(self, enc: Tensor) -> None:
         if self.greedy is not None:
@@ -103,10 +118,10 @@ class _TransducerSearch:
 class _MonotonicSearch:
     """Online greedy MoChA decoding: a token is emitted once the hard monotonic reader halts inside arrived frames."""
 
-    def __init__(self, model) -> None:
-        from malsori.models.aed import EOS, SOS
-
-        self.stream = monotonic_stream(model.decoder, sos=SOS, eos=EOS, max_len_ratio=model.cfg.max_len_ratio)
+    def __init__(self, model, options: DecodeOptions) -> None:
+        ratio = model.cfg.max_len_ratio if options.max_len_ratio is None else options.max_len_ratio
+        self.stream = monotonic_stream(model.decoder, ids=model.special_ids, max_len_ratio=ratio, max_len=options.max_len,
+                                       scorers=options.scorers, length_bonus=options.length_bonus or 0.0)
 
     def advance(self, enc: Tensor) -> None:
         if enc.size(1):
@@ -120,21 +135,23 @@ class _MonotonicSearch:
             self.stream.finish()
 
 
-def make_search(model, method: str, beam_size: int, device: torch.device):
+def make_search(model, options: DecodeOptions, device: torch.device):
     """The incremental search for `model`'s head: an object with advance(enc [1, n, D]) and best() -> Hypothesis."""
     head = type(model).__name__
-    if method not in ("greedy", "beam"):
-        raise ConfigError(f"stream method: unknown '{method}' (known: greedy, beam)")
-    if head == "CTCModel":
-        return _CTCSearch(model, method, beam_size)
-    if head == "TransducerModel":
-        return _TransducerSearch(model, method, beam_size, device)
+    if options.method not in STREAM_METHODS:
+        raise ConfigError(f"stream method: unknown '{options.method}' (known: {', '.join(STREAM_METHODS)})")
     decoder = getattr(model, "decoder", None)
-    if head == "AttentionModel" and "mocha" in (getattr(decoder, "kind", None), getattr(decoder, "cross", None)):
-        if method != "greedy":
-            raise ConfigError("stream method: MoChA attention decoders stream with greedy search only")
-        return _MonotonicSearch(model)
-    raise ConfigError(f"{head}: this model cannot stream (streaming needs a CTC, transducer or MoChA attention head)")
+    mocha = head == "AttentionModel" and "mocha" in (getattr(decoder, "kind", None), getattr(decoder, "cross", None))
+    if head not in ("CTCModel", "TransducerModel") and not mocha:
+        raise ConfigError(f"{head}: this model cannot stream (streaming needs a CTC, transducer or MoChA attention head)")
+    if mocha and options.method != "greedy":
+        raise ConfigError("stream method: MoChA attention decoders stream with greedy search only")
+    model.check_options(options)
+    if head == "CTCModel":
+        return _CTCSearch(model, options)
+    if head == "TransducerModel":
+        return _TransducerSearch(model, options, device)
+    return _MonotonicSearch(model, options)
 
 
 class Stream:
@@ -193,7 +210,7 @@ class Stream:
         if carry is not None:
             self.state.feats, self.state.frames = carry.feats, carry.frames
         self.start_feature = start_feature  # stream feature frame of this utterance's encoder frame 0
-        self.search = make_search(self.rec.model, self.cfg.method, self.cfg.beam_size, self.rec.device)
+        self.search = make_search(self.rec.model, self.cfg.decode, self.rec.device)
         self.frames = 0  # encoder frames of this utterance decoded so far
 
     def _feed(self, feats: Tensor, final: bool) -> list[Transcript]:

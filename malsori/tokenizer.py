@@ -13,6 +13,7 @@ import json
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -26,11 +27,24 @@ WORD = "▁"  # marks the first piece of a word
 KINDS = ("char", "bpe", "unigram")
 
 
+@dataclass(frozen=True)
+class SpecialIds:
+    """The reserved ids every tokenizer has; models and searches read them from here, never as literals."""
+
+    blank: int = 0  # CTC / transducer blank, also padding
+    unk: int = 1  # unknown symbol
+    sos: int = 2  # start of an output: the attention decoder's first input
+    eos: int = 2  # end of an output (the same id as sos)
+
+
+SPECIAL_IDS = SpecialIds()
+
+
 class Tokenizer(ABC):
-    """Text ↔ token ids; ids 0-2 are reserved (blank, unk, sos/eos)."""
+    """Text ↔ token ids; ids 0-2 are reserved (`SPECIAL_IDS`: blank, unk, sos/eos)."""
 
     kind: str
-    blank_id, unk_id, sos_eos_id = 0, 1, 2
+    special_ids: SpecialIds = SPECIAL_IDS  # the reserved ids (the same in every tokenizer)
 
     @property
     @abstractmethod
@@ -54,11 +68,11 @@ class Tokenizer(ABC):
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of token ids; blank and sos/eos are dropped."""
-        return self._decode([int(i) for i in ids if int(i) not in (self.blank_id, self.sos_eos_id)])
+        return self._decode([int(i) for i in ids if int(i) not in (self.special_ids.blank, self.special_ids.eos)])
 
     def is_word_start(self, i: int) -> bool:
         """True if piece `i` begins a new word (used to turn token times into word times)."""
-        return i > self.sos_eos_id and self.id_to_piece(i).startswith(WORD)
+        return i > self.special_ids.eos and self.id_to_piece(i).startswith(WORD)
 
     def save(self, folder: str | Path) -> None:
         """Write the tokenizer into `folder` (created if needed)."""
@@ -75,7 +89,7 @@ class CharTokenizer(Tokenizer):
 
     def __init__(self, pieces: list[str]):
         self.pieces = list(pieces)
-        self.ids = {p: i for i, p in enumerate(self.pieces)}
+        self.piece_ids = {p: i for i, p in enumerate(self.pieces)}
 
     @property
     def vocab_size(self) -> int:
@@ -84,15 +98,15 @@ class CharTokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         ids: list[int] = []
         for word in text.replace(WORD, " ").split():
-            ids.append(self.ids[WORD])
-            ids.extend(self.ids.get(ch, self.unk_id) for ch in word)
+            ids.append(self.piece_ids[WORD])
+            ids.extend(self.piece_ids.get(ch, self.special_ids.unk) for ch in word)
         return ids
 
     def id_to_piece(self, i: int) -> str:
         return self.pieces[i]
 
     def _decode(self, ids: list[int]) -> str:
-        pieces = ("⁇" if i == self.unk_id else self.pieces[i] for i in ids)
+        pieces = ("⁇" if i == self.special_ids.unk else self.pieces[i] for i in ids)
         return "".join(pieces).replace(WORD, " ").strip()
 
     def _save_files(self, folder: Path) -> dict:
@@ -145,7 +159,8 @@ def _train_sentencepiece(kind: str, texts: list[str], vocab_size: int | None) ->
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(texts), model_writer=model, model_type=kind, vocab_size=vocab_size,
             character_coverage=1.0, normalization_rule_name="identity", num_threads=1, minloglevel=2,
-            pad_id=0, pad_piece=SPECIALS[0], unk_id=1, unk_piece=SPECIALS[1], bos_id=2, bos_piece=SPECIALS[2],
+            pad_id=SPECIAL_IDS.blank, pad_piece=SPECIALS[0], unk_id=SPECIAL_IDS.unk, unk_piece=SPECIALS[1],
+            bos_id=SPECIAL_IDS.sos, bos_piece=SPECIALS[2],
             eos_id=-1)
     except RuntimeError as e:
         msg = str(e)

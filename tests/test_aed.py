@@ -8,12 +8,16 @@ import dataclasses
 import pytest
 import torch
 
+from malsori.decode.options import DecodeOptions
 from malsori.decode.scorers import select_state
-from malsori.models.aed import EOS, SOS, AttentionConfig, AttentionModel, decoder_io
+from malsori.models.aed import AttentionConfig, AttentionModel, decoder_io
 from malsori.models.registry import ModelConfig, build_model
 from malsori.nn.conformer import ConformerConfig, ConformerEncoder
 from malsori.nn.lstm import LSTMConfig, LSTMEncoder
 from malsori.nn.transformer import TransformerEncoder, TransformerEncoderConfig
+from malsori.tokenizer import SPECIAL_IDS
+
+SOS, EOS = SPECIAL_IDS.sos, SPECIAL_IDS.eos
 
 F_DIM, VOCAB = 20, 10
 LABELS = [[3, 4, 5], [6, 7, 8, 9], [5, 3], [9, 8, 7, 6, 5]]
@@ -85,16 +89,16 @@ def test_overfits_toy_set_and_decodes_it(name: str) -> None:
                 break
     assert last < first / 100 and stats["ctc"] <= first_stats["ctc"] / 100, (first_stats, stats)
     assert stats["acc"] == 1.0
-    hyps = model.decode(feats, feat_lens, method="greedy")
+    hyps = model.decode(feats, feat_lens, DecodeOptions(method="greedy"))
     assert [h.tokens for h in hyps] == LABELS
     for h, n in zip(hyps, model.encoder(feats, feat_lens)[1].tolist()):
         assert len(h.token_frames) == len(h.tokens) and all(0 <= f < n for f in h.token_frames)
         assert h.score < 0
-    assert [h.tokens for h in model.decode(feats, feat_lens, method="beam", beam_size=3)] == LABELS
+    assert [h.tokens for h in model.decode(feats, feat_lens, DecodeOptions(method="beam", beam_size=3))] == LABELS
     if model.ctc is not None:
         for method in ("ctc_greedy", "ctc_beam", "rescore"):
-            assert [h.tokens for h in model.decode(feats, feat_lens, method=method, beam_size=3)] == LABELS, method
-        assert [h.tokens for h in model.decode(feats, feat_lens, "beam", beam_size=3, ctc_weight=1.0)] == LABELS
+            assert [h.tokens for h in model.decode(feats, feat_lens, DecodeOptions(method=method, beam_size=3))] == LABELS, method
+        assert [h.tokens for h in model.decode(feats, feat_lens, DecodeOptions("beam", beam_size=3, ctc_weight=1.0))] == LABELS
 
 
 @pytest.mark.parametrize("name", ["fixed-bilstm", "las-pyramid-bilstm", "transformer"])
@@ -158,7 +162,7 @@ def test_state_dict_round_trip(name: str) -> None:
         assert other.compute_loss(feats, feat_lens, targets, target_lens)[0] != before
         other.load_state_dict(model.state_dict())
         assert other.compute_loss(feats, feat_lens, targets, target_lens)[0] == before
-        a, b = model.decode(feats, feat_lens, "greedy"), other.decode(feats, feat_lens, "greedy")
+        a, b = model.decode(feats, feat_lens), other.decode(feats, feat_lens)
     assert [(h.tokens, h.score) for h in a] == [(h.tokens, h.score) for h in b]
 
 
@@ -191,8 +195,8 @@ def test_greedy_batched_equals_one_at_a_time(name: str) -> None:
     model = build(name, seed=10).eval()
     feats, feat_lens, _, _ = toy_batch(seed=11)
     with torch.no_grad():
-        batched = model.decode(feats, feat_lens, "greedy")
+        batched = model.decode(feats, feat_lens)
         for b, n in enumerate(FRAMES):
-            (one,) = model.decode(feats[b : b + 1, :n], feat_lens[b : b + 1], "greedy")
+            (one,) = model.decode(feats[b : b + 1, :n], feat_lens[b : b + 1])
             assert (one.tokens, one.token_frames) == (batched[b].tokens, batched[b].token_frames)
             assert one.score == pytest.approx(batched[b].score, abs=1e-4)

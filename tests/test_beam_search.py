@@ -149,12 +149,11 @@ def test_ctc_prefix_scores_equal_brute_force_prefix_probabilities():
     scorer = CTCPrefixScorer(lp, lens, blank=BLANK, eos=EOS)
     candidates = torch.arange(5).expand(2, 5)
     for prefix in ([], [3], [3, 3], [4, 1]):
-        state = scorer.init_state(torch.zeros(2, 5, 1), lens)
-        ys = torch.full((2, 1), EOS)
+        state = scorer.init_state(2)
         for tok in prefix:  # walk the state along the prefix
-            _, new = scorer.score_partial(ys, torch.full((2, 1), tok), state)
-            state, ys = scorer.select_state(new, torch.arange(2)), torch.cat((ys, torch.full((2, 1), tok)), 1)
-        scores, _ = scorer.score_partial(ys, candidates, state)
+            _, scored = scorer.score(state, candidates=torch.full((2, 1), tok))
+            state = scorer.extend(scored, torch.arange(2), torch.full((2,), tok))
+        scores, _ = scorer.score(state, candidates=candidates)
         for b in range(2):
             x = lp[b, : int(lens[b])]
             base = ctc_prefix_brute(x, prefix)
@@ -314,7 +313,7 @@ def test_attention_rescoring_picks_the_best_combined_score():
         nbest.append([Hypothesis(tokens=s, score=float(-torch.rand(1, generator=g) * 5), token_frames=list(range(len(s))))
                       for s in seqs])
     weight = 0.3
-    out = attention_rescore(dec, memory, lens, nbest, ctc_weight=weight, sos=EOS, eos=EOS)
+    out = attention_rescore(dec, memory, lens, nbest, ctc_weight=weight)
     for b in range(2):
         expect = {tuple(h.tokens): (1 - weight) * dec.logprob(memory[b], int(lens[b]), h.tokens) + weight * h.score
                   for h in nbest[b]}

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from malsori.config import from_dict
+from malsori.decode.options import DecodeOptions
 from malsori.errors import ConfigError
 from malsori.models import CTCModel, ModelConfig, build_model, register_encoder
 from malsori.models.registry import ENCODERS
@@ -127,7 +128,7 @@ def test_overfits_four_utterances_and_greedy_recovers_labels() -> None:
     model.eval()
     hyps = model.decode(feats, lengths)
     assert [h.tokens for h in hyps] == labels
-    assert [h.tokens for h in model.decode(feats, lengths, method="beam", beam_size=4)] == labels
+    assert [h.tokens for h in model.decode(feats, lengths, DecodeOptions(method="beam", beam_size=4))] == labels
 
 
 def test_state_dict_round_trip_gives_identical_outputs(tmp_path) -> None:
@@ -170,4 +171,4 @@ def test_registry_names_unknown_fields_and_accepts_new_encoders() -> None:
     finally:
         ENCODERS.pop("identity-test", None)
     with pytest.raises(ConfigError, match="method"):
-        tiny_model().decode(torch.randn(1, 20, 80), torch.tensor([20]), method="nope")
+        tiny_model().decode(torch.randn(1, 20, 80), torch.tensor([20]), DecodeOptions(method="nope"))

@@ -11,6 +11,7 @@ import torch
 
 from malsori.audio import load_audio
 from malsori.decode.ctc import ctc_greedy, ctc_prefix_beam_search
+from malsori.decode.options import DecodeOptions
 from malsori.decode.transducer import modified_beam_search, transducer_greedy
 from malsori.errors import ConfigError
 from malsori.features import Fbank, FbankConfig, GlobalCMVN
@@ -82,7 +83,7 @@ def test_stream_equals_chunk_masked_offline(wave, head, method):
     offline = _offline(rec, wave, chunk=8, left=2, method=method)
     assert offline.tokens, "an untrained model still emits tokens; an empty result would make this test vacuous"
     for pieces in ([len(wave)], [1600], [123, 4567, 999]):
-        cfg = StreamConfig(chunk_ms=320, left_chunks=2, method=method, beam_size=4, **NO_ENDPOINT)
+        cfg = StreamConfig(chunk_ms=320, left_chunks=2, decode=DecodeOptions(method, beam_size=4), **NO_ENDPOINT)
         stream, finals = _stream(rec, wave, cfg, pieces)
         assert len(finals) == 1
         assert finals[0].tokens == offline.tokens
@@ -101,7 +102,8 @@ def test_stream_with_look_ahead_equals_offline(wave, head, method):
     offline = _offline(rec, wave, chunk=4, left=2, method=method, right=3)
     assert offline.tokens
     for pieces in ([len(wave)], [123, 4567, 999]):
-        cfg = StreamConfig(chunk_ms=160, left_chunks=2, lookahead_ms=120, method=method, beam_size=4, **NO_ENDPOINT)
+        cfg = StreamConfig(chunk_ms=160, left_chunks=2, lookahead_ms=120, decode=DecodeOptions(method, beam_size=4),
+                           **NO_ENDPOINT)
         _, finals = _stream(rec, wave, cfg, pieces)
         assert finals[0].tokens == offline.tokens
         assert finals[0].score == pytest.approx(offline.score, abs=1e-3)
@@ -145,7 +147,7 @@ def test_stream_refuses_what_cannot_stream():
     with pytest.raises(ConfigError, match="chunk_ms"):
         rec.stream(StreamConfig(chunk_ms=50))
     with pytest.raises(ConfigError, match="method"):
-        rec.stream(StreamConfig(method="viterbi"))
+        rec.stream(StreamConfig(decode=DecodeOptions(method="viterbi")))
     with pytest.raises(ConfigError, match="Hz"):
         rec.stream().accept_waveform(np.zeros(100, dtype=np.float32), sample_rate=8000)
 

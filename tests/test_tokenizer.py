@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from malsori.commands.tokenizer import tokenizer as tokenizer_cli
 from malsori.data.manifest import Utterance, write_manifest
 from malsori.errors import MalsoriError
-from malsori.tokenizer import load_tokenizer, train_tokenizer
+from malsori.tokenizer import SpecialIds, load_tokenizer, train_tokenizer
 
 WORDS = ("the quick brown fox jumps over lazy dog speech recognition is fun when models learn from many "
          "voices and words sound different in every room while we listen closely to zero one two three").split()
@@ -31,7 +31,7 @@ def trained():
 @pytest.mark.parametrize("kind", ["char", "bpe", "unigram"])
 def test_reserved_ids_and_round_trip(trained, kind):
     tok = trained[kind]
-    assert (tok.blank_id, tok.unk_id, tok.sos_eos_id) == (0, 1, 2)
+    assert tok.special_ids == SpecialIds(blank=0, unk=1, sos=2, eos=2)
     assert [tok.id_to_piece(i) for i in range(3)] == ["<blank>", "<unk>", "<sos/eos>"]
     for text in TEXTS[:50] + [HELD_OUT]:
         ids = tok.encode(text)

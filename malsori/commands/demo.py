@@ -44,6 +44,7 @@ def demo(out: Path, steps: int, num_train: int, seed: int) -> None:
     from malsori.commands.train import resolve_recipe
     from malsori.config import load_config
     from malsori.data.synth import SynthConfig, synthesize_corpus
+    from malsori.decode.options import DecodeOptions
     from malsori.evaluate import evaluate_manifest
     from malsori.pretrained import Recognizer
     from malsori.train import TrainConfig, train
@@ -61,7 +62,7 @@ def demo(out: Path, steps: int, num_train: int, seed: int) -> None:
     click.secho("[4/5] scoring on held-out voices and sentences (test split)", bold=True)
     rec = Recognizer.load(model_dir)
     for method in ("greedy", "beam"):
-        res = evaluate_manifest(rec, manifests["test"], method=method, report=out / f"eval_test_{method}.tsv")
+        res = evaluate_manifest(rec, manifests["test"], DecodeOptions(method=method), report=out / f"eval_test_{method}.tsv")
         click.echo(f"  {method:6s} {res.summary()}")
     click.secho("[5/5] transcribing a held-out file", bold=True)
     from malsori.data.manifest import read_manifest

@@ -28,10 +28,11 @@ device_option = click.option("--device", default="auto", show_default=True, help
 @click.option("--strict", is_flag=True, help="Malformed manifest lines and unreadable audio are errors, not counted skips.")
 def evaluate(model, manifest, method, beam_size, batch_size, device, report, limit, strict) -> None:
     """Print WER and CER of MODEL on MANIFEST and write a per-utterance report sorted worst first."""
+    from malsori.decode.options import DecodeOptions
     from malsori.evaluate import evaluate_manifest
 
-    res = evaluate_manifest(model, manifest, method=method, beam_size=beam_size, batch_size=batch_size, device=device,
-                            report=report, limit=limit, strict=strict)
+    res = evaluate_manifest(model, manifest, DecodeOptions(method=method, beam_size=beam_size), batch_size=batch_size,
+                            device=device, report=report, limit=limit, strict=strict)
     click.echo(res.summary())
 
 
@@ -46,12 +47,14 @@ def evaluate(model, manifest, method, beam_size, batch_size, device, report, lim
 def transcribe(model, files, method, beam_size, batch_size, device, as_json) -> None:
     """Transcribe audio FILES (wav/flac/ogg/mp3, any rate) with MODEL; long files are cut into segments."""
     import malsori
+    from malsori.decode.options import DecodeOptions
 
+    options = DecodeOptions(method=method, beam_size=beam_size)
     rec = malsori.load(model, device)
     chunk = max(1, batch_size)
     for i in range(0, len(files), chunk):  # bounded memory: a chunk of files at a time
         t0 = time.time()
-        for t in rec.transcribe([str(f) for f in files[i : i + chunk]], method=method, beam_size=beam_size, batch_size=batch_size):
+        for t in rec.transcribe([str(f) for f in files[i : i + chunk]], options, batch_size=batch_size):
             if as_json:
                 click.echo(json.dumps({**t.to_json(), "rtf": round((time.time() - t0) / max(t.duration, 1e-9), 4)}, ensure_ascii=False))
             else:

@@ -77,13 +77,15 @@ def stream(model, file, mic, fast, chunk_ms, left_chunks, lookahead_ms, method, 
 
     import malsori
     from malsori.audio import SAMPLE_RATE, load_audio
+    from malsori.decode.options import DecodeOptions
     from malsori.errors import ConfigError
     from malsori.streaming import StreamConfig
 
     if mic == (file is not None):
         raise ConfigError("stream: give either FILE or --mic")
     torch.set_num_threads(threads)
-    cfg = StreamConfig(chunk_ms=chunk_ms, left_chunks=left_chunks, lookahead_ms=lookahead_ms, method=method, beam_size=beam_size,
+    cfg = StreamConfig(chunk_ms=chunk_ms, left_chunks=left_chunks, lookahead_ms=lookahead_ms,
+                       decode=DecodeOptions(method=method, beam_size=beam_size),
                        endpoint_silence_s=endpoint_silence, max_utterance_s=max_utterance)
     s = malsori.load(model, device).stream(cfg)
     block = int(round(chunk_ms / 1000 * SAMPLE_RATE))

@@ -21,44 +21,48 @@ bonus is the cheaper way to stop favouring short outputs. Beam size 1 is greedy 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from malsori.decode.result import Hypothesis
+from malsori.decode.scorers import PartialScorer, Scorer
+from malsori.tokenizer import SPECIAL_IDS, SpecialIds
 
 
 class BeamSearch:
-    """Beam search over `scorers` (name → full or partial scorer, see `malsori.decode.scorers`) with `weights`.
+    """Beam search over `scorers` (name → `Scorer` or `PartialScorer`, see `malsori.decode.scorers`) with `weights`.
 
     beam_size: hypotheses kept per utterance; pre_beam: candidate tokens per hypothesis the full scorers pass to
-    the partial ones (default 1.5 × beam; eos is always added); sos / eos: the start and end ids; blank: an id
-    never emitted (CTC blank / padding); max_len: the most tokens per output, else max_len_ratio × the memory
-    length (≥ 1); length_bonus: added per token; normalize_length: rank by score per token; nbest: hypotheses
-    returned in `.nbest`. Each Hypothesis also carries `scores` (scorer name → its unweighted log-prob).
-    Scorers with weight 0 are not run. With a negative weight the early stop is off (its bound needs w ≥ 0).
+    the partial ones (default 1.5 × beam; eos is always added); ids: the tokenizer's special ids (sos starts, eos
+    ends, blank is never emitted); max_len: the most tokens per output, else max_len_ratio × the memory length
+    (≥ 1); length_bonus: added per token; normalize_length: rank by score per token; nbest: hypotheses returned in
+    `.nbest`; prompt: token ids the scorers that read one see before the output. Each Hypothesis also carries
+    `scores` (scorer name → its unweighted log-prob). Scorers with weight 0 are not run. With a negative weight
+    the early stop is off (its bound needs w ≥ 0).
     """
 
-    def __init__(self, scorers: dict[str, Any], weights: dict[str, float], beam_size: int = 8, sos: int = 2,
-                 eos: int = 2, blank: int = 0, pre_beam: int | None = None, max_len: int | None = None,
+    def __init__(self, scorers: dict[str, Scorer], weights: dict[str, float], beam_size: int = 8,
+                 ids: SpecialIds = SPECIAL_IDS, pre_beam: int | None = None, max_len: int | None = None,
                  max_len_ratio: float = 1.0, length_bonus: float = 0.0, normalize_length: bool = False,
-                 nbest: int = 1) -> None:
+                 nbest: int = 1, prompt: Sequence[int] = ()) -> None:
         if beam_size < 1 or nbest < 1:
             raise ValueError(f"beam_size and nbest must be >= 1, got {beam_size} and {nbest}")
         if set(scorers) != set(weights):
             raise ValueError(f"scorers {sorted(scorers)} and weights {sorted(weights)} must name the same scorers")
         # partial scorers first: their states give token frames (CTC alignments) in preference to attention
-        names = sorted((n for n in scorers if weights[n] != 0), key=lambda n: hasattr(scorers[n], "score"))
+        names = sorted((n for n in scorers if weights[n] != 0), key=lambda n: not isinstance(scorers[n], PartialScorer))
         if not names:
             raise ValueError("beam search needs at least one scorer with a non-zero weight")
         self.scorers = {n: scorers[n] for n in names}
-        self.partial = [n for n in names if not hasattr(scorers[n], "score")]
+        self.partial = [n for n in names if isinstance(scorers[n], PartialScorer)]
         self.weights = torch.tensor([float(weights[n]) for n in names])
-        self.beam_size, self.sos, self.eos, self.blank = beam_size, sos, eos, blank
+        self.beam_size, self.sos, self.eos, self.blank = beam_size, ids.sos, ids.eos, ids.blank
         self.pre_beam = pre_beam if pre_beam is not None else int(1.5 * beam_size)
         self.max_len, self.max_len_ratio = max_len, max_len_ratio
         self.length_bonus, self.normalize_length, self.nbest = length_bonus, normalize_length, nbest
+        self.prompt = tuple(prompt)
 
     @torch.no_grad()
     def __call__(self, memory: Tensor, memory_lens: Tensor) -> list[Hypothesis]:
@@ -67,8 +71,8 @@ class BeamSearch:
         n = b * beam
         mem, lens = memory.repeat_interleave(beam, 0), memory_lens.repeat_interleave(beam, 0)
         max_lens = self._max_lens(memory_lens).repeat_interleave(beam)
-        states = {name: s.init_state(mem, lens) for name, s in self.scorers.items()}
-        ys = torch.full((n, 1), self.sos, dtype=torch.long, device=device)
+        states = {name: s.init_state(n, mem, lens, self.prompt) for name, s in self.scorers.items()}
+        ys = torch.zeros((n, 0), dtype=torch.long, device=device)  # the output tokens (eos last once ended)
         frames = ys.new_zeros(n, 0)
         score = torch.zeros(n, device=device)
         score.view(b, beam)[:, 1:] = float("-inf")  # one live hypothesis per utterance to start with
@@ -78,7 +82,7 @@ class BeamSearch:
         weights = self.weights.to(device)
 
         for step in range(int(max_lens.max()) + 1):
-            cand, cand_parts, new_states = self._expand(ys, states, mem, lens, weights)  # [N, K], [N, K, S]
+            cand, cand_parts, scored = self._expand(states, mem, lens, weights)  # [N, K], [N, K, S]
             k = cand.size(1)
             gain = (cand_parts * weights).sum(-1) + self.length_bonus * (cand != self.eos)
             at_max = (step >= max_lens)[:, None] & (cand != self.eos)
@@ -88,13 +92,12 @@ class BeamSearch:
             col = (flat % k).view(-1)
             score, token = top.view(-1), cand[src, col]
             ys, parts = torch.cat((ys[src], token[:, None]), 1), parts[src] + cand_parts[src, col]
-            states = {name: s.select_state(new_states[name], src * k + col if name in self.partial else src)
-                      for name, s in self.scorers.items()}
+            states = {name: s.extend(scored[name], src, token) for name, s in self.scorers.items()}
             frames = torch.cat((frames[src], self._token_frames(states, lens)[:, None]), 1)
 
             finished = (token == self.eos) & (score > float("-inf"))
             for j in finished.nonzero().view(-1).tolist():
-                ended[j // beam].append(self._hypothesis(ys[j, 1:-1], frames[j, :-1], score[j], parts[j]))
+                ended[j // beam].append(self._hypothesis(ys[j, :-1], frames[j, :-1], score[j], parts[j]))
             score = score.masked_fill(token == self.eos, float("-inf"))
             done |= self._finished(ended, score.view(b, beam), step + 1, max_lens.view(b, beam)[:, 0])
             score.view(b, beam)[done] = float("-inf")
@@ -115,13 +118,13 @@ class BeamSearch:
             return torch.full_like(memory_lens, self.max_len).long()
         return (memory_lens.float() * self.max_len_ratio).long().clamp(min=1)
 
-    def _expand(self, ys: Tensor, states: dict, mem: Tensor, lens: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, dict]:
-        """Score the candidates of every hypothesis → (candidates [N, K], per-scorer scores [N, K, S], new states)."""
-        full, new_states = {}, {}
+    def _expand(self, states: dict, mem: Tensor, lens: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, dict]:
+        """Score the candidates of every hypothesis → (candidates [N, K], per-scorer scores [N, K, S], scored states)."""
+        full, scored = {}, {}
         for name, s in self.scorers.items():
             if name not in self.partial:
-                full[name], new_states[name] = s.score(ys, states[name], mem, lens)
-        n = ys.size(0)
+                full[name], scored[name] = s.score(states[name], mem, lens)
+        n = mem.size(0)
         if full and self.partial:  # pre-beam: the best tokens of the weighted full scorers, eos added always
             pre = sum(weights[i] * full[name] for i, name in enumerate(self.scorers) if name in full)
             pre[:, [self.eos, self.blank]] = float("-inf")
@@ -131,20 +134,20 @@ class BeamSearch:
             cand = torch.cat((top, top.new_full((n, 1), self.eos)), 1)
         else:  # one kind of scorer only: every token is a candidate
             vocab = next(iter(full.values())).size(1) if full else self.scorers[self.partial[0]].vocab_size
-            cand = torch.arange(vocab, device=ys.device).expand(n, vocab)
+            cand = torch.arange(vocab, device=mem.device).expand(n, vocab)
         parts = []
         for name, s in self.scorers.items():
             if name in full:
                 parts.append(full[name].gather(1, cand))
             else:
-                scores, new_states[name] = s.score_partial(ys, cand, states[name], mem, lens)
+                scores, scored[name] = s.score(states[name], mem, lens, cand)
                 parts.append(scores)
-        return cand, torch.stack(parts, -1), new_states
+        return cand, torch.stack(parts, -1), scored
 
     def _token_frames(self, states: dict, lens: Tensor) -> Tensor:
         """[N] the encoder frame of each hypothesis' newest token: from the first scorer that knows, else the last."""
         for name, s in self.scorers.items():
-            frame = s.token_frame(states[name]) if hasattr(s, "token_frame") else None
+            frame = s.token_frame(states[name])
             if frame is not None:
                 return frame.long()
         return (lens - 1).clamp(min=0).long()

@@ -1,24 +1,29 @@
 """CTC search: greedy (best path) and prefix beam search over per-frame log-probabilities.
 
 Both take log_probs [B, T, V] and lengths [B] and return one `Hypothesis` per utterance. Frames past an
-utterance's length are ignored, so padded batches give the same results as single utterances.
+utterance's length are ignored, so padded batches give the same results as single utterances. The prefix beam
+search adds extra scorers (and a length bonus) to a prefix's score each time a label extends it (`PrefixFusion`).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
+from malsori.decode.fusion import PrefixFusion, active
 from malsori.decode.result import Hypothesis
+from malsori.decode.scorers import WeightedScorer
 from malsori.nn.mask import length_mask
+from malsori.tokenizer import SPECIAL_IDS
 
 NEG_INF = float("-inf")
 
 
 def ctc_greedy(
-    log_probs: Tensor, lengths: Tensor, blank_id: int = 0, prev_ids: Tensor | None = None, frame_offset: int = 0
+    log_probs: Tensor, lengths: Tensor, blank_id: int = SPECIAL_IDS.blank, prev_ids: Tensor | None = None, frame_offset: int = 0
 ) -> list[Hypothesis]:
     """Best path: argmax per frame, collapse repeats, drop blanks. Score = sum of the per-frame max log-probs.
 
@@ -86,11 +91,12 @@ class PrefixBeamSearch:
 
     Each prefix keeps log P(prefix, path ends in blank) and log P(prefix, path ends in its last token); a token
     equal to the prefix's last one extends it only from a blank-ending path (otherwise it is a repeat that
-    collapses).
+    collapses). With `fusion` (extra scorers over the trie's nodes, root 0) prefixes are ranked by that CTC
+    log-probability + their fused score; a hypothesis' `scores` then hold "ctc" and each extra scorer's part.
     """
 
-    def __init__(self, beam: int, blank_id: int = 0) -> None:
-        self.beam, self.blank_id, self.frames_seen = beam, blank_id, 0
+    def __init__(self, beam: int, blank_id: int = SPECIAL_IDS.blank, fusion: PrefixFusion | None = None) -> None:
+        self.beam, self.blank_id, self.frames_seen, self.fusion = beam, blank_id, 0, fusion
         self.trie = _PrefixTrie()
         # prefix node -> [log p_blank, log p_nonblank, emission frames, log-prob of the contribution that set the
         # frames, log P(prefix)]; frames are a linked list (t, previous) so extending one copies nothing
@@ -98,10 +104,12 @@ class PrefixBeamSearch:
 
     def advance(self, lp: list[list[float]], ids: list[list[int]], blank_lp: list[float]) -> None:
         """Per new frame: the candidate token ids, their log-probs and the blank log-prob."""
-        trie, blank_id = self.trie, self.blank_id
+        trie, blank_id, fusion = self.trie, self.blank_id, self.fusion
         for lp_t, ids_t, blank_t in zip(lp, ids, blank_lp):
             t = self.frames_seen
             nxt: dict[int, list] = {}
+            if fusion is not None:
+                fusion.prepare(list(self.beams))  # the next-label scores of every prefix about to be extended
 
             def add(node: int, blank_end: bool, value: float, frames: tuple | None) -> None:
                 entry = nxt.get(node)
@@ -121,14 +129,25 @@ class PrefixBeamSearch:
                         continue
                     if c == last:
                         add(node, False, pnb + lpc, frames)  # repeat of the last token: same prefix
-                        if pb != NEG_INF:
-                            add(trie.child(node, c), False, pb + lpc, (t, frames))  # blank in between: a new token
+                        if pb != NEG_INF:  # blank in between: a new token
+                            new = trie.child(node, c)
+                            if fusion is not None:
+                                fusion.add(new, node, c)
+                            add(new, False, pb + lpc, (t, frames))
                     else:
-                        add(trie.child(node, c), False, total + lpc, (t, frames))
+                        new = trie.child(node, c)
+                        if fusion is not None:
+                            fusion.add(new, node, c)
+                        add(new, False, total + lpc, (t, frames))
             for entry in nxt.values():
                 entry.append(_logaddexp(entry[0], entry[1]))
-            self.beams = dict(sorted(nxt.items(), key=lambda kv: kv[1][4], reverse=True)[: self.beam])
+            self.beams = dict(sorted(nxt.items(), key=self._rank, reverse=True)[: self.beam])
             self.frames_seen += 1
+
+    def _rank(self, item: tuple[int, list]) -> float:
+        """The key prefixes are pruned and ranked by: log P(prefix), plus its fused score with `fusion`."""
+        node, entry = item
+        return entry[4] if self.fusion is None else entry[4] + self.fusion.total(node)
 
     def advance_log_probs(self, log_probs: Tensor) -> None:
         """Feed log_probs [T, V] of the next frames, trying each frame's `beam` most likely tokens."""
@@ -138,32 +157,45 @@ class PrefixBeamSearch:
 
     def ranked(self, nbest: int = 1) -> list[Hypothesis]:
         """The best `nbest` prefixes so far, best first; the first carries the list as `.nbest` when nbest > 1."""
-        entries = sorted(self.beams.items(), key=lambda kv: kv[1][4], reverse=True)[: max(nbest, 1)]
-        alts = [Hypothesis(self.trie.tokens(node), e[4], _unlink(e[2])) for node, e in entries]
-        best = Hypothesis(alts[0].tokens, alts[0].score, alts[0].token_frames, nbest=alts if nbest > 1 else [])
+        entries = sorted(self.beams.items(), key=self._rank, reverse=True)[: max(nbest, 1)]
+        alts = [Hypothesis(self.trie.tokens(node), self._rank((node, e)), _unlink(e[2])) for node, e in entries]
+        if self.fusion is not None:
+            for alt, (node, e) in zip(alts, entries):
+                alt.scores = {"ctc": e[4], **self.fusion.parts(node)}
+        best = Hypothesis(alts[0].tokens, alts[0].score, alts[0].token_frames, nbest=alts if nbest > 1 else [],
+                          scores=alts[0].scores)
         return [best] + alts[1:]
 
 
 def ctc_prefix_beam_search(
-    log_probs: Tensor, lengths: Tensor, beam_size: int = 8, nbest: int = 1, blank_id: int = 0
+    log_probs: Tensor, lengths: Tensor, beam_size: int = 8, nbest: int = 1, blank_id: int = SPECIAL_IDS.blank,
+    scorers: Sequence[WeightedScorer] = (), length_bonus: float = 0.0, prompt: Sequence[int] = (),
+    memory: Tensor | None = None, memory_lens: Tensor | None = None,
 ) -> list[Hypothesis]:
     """CTC prefix beam search: keeps `beam_size` label prefixes, merging all alignments of the same prefix.
 
     Per frame only the `beam_size` most likely tokens are tried. Score = log of the total probability of the
-    prefix's surviving alignments (the exact CTC log-likelihood when the beam is wide enough). The best
-    hypothesis carries the top `nbest` in `.nbest`.
+    prefix's surviving alignments (the exact CTC log-likelihood when the beam is wide enough), plus, per label,
+    the weighted extra `scorers` (which read `prompt` first and get the encoder output `memory` [B, T, D]) and the
+    length bonus. The best hypothesis carries the top `nbest` in `.nbest`.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    fused = bool(active(scorers)) or length_bonus != 0
     hyps = []
     for b, n in enumerate(lengths.tolist()):
-        search = PrefixBeamSearch(beam_size, blank_id)
+        fusion = None
+        if fused:
+            mem = None if memory is None else memory[b : b + 1, : int(memory_lens[b])]
+            lens = None if memory is None else memory_lens[b : b + 1]
+            fusion = PrefixFusion(scorers, log_probs.size(-1), 0, length_bonus, prompt, mem, lens)
+        search = PrefixBeamSearch(beam_size, blank_id, fusion)
         search.advance_log_probs(log_probs[b, :n])
         hyps.append(search.ranked(nbest)[0])
     return hyps
 
 
-def ctc_forced_align(log_probs: Tensor, tokens: list[int], blank_id: int = 0) -> tuple[list[tuple[int, int]], float]:
+def ctc_forced_align(log_probs: Tensor, tokens: list[int], blank_id: int = SPECIAL_IDS.blank) -> tuple[list[tuple[int, int]], float]:
     """Viterbi alignment of `tokens` to log_probs [T, V]: the single most probable CTC path that spells them.
 
     Returns ([(first frame, last frame)] of each token's run, the path's log-probability). Used as the reference

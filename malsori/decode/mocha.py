@@ -7,19 +7,25 @@ the last frame attends to nothing (zero context), as offline MoChA does, and dec
 length limit. The result equals `AttentionModel.greedy` on the whole utterance, whatever the sizes of the pieces
 the frames arrive in. `MonotonicStream` holds this waiting / length-limit logic once; `MonotonicGreedyStream`
 (LAS, one reader) and `TransformerMonotonicStream` (one reader per block) supply the decoder's step.
+Extra scorers (`RowFusion`; they get no memory, as the audio is still arriving) and a length bonus are added to
+the decoder's log-probs before each choice, as `AttentionModel.greedy` does.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
+from malsori.decode.fusion import RowFusion, active
 from malsori.decode.result import Hypothesis
+from malsori.decode.scorers import WeightedScorer
 from malsori.nn.decoders import LASDecoder
 from malsori.nn.transformer import TransformerDecoder
+from malsori.tokenizer import SPECIAL_IDS, SpecialIds
 
 
 @dataclass
@@ -29,7 +35,8 @@ class StreamToken:
     token: int  # token id (eos included, as the last one)
     frame: int  # encoder frame the monotonic reader halted at (the last frame if it ran past the end)
     arrived: int  # encoder frames that had arrived when the token was emitted; frame < arrived always
-    score: float  # log-probability of the token
+    score: float  # the decoder's log-probability of the token
+    parts: tuple[float, ...] = ()  # each extra scorer's log-probability of the token
 
 
 class MonotonicStream(ABC):
@@ -39,13 +46,17 @@ class MonotonicStream(ABC):
     `finish()` marks the end of the input and returns the rest (up to and including eos). `emitted` keeps every
     token with its halting frame and arrival count, for latency measurements. The length limit is the one of
     `AttentionModel.greedy`: step i ≥ max(1, ⌊max_len_ratio · frames⌋) may only emit eos; while the input is open
-    such a step waits, since more frames raise the limit.
+    such a step waits, since more frames raise the limit (a fixed `max_len` does not wait). Each step chooses the
+    token by decoder log-prob + Σ w · extra scorer + `length_bonus` (not for eos).
     """
 
-    def __init__(self, sos: int = 2, eos: int = 2, blank: int = 0, max_len_ratio: float = 1.0) -> None:
-        self.sos, self.eos, self.blank, self.max_len_ratio = sos, eos, blank, max_len_ratio
+    def __init__(self, ids: SpecialIds = SPECIAL_IDS, max_len_ratio: float = 1.0, max_len: int | None = None,
+                 scorers: Sequence[WeightedScorer] = (), length_bonus: float = 0.0) -> None:
+        self.sos, self.eos, self.blank = ids.sos, ids.eos, ids.blank
+        self.max_len_ratio, self.max_len, self.length_bonus = max_len_ratio, max_len, length_bonus
+        self.fusion = RowFusion(scorers, 1) if active(scorers) else None
         self.memory: Tensor | None = None  # [1, arrived, D]: every frame received so far, nothing else
-        self.last = sos  # newest token fed back
+        self.last = self.sos  # newest token fed back
         self.finished = False  # no more frames will come
         self.done = False  # eos emitted
         self.emitted: list[StreamToken] = []
@@ -78,12 +89,23 @@ class MonotonicStream(ABC):
         return self._run()
 
     def hypothesis(self) -> Hypothesis:
-        """The result as the offline searches give it (tokens without eos, their frames, summed log-probability)."""
+        """The result as the offline searches give it (tokens without eos, their frames, summed log-probability;
+        with extra scorers or a length bonus, the fused total, and `scores` of "att" and each scorer)."""
         toks = [t for t in self.emitted if t.token != self.eos]
-        return Hypothesis(tokens=[t.token for t in toks], score=sum(t.score for t in self.emitted),
-                          token_frames=[t.frame for t in toks])
+        hyp = Hypothesis(tokens=[t.token for t in toks], score=sum(t.score for t in self.emitted),
+                         token_frames=[t.frame for t in toks])
+        if self.fusion is not None or self.length_bonus:
+            weights = [s.weight for s in self.fusion.scorers] if self.fusion is not None else []
+            hyp.score = sum(t.score + sum(w * p for w, p in zip(weights, t.parts)) for t in self.emitted)
+            hyp.score += self.length_bonus * len(toks)
+            names = self.fusion.names if self.fusion is not None else []
+            hyp.scores = {"att": sum(t.score for t in self.emitted),
+                          **{n: sum(t.parts[i] for t in self.emitted) for i, n in enumerate(names)}}
+        return hyp
 
     def _max_len(self) -> int:
+        if self.max_len is not None:
+            return self.max_len
         return int((torch.tensor(float(self.arrived)) * self.max_len_ratio).long().clamp(min=1))
 
     @abstractmethod
@@ -107,24 +129,33 @@ class MonotonicStream(ABC):
         while not self.done:
             i = len(self.emitted)
             at_limit = i >= self._max_len()
-            if at_limit and not self.finished:
+            if at_limit and not self.finished and self.max_len is None:
                 break  # more frames may still raise the limit
             step = self._step()
             if step is None:
                 break  # a reader reached the newest frame without halting: wait
             log_probs, halt = step
+            gains, parts = log_probs, None
+            if self.fusion is not None:
+                weighted, parts = self.fusion.next()  # [1, V], [1, S, V]
+                gains = gains + weighted[0]
+            if self.length_bonus:
+                gains = gains + self.length_bonus * (torch.arange(gains.size(0), device=gains.device) != self.eos)
             banned = torch.zeros_like(log_probs, dtype=torch.bool)
             banned[self.blank] = True
             if at_limit:
                 banned[:] = True
                 banned[self.eos] = False
-            score, token = log_probs.masked_fill(banned, float("-inf")).max(-1)
-            tok = StreamToken(int(token), min(halt, n - 1), n, float(score))
+            token = int(gains.masked_fill(banned, float("-inf")).max(-1)[1])
+            extra = () if parts is None else tuple(parts[0, :, token].tolist())
+            tok = StreamToken(token, min(halt, n - 1), n, float(log_probs[token]), extra)
             self.emitted.append(tok)
             out.append(tok)
             self._commit(tok.token)
             self.last = tok.token
             self.done = tok.token == self.eos
+            if self.fusion is not None and not self.done:
+                self.fusion.extend(torch.tensor([token]))
         return out
 
 
@@ -132,10 +163,11 @@ class MonotonicGreedyStream(MonotonicStream):
     """Online greedy decoding with a `LASDecoder(attention="mocha")`: the decoder LSTM runs once per step (it needs no
     audio); only the attention is retried when frames arrive, over the frames from the previous halt's chunk on."""
 
-    def __init__(self, decoder: LASDecoder, sos: int = 2, eos: int = 2, blank: int = 0, max_len_ratio: float = 1.0) -> None:
+    def __init__(self, decoder: LASDecoder, **settings) -> None:
+        """`settings`: those of `MonotonicStream` (ids, length limits, extra scorers, length bonus)."""
         if getattr(decoder, "kind", None) != "mocha":
             raise ValueError("MonotonicGreedyStream needs a LAS decoder with attention='mocha'")
-        super().__init__(sos, eos, blank, max_len_ratio)
+        super().__init__(**settings)
         self.decoder = decoder
         self.attention = decoder.attention
         self.keys: Tensor | None = None  # [1, arrived, 2A]: the frames' attention projections
@@ -182,17 +214,17 @@ class TransformerMonotonicStream(MonotonicStream):
     simply redone when frames arrive (a block's earlier outputs are kept in the state, so nothing else is redone).
     The token's frame is the last block's halt."""
 
-    def __init__(self, decoder: TransformerDecoder, sos: int = 2, eos: int = 2, blank: int = 0,
-                 max_len_ratio: float = 1.0) -> None:
+    def __init__(self, decoder: TransformerDecoder, **settings) -> None:
+        """`settings`: those of `MonotonicStream` (ids, length limits, extra scorers, length bonus)."""
         if getattr(decoder, "cross", None) != "mocha":
             raise ValueError("TransformerMonotonicStream needs a Transformer decoder with cross='mocha'")
         if decoder.training:
             raise ValueError("TransformerMonotonicStream decodes with the hard reader: call .eval() on the model first")
-        super().__init__(sos, eos, blank, max_len_ratio)
+        super().__init__(**settings)
         self.decoder = decoder
         self.keys: Tensor | None = None  # [1, layers, arrived, 2A]: every block's projections of the frames
         self.state: dict | None = None  # the decoder state after the last emitted token (its "keys" are not used)
-        self.ys = [sos]  # sos + the emitted tokens: the prefix fed to the decoder
+        self.ys = [self.sos]  # sos + the emitted tokens: the prefix fed to the decoder
         self.taken: dict | None = None  # decoder state of the step just taken
 
     def _append(self, frames: Tensor) -> None:
@@ -218,8 +250,9 @@ class TransformerMonotonicStream(MonotonicStream):
         self.ys.append(token)
 
 
-def monotonic_stream(decoder, sos: int = 2, eos: int = 2, blank: int = 0, max_len_ratio: float = 1.0) -> MonotonicStream:
-    """The online greedy decoder for a MoChA attention decoder: LAS (attention="mocha") or Transformer (cross="mocha")."""
+def monotonic_stream(decoder, **settings) -> MonotonicStream:
+    """The online greedy decoder for a MoChA attention decoder: LAS (attention="mocha") or Transformer (cross="mocha");
+    `settings` are those of `MonotonicStream`."""
     if getattr(decoder, "cross", None) == "mocha":
-        return TransformerMonotonicStream(decoder, sos, eos, blank, max_len_ratio)
-    return MonotonicGreedyStream(decoder, sos, eos, blank, max_len_ratio)
+        return TransformerMonotonicStream(decoder, **settings)
+    return MonotonicGreedyStream(decoder, **settings)

@@ -14,17 +14,18 @@ import torch
 from torch import Tensor
 
 from malsori.decode.result import Hypothesis
+from malsori.tokenizer import SPECIAL_IDS, SpecialIds
 
 
 @torch.no_grad()
 def attention_rescore(decoder: Any, memory: Tensor, memory_lens: Tensor, nbest: list[list[Hypothesis]],
-                      ctc_weight: float, sos: int = 2, eos: int = 2) -> list[Hypothesis]:
+                      ctc_weight: float, ids: SpecialIds = SPECIAL_IDS) -> list[Hypothesis]:
     """memory [B, T, D], one candidate list per utterance → the best per utterance, `.nbest` re-ranked.
 
     The new hypotheses keep tokens, frames and text; `scores` holds {"att": ..., "ctc": ...} of each.
     """
     flat = [hyp for hyps in nbest for hyp in hyps]
-    att = _attention_logprobs(decoder, memory, memory_lens, nbest, sos, eos).tolist() if flat else []
+    att = _attention_logprobs(decoder, memory, memory_lens, nbest, ids.sos, ids.eos).tolist() if flat else []
     rescored = [_rescored(hyp, a, (1.0 - ctc_weight) * a + ctc_weight * hyp.score) for hyp, a in zip(flat, att)]
     results, start = [], 0
     for hyps in nbest:

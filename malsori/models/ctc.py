@@ -7,20 +7,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from malsori.decode.ctc import ctc_greedy, ctc_prefix_beam_search
+from malsori.decode.fusion import active
+from malsori.decode.options import DecodeOptions
 from malsori.decode.result import Hypothesis
-from malsori.errors import ConfigError
+from malsori.tokenizer import SPECIAL_IDS, SpecialIds
 
 DECODE_METHODS = ("greedy", "beam")
 
 
 class CTCModel(nn.Module):
-    """Encoder → Linear(output_dim, vocab_size) → log-softmax; token `blank_id` is the CTC blank."""
+    """Encoder → Linear(output_dim, vocab_size) → log-softmax; `special_ids.blank` (the tokenizer's) is the CTC blank."""
 
-    def __init__(self, encoder: nn.Module, vocab_size: int, blank_id: int = 0) -> None:
+    def __init__(self, encoder: nn.Module, vocab_size: int, special_ids: SpecialIds = SPECIAL_IDS) -> None:
         super().__init__()
         self.encoder = encoder
         self.vocab_size = vocab_size
-        self.blank_id = blank_id
+        self.special_ids = special_ids
+        self.blank_id = special_ids.blank
         self.head = nn.Linear(encoder.output_dim, vocab_size)
 
     def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -51,16 +54,28 @@ class CTCModel(nn.Module):
         return loss, {"loss": value, "ctc": value, "utt": losses.detach().cpu()}
 
     @torch.no_grad()
-    def decode(
-        self, feats: Tensor, feat_lens: Tensor, method: str = "greedy", beam_size: int = 8, nbest: int = 1
-    ) -> list[Hypothesis]:
-        """One hypothesis per utterance by `method` "greedy" or "beam" (prefix beam search of `beam_size`).
+    def decode(self, feats: Tensor, feat_lens: Tensor, options: DecodeOptions = DecodeOptions()) -> list[Hypothesis]:
+        """One hypothesis per utterance by `options.method` "greedy" or "beam" (prefix beam search, with the extra
+        scorers and length bonus of `options`; the best carries `options.nbest` alternatives when nbest > 1).
 
         Call `model.eval()` first: decoding does not change the module's mode.
         """
-        if method not in DECODE_METHODS:
-            raise ConfigError(f"decode method: unknown '{method}' (known: {', '.join(DECODE_METHODS)})")
-        log_probs, lengths = self(feats, feat_lens)
-        if method == "greedy":
-            return ctc_greedy(log_probs, lengths, blank_id=self.blank_id)
-        return ctc_prefix_beam_search(log_probs, lengths, beam_size, nbest=nbest, blank_id=self.blank_id)
+        self.check_options(options)
+        enc, enc_lens = self.encoder(feats, feat_lens)
+        log_probs = self.head(enc).float().log_softmax(dim=-1)
+        if options.method == "greedy":
+            return ctc_greedy(log_probs, enc_lens, blank_id=self.blank_id)
+        return ctc_prefix_beam_search(log_probs, enc_lens, options.beam_size, nbest=options.nbest, blank_id=self.blank_id,
+                                      scorers=options.scorers, length_bonus=options.length_bonus or 0.0,
+                                      prompt=options.prompt, memory=enc, memory_lens=enc_lens)
+
+    def check_options(self, options: DecodeOptions) -> None:
+        """ConfigError for an unknown method or a setting this model's searches do not use."""
+        unused = {"ctc_weight": "a CTC model has only CTC", "max_len": "CTC decides the length",
+                  "max_len_ratio": "CTC decides the length"}
+        if options.method == "greedy":
+            unused.update(scorers="greedy CTC takes no extra scorers (use beam)",
+                          length_bonus="greedy CTC ranks nothing (use beam)")
+        if not active(options.scorers):
+            unused["prompt"] = "only the extra scorers would read it, and there are none"
+        options.check("a CTC model", DECODE_METHODS, unused, self.vocab_size)

@@ -78,7 +78,7 @@ def _transformer(cfg: ModelConfig, input_dim: int) -> nn.Module:
 
 @register_head("ctc")
 def _ctc(cfg: ModelConfig, encoder: nn.Module, vocab_size: int) -> nn.Module:
-    return CTCModel(encoder, vocab_size, blank_id=0)
+    return CTCModel(encoder, vocab_size)
 
 
 @register_head("transducer")

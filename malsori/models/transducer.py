@@ -14,12 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from malsori.decode.options import DecodeOptions
 from malsori.decode.result import Hypothesis
 from malsori.decode.transducer import modified_beam_search, transducer_beam_search, transducer_greedy
 from malsori.errors import ConfigError
 from malsori.losses import rnnt_loss
+from malsori.tokenizer import SPECIAL_IDS, SpecialIds
 
-BLANK = 0
 DECODE_METHODS = ("greedy", "beam", "modified_beam")
 
 PredictorState = tuple[Tensor, ...]  # every tensor's first dimension is the hypothesis / batch row
@@ -77,13 +78,13 @@ class LSTMPredictor(nn.Module):
 
 class StatelessPredictor(nn.Module):
     """Embedding of the last `context` labels + causal depthwise conv + ReLU (Ghodsi et al., 2020): no recurrence, so
-    its state is just the last labels ([B, context], blank before the start)."""
+    its state is just the last labels ([B, context], `blank` before the start)."""
 
-    def __init__(self, vocab_size: int, cfg: PredictorConfig) -> None:
+    def __init__(self, vocab_size: int, cfg: PredictorConfig, blank: int = SPECIAL_IDS.blank) -> None:
         super().__init__()
         if cfg.context < 1:
             raise ValueError(f"stateless predictor needs context >= 1, got {cfg.context}")
-        self.context = cfg.context
+        self.context, self.blank = cfg.context, blank
         self.embed = nn.Embedding(vocab_size, cfg.embed_dim)
         self.conv = nn.Conv1d(cfg.embed_dim, cfg.embed_dim, cfg.context, groups=cfg.embed_dim)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -91,12 +92,12 @@ class StatelessPredictor(nn.Module):
 
     def forward(self, ys: Tensor) -> Tensor:
         """ys [B, U+1] (blank first) → [B, U+1, D]; position u has seen ys[:, u-context+1 : u+1]."""
-        ys = F.pad(ys, (self.context - 1, 0), value=BLANK)
+        ys = F.pad(ys, (self.context - 1, 0), value=self.blank)
         x = self.dropout(self.embed(ys)).transpose(1, 2)
         return self.dropout(F.relu(self.conv(x).transpose(1, 2)))
 
     def init_state(self, batch: int) -> PredictorState:
-        return (torch.full((batch, self.context), BLANK, dtype=torch.long, device=self.embed.weight.device),)
+        return (torch.full((batch, self.context), self.blank, dtype=torch.long, device=self.embed.weight.device),)
 
     def step(self, tokens: Tensor, state: PredictorState) -> tuple[Tensor, PredictorState]:
         """tokens [B] → (output [B, D], new state = the last `context` labels)."""
@@ -120,23 +121,28 @@ class Joiner(nn.Module):
 
 
 class TransducerModel(nn.Module):
-    """encoder → (joiner ⊗ prediction network) → RNN-T loss; `decode` runs greedy / beam / modified-beam search."""
+    """encoder → (joiner ⊗ prediction network) → RNN-T loss; `decode` runs greedy / beam / modified-beam search.
+    `special_ids.blank` (the tokenizer's) is the blank and the prediction network's start symbol."""
 
-    def __init__(self, encoder: nn.Module, vocab_size: int, cfg: TransducerConfig | None = None) -> None:
+    def __init__(self, encoder: nn.Module, vocab_size: int, cfg: TransducerConfig | None = None,
+                 special_ids: SpecialIds = SPECIAL_IDS) -> None:
         super().__init__()
         self.cfg = cfg = cfg or TransducerConfig()
         self.encoder = encoder
         self.vocab_size = vocab_size
-        predictors = {"lstm": LSTMPredictor, "stateless": StatelessPredictor}
-        if cfg.predictor.kind not in predictors:
+        self.special_ids = special_ids
+        if cfg.predictor.kind == "lstm":
+            self.predictor: nn.Module = LSTMPredictor(vocab_size, cfg.predictor)
+        elif cfg.predictor.kind == "stateless":
+            self.predictor = StatelessPredictor(vocab_size, cfg.predictor, special_ids.blank)
+        else:
             raise ConfigError(f"model.transducer.predictor.kind: unknown '{cfg.predictor.kind}' (known: lstm, stateless)")
-        self.predictor = predictors[cfg.predictor.kind](vocab_size, cfg.predictor)
         self.joiner = Joiner(encoder.output_dim, self.predictor.output_dim, cfg.joiner_dim, vocab_size)
         self.ctc = nn.Linear(encoder.output_dim, vocab_size) if cfg.ctc_weight > 0 else None
 
     def joint_logits(self, enc: Tensor, targets: Tensor) -> Tensor:
         """enc [B, T, D], targets [B, U] → logits [B, T, U+1, V] for every lattice node."""
-        ys = F.pad(targets, (1, 0), value=BLANK)  # blank is the start symbol
+        ys = F.pad(targets, (1, 0), value=self.special_ids.blank)  # blank is the start symbol
         pred = self.predictor(ys)
         return self.joiner(self.joiner.enc_proj(enc)[:, :, None], self.joiner.pred_proj(pred)[:, None])
 
@@ -148,13 +154,13 @@ class TransducerModel(nn.Module):
         targets = targets[:, : int(target_lens.max())]
         logits = self.joint_logits(enc, targets)
         # an utterance with no encoder frame (too short for the subsampling) has no alignment: it contributes 0
-        losses = rnnt_loss(logits, targets, enc_lens.clamp(min=1), target_lens, blank=BLANK, reduction="none")
+        losses = rnnt_loss(logits, targets, enc_lens.clamp(min=1), target_lens, blank=self.special_ids.blank, reduction="none")
         rnnt = torch.where(enc_lens > 0, losses, 0.0).sum() / B
         stats = {"rnnt": rnnt.item(), "utt": torch.where(enc_lens > 0, losses, 0.0).detach().cpu()}
         loss = rnnt
         if self.ctc is not None:
             log_probs = self.ctc(enc).float().log_softmax(-1).transpose(0, 1)
-            ctc = F.ctc_loss(log_probs, targets, enc_lens, target_lens, blank=BLANK, reduction="sum", zero_infinity=True) / B
+            ctc = F.ctc_loss(log_probs, targets, enc_lens, target_lens, blank=self.special_ids.blank, reduction="sum", zero_infinity=True) / B
             w = self.cfg.ctc_weight
             loss = (1 - w) * rnnt + w * ctc
             stats["ctc"] = ctc.item()
@@ -162,14 +168,29 @@ class TransducerModel(nn.Module):
         return loss, stats
 
     @torch.no_grad()
-    def decode(self, feats: Tensor, feat_lens: Tensor, method: str = "greedy", beam_size: int = 8) -> list[Hypothesis]:
-        """Best hypothesis per utterance; method: greedy, beam (Graves-style), modified_beam (≤ 1 label per frame)."""
+    def decode(self, feats: Tensor, feat_lens: Tensor, options: DecodeOptions = DecodeOptions()) -> list[Hypothesis]:
+        """Best hypothesis per utterance; method: greedy, beam (Graves-style), modified_beam (≤ 1 label per frame).
+        The beam methods add the extra scorers and length bonus of `options` per label and keep `options.nbest`
+        hypotheses in `.nbest`; every method feeds `options.prompt` to the prediction network first."""
+        self.check_options(options)
         enc, enc_lens = self.encoder(feats, feat_lens)
-        m = self.cfg.max_symbols_per_frame
+        m, method, prompt = self.cfg.max_symbols_per_frame, options.method, options.prompt
         if method == "greedy":
-            return transducer_greedy(self, enc, enc_lens, max_symbols_per_frame=m)
+            return transducer_greedy(self, enc, enc_lens, max_symbols_per_frame=m, prompt=prompt)
+        fusion = dict(scorers=options.scorers, length_bonus=options.length_bonus or 0.0, prompt=prompt)
         if method == "beam":
-            return transducer_beam_search(self, enc, enc_lens, beam_size, max_symbols_per_frame=m)
-        if method == "modified_beam":
-            return modified_beam_search(self, enc, enc_lens, beam_size)
-        raise ConfigError(f"decode method: unknown '{method}' (known: {', '.join(DECODE_METHODS)})")
+            hyps = transducer_beam_search(self, enc, enc_lens, options.beam_size, max_symbols_per_frame=m, **fusion)
+        else:
+            hyps = modified_beam_search(self, enc, enc_lens, options.beam_size, **fusion)
+        for hyp in hyps:
+            hyp.nbest = hyp.nbest[: options.nbest]
+        return hyps
+
+    def check_options(self, options: DecodeOptions) -> None:
+        """ConfigError for an unknown method or a setting this model's searches do not use."""
+        unused = {"ctc_weight": "transducer searches do not use the CTC head", "max_len": "the frames bound the length",
+                  "max_len_ratio": "the frames bound the length"}
+        if options.method == "greedy":
+            unused.update(scorers="greedy transducer search takes no extra scorers (use beam or modified_beam)",
+                          length_bonus="greedy transducer search ranks nothing (use beam or modified_beam)")
+        options.check("a transducer model", DECODE_METHODS, unused, self.vocab_size)

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from malsori.decode.scorers import select_state
 from malsori.nn.mask import length_mask
 from malsori.nn.mocha import MonotonicChunkwiseAttention, initial_alignment
+from malsori.nn.state import select_state
 
 State = dict[str, Tensor | None]
 Summary = Literal["bilstm", "last", "mean"]

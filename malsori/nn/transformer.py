@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from malsori.decode.scorers import select_state
 from malsori.nn.attention import MultiHeadSelfAttention
 from malsori.nn.chunked import ChunkConfig, ChunkedEncoder, LookAhead
 from malsori.nn.mask import length_mask
 from malsori.nn.mocha import MonotonicChunkwiseAttention, initial_alignment
+from malsori.nn.state import select_state
 from malsori.nn.subsampling import Conv2dSubsampling
 
 
@@ -187,6 +187,13 @@ class DecoderBlock(nn.Module):
         """The causal self-attention branch: x + MHSA(LN(x))."""
         return x + self.dropout(self.self_attention(self.norm_self(x), mask, causal))
 
+    def attend_self_cached(self, x: Tensor, position: int, cache: Tensor) -> tuple[Tensor, Tensor]:
+        """The self-attention branch for one new position x [N, 1, D] at `position`, over the keys/values of the
+        earlier positions cache [N, 2, H, P, dh] → (x + MHSA(LN(x)), the cache with this position appended)."""
+        positions = torch.full((1,), position, dtype=torch.long, device=x.device)
+        y, keys, values = self.self_attention.forward_cached(self.norm_self(x), positions, cache[:, 0], cache[:, 1])
+        return x + self.dropout(y), torch.stack((keys, values), 1)
+
     def finish(self, x: Tensor, cross: Tensor) -> Tensor:
         """Add the cross-attention output, then the feed-forward branch."""
         x = x + self.dropout(cross)
@@ -203,8 +210,9 @@ class DecoderBlock(nn.Module):
 class TransformerDecoder(nn.Module):
     """Token embedding → N pre-LN decoder blocks → LayerNorm → output projection (an attention decoder).
 
-    `step` recomputes the whole prefix's self-attention each call (no self-attention cache): simple, and exactly
-    the teacher-forced `forward`.
+    `step` runs only the newest position: every block's self-attention keys/values of the earlier positions are
+    cached in the state, "self_kv" [N, layers, 2, H, P, dh] (P = positions read so far), so a step costs O(prefix)
+    rather than recomputing the prefix; `select_state` reorders the cache with the beam like any other entry.
 
     cross = "full": the state keeps the memory's cross-attention keys/values "memory_kv" [N, layers, T, 2D]
     (projected once per utterance, the costliest part to redo) and "attn" [N, T], the last block's
@@ -214,10 +222,9 @@ class TransformerDecoder(nn.Module):
     attention, Ma et al., 2020): each block's head reads the memory left to right over the output positions.
     Training uses the expected (soft) alignment, a recurrence over positions computed with a loop; in eval mode
     `forward` and `step` use the hard online reader, so the searches score what is decoded. The state keeps the
-    projected keys "keys" [N, layers, T, 2A], each block's cross-attention output of the earlier positions "cross"
-    [N, layers, L, D] (they depend on nothing that a later position changes), the halts "index" [N, layers]
-    (memory length = ran past the end; "alpha" [N, layers, T], log α, when made in training mode), "attn" [N, T]
-    (the last block's weights of the newest position) and "frame" [N], the last block's halt (the token's frame).
+    projected keys "keys" [N, layers, T, 2A], the halts "index" [N, layers] (memory length = ran past the end;
+    "alpha" [N, layers, T], log α, when made in training mode), "attn" [N, T] (the last block's weights of the
+    newest position) and "frame" [N], the last block's halt (the token's frame).
     """
 
     def __init__(self, vocab_size: int, memory_dim: int, d_model: int = 256, num_layers: int = 6, num_heads: int = 4,
@@ -254,39 +261,47 @@ class TransformerDecoder(nn.Module):
 
     def _run_monotonic(self, memory: Tensor, memory_lens: Tensor, ys: Tensor, ys_lens: Tensor,
                        state: dict) -> tuple[Tensor, Tensor, dict]:
-        """MoChA cross-attention for positions P.. of ys [N, L], P = the positions whose outputs `state` keeps
-        (0 after init_state) → (logits [N, L, V], weights [N, layers, L − P, T], state after position L − 1)."""
-        start, soft = state["cross"].size(2), self.training
+        """MoChA cross-attention over all of ys [N, L] from `init_state` (teacher forcing) → (logits [N, L, V], weights
+        [N, layers, L, T], state after position L − 1)."""
         x, mask, causal = self._masks(ys, ys_lens)
-        memory_mask = length_mask(memory_lens, memory.size(1))
-        if soft and "alpha" not in state:
-            raise RuntimeError("MoChA decoder state made in eval mode used in training mode")
-        crosses, weights, readers = [], [], []
+        weights, readers = [], []
         for j, layer in enumerate(self.layers):
             x = layer.attend_self(x, mask, causal)
-            query, keys = layer.norm_cross(x), state["keys"][:, j]
-            reader = state["alpha"][:, j] if soft else state["index"][:, j]
-            outs, ws = [state["cross"][:, j]], []
-            for i in range(start, ys.size(1)):
-                if soft:
-                    y, w, reader = layer.cross_attention.soft(query[:, i], keys, memory, memory_mask, reader)
-                else:
-                    y, w, reader, _ = layer.cross_attention.hard(query[:, i], keys, memory, memory_lens, reader)
-                outs.append(y[:, None])
-                ws.append(w)
-            cross = torch.cat(outs, 1)
-            x = layer.finish(x, cross)
-            crosses.append(cross)
-            weights.append(torch.stack(ws, 1) if ws else memory.new_zeros(ys.size(0), 0, memory.size(1)))
+            x, w, reader = self._monotonic_cross(layer, j, x, state, memory, memory_lens)
+            weights.append(w)
             readers.append(reader)
-        new = {**state, "cross": torch.stack(crosses, 1), "attn": weights[-1][:, -1] if weights[-1].size(1) else state["attn"]}
-        if soft:
+        return self.output(self.norm(x)), torch.stack(weights, 1), self._monotonic_state(state, weights, readers, memory_lens)
+
+    def _monotonic_cross(self, layer: DecoderBlock, j: int, x: Tensor, state: dict, memory: Tensor,
+                         memory_lens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Block j's MoChA cross-attention and feed-forward for the positions of x [N, L', D], its reader starting
+        from `state` → (x, weights [N, L', T], the reader after the last position)."""
+        soft = self.training
+        if soft and "alpha" not in state:
+            raise RuntimeError("MoChA decoder state made in eval mode used in training mode")
+        query, keys = layer.norm_cross(x), state["keys"][:, j]
+        reader = state["alpha"][:, j] if soft else state["index"][:, j]
+        memory_mask = length_mask(memory_lens, memory.size(1))
+        outs, ws = [], []
+        for i in range(x.size(1)):
+            if soft:
+                y, w, reader = layer.cross_attention.soft(query[:, i], keys, memory, memory_mask, reader)
+            else:
+                y, w, reader, _ = layer.cross_attention.hard(query[:, i], keys, memory, memory_lens, reader)
+            outs.append(y[:, None])
+            ws.append(w)
+        return layer.finish(x, torch.cat(outs, 1)), torch.stack(ws, 1), reader
+
+    def _monotonic_state(self, state: dict, weights: list[Tensor], readers: list[Tensor], memory_lens: Tensor) -> dict:
+        """The state after a MoChA run: every block's reader, the last block's weights and halt of the newest position."""
+        new = {**state, "attn": weights[-1][:, -1]}
+        if self.training:
             new["alpha"] = torch.stack(readers, 1)
             new["frame"] = new["alpha"][:, -1].argmax(-1)
         else:
             new["index"] = torch.stack(readers, 1)
             new["frame"] = torch.minimum(new["index"][:, -1], (memory_lens - 1).clamp(min=0))
-        return self.output(self.norm(x)), torch.stack(weights, 1), new
+        return new
 
     def forward(self, memory: Tensor, memory_lens: Tensor, ys_in: Tensor, ys_in_lens: Tensor) -> Tensor:
         """Teacher forcing: memory [B, T, D], ys_in [B, L] (sos + tokens, 0-padded) → logits [B, L, V]."""
@@ -302,29 +317,45 @@ class TransformerDecoder(nn.Module):
         return self._run(memory, memory_lens, ys_in, ys_in_lens)
 
     def init_state(self, memory: Tensor, memory_lens: Tensor) -> dict[str, Tensor | None]:
+        n, t, _ = memory.shape
+        attention = self.layers[0].self_attention
+        empty = memory.new_zeros(n, len(self.layers), 2, attention.num_heads, 0, attention.head_dim)
         if self.cross == "full":
             kv = torch.stack([layer.cross_attention.kv(memory) for layer in self.layers], dim=1)
-            return {"memory_kv": kv, "attn": None}
-        n, t, _ = memory.shape
+            return {"memory_kv": kv, "attn": None, "self_kv": empty}
         layers = len(self.layers)
         state = {"keys": torch.stack([layer.cross_attention.key(memory) for layer in self.layers], dim=1),
-                 "cross": memory.new_zeros(n, layers, 0, self.d_model), "index": memory_lens.new_zeros(n, layers),
-                 "frame": memory_lens.new_zeros(n), "attn": None}
+                 "index": memory_lens.new_zeros(n, layers), "frame": memory_lens.new_zeros(n), "attn": None,
+                 "self_kv": empty}
         if self.training:
             state["alpha"] = initial_alignment(n * layers, t, memory.device).view(n, layers, t)
         return state
 
     def step(self, ys: Tensor, state: dict, memory: Tensor, memory_lens: Tensor) -> tuple[Tensor, dict]:
-        """ys [N, L] prefixes (all of length L; MoChA: the state of the step on ys[:, :-1]) → (next-token log-probs
-        [N, V], state)."""
-        lens = torch.full((ys.size(0),), ys.size(1), dtype=torch.long, device=ys.device)
+        """ys [N, L] prefixes, all of length L, state of the step on ys[:, :-1] (or from init_state when L = 1) →
+        (next-token log-probs [N, V], state). Only the newest token ys[:, -1] is run; the earlier ones are cached."""
+        position, cache = ys.size(1) - 1, state["self_kv"]
+        if cache.size(4) != position:
+            raise ValueError(f"decoder state holds {cache.size(4)} positions, prefixes have {ys.size(1)} tokens")
+        x = self.dropout(self.embed(ys[:, -1:]) * self.scale)
+        memory_mask = length_mask(memory_lens, memory.size(1))
+        caches, weights, readers = [], [], []
+        for j, layer in enumerate(self.layers):
+            x, kv = layer.attend_self_cached(x, position, cache[:, j])
+            caches.append(kv)
+            if self.cross == "mocha":
+                x, w, reader = self._monotonic_cross(layer, j, x, state, memory, memory_lens)
+                readers.append(reader)
+            else:
+                y, w = layer.cross_attention(layer.norm_cross(x), memory, memory_mask, state["memory_kv"][:, j])
+                x = layer.finish(x, y)
+            weights.append(w)
+        log_probs = F.log_softmax(self.output(self.norm(x))[:, -1].float(), dim=-1)
         if self.cross == "mocha":
-            if state["cross"].size(2) != ys.size(1) - 1:
-                raise ValueError(f"MoChA decoder state holds {state['cross'].size(2)} positions, prefixes have {ys.size(1)}")
-            logits, _, state = self._run_monotonic(memory, memory_lens, ys, lens, state)
-            return F.log_softmax(logits[:, -1].float(), dim=-1), state
-        logits, weights = self._run(memory, memory_lens, ys, lens, state["memory_kv"])
-        return F.log_softmax(logits[:, -1].float(), dim=-1), {"memory_kv": state["memory_kv"], "attn": weights[:, -1, -1]}
+            new = self._monotonic_state(state, weights, readers, memory_lens)
+        else:
+            new = {"memory_kv": state["memory_kv"], "attn": weights[-1][:, -1]}
+        return log_probs, {**new, "self_kv": torch.stack(caches, 1)}
 
     def select_state(self, state: dict, index: Tensor) -> dict:
         return select_state(state, index)
