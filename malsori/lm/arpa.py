@@ -22,12 +22,14 @@ import os
 import re
 from array import array
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 import numpy as np
 
 from malsori.errors import MalsoriError
-from malsori.lm.ngram import BOS, EOS, NO_PROB, UNK, WORD_BITS, NgramLM, NgramTable, ngram_ids, rows_of
+from malsori.lm.ngram import (
+    BOS, EOS, NO_PROB, UNK, WORD_BITS, WORD_MASK, NgramLM, NgramTable, find_rows, ngram_ids, rows_of,
+)
 
 CHUNK = 65536  # n-grams formatted at once when writing
 _HEADER = re.compile(r"ngram\s+(\d+)\s*=\s*(\d+)$")
@@ -73,35 +75,44 @@ def write_arpa(lm: NgramLM, path: str | os.PathLike, digits: int | None = None) 
 
 
 class _Lines:
-    """Numbered, stripped lines of a text file, with errors that name the file and line."""
+    """Numbered, stripped lines of a (binary) file, decoded one by one so errors name the exact line."""
 
-    def __init__(self, path: Path, f: TextIO):
-        self.path, self.f, self.lineno = path, f, 0
+    def __init__(self, path: Path, f: BinaryIO):
+        self.path, self.lineno = path, 0
+        self._it = iter(f)
 
     def next(self) -> str | None:
+        """The next stripped line, or None at the end of the file."""
         try:
-            line = self.f.readline()
-        except UnicodeDecodeError as e:
-            raise self.error(f"not UTF-8 ({e.reason})", self.lineno + 1) from None
+            raw = next(self._it)
+        except StopIteration:
+            return None
         except (OSError, EOFError) as e:
             raise ArpaError(f"{self.path}: cannot read after line {self.lineno} ({e})") from None
-        if not line:
-            return None
         self.lineno += 1
-        return line.strip()
+        try:
+            return raw.decode("utf-8").strip()
+        except UnicodeDecodeError as e:
+            raise self.error(f"not UTF-8 (byte {e.start} of the line)") from None
 
-    def error(self, message: str, lineno: int | None = None) -> ArpaError:
-        return ArpaError(f"{self.path}:{self.lineno if lineno is None else lineno}: {message}")
+    def error(self, message: str) -> ArpaError:
+        return ArpaError(f"{self.path}:{self.lineno}: {message}")
 
 
-def _parse_float(lines: _Lines, text: str, what: str, at_most: float | None = None) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise lines.error(f"{what} {text!r} is not a number") from None
-    if math.isnan(x) or (at_most is not None and x > at_most):
-        raise lines.error(f"{what} {text} is not a number ≤ {at_most}" if at_most is not None else f"{what} is NaN")
-    return x
+def _bad_entry(parts: list[str], k: int, word_id: dict[str, int], top: bool) -> str:
+    """What is wrong with an n-gram line that failed the fast parse."""
+    if len(parts) not in (k + 1, k + 2):
+        return (f"a {k}-gram line needs a log10 probability, {k} word(s)"
+                f"{'' if top else ' and an optional backoff weight'}; got {len(parts)} fields")
+    for what, text in [("log10 probability", parts[0])] + ([("backoff weight", parts[-1])] if len(parts) == k + 2 else []):
+        try:
+            x = float(text)
+        except ValueError:
+            return f"{what} {text!r} is not a number"
+        if math.isnan(x) or (what == "log10 probability" and x > 0):
+            return f"{what} {text} is not a log10 probability (a number ≤ 0)" if x > 0 else f"{what} is NaN"
+    missing = [w for w in parts[1:k + 1] if w not in word_id]
+    return f"word {missing[0]!r} is not among the 1-grams" if missing else f"the 1-gram {parts[1]!r} is listed twice"
 
 
 def read_arpa(path: str | os.PathLike) -> tuple[list[str], list[NgramTable]]:
@@ -109,7 +120,7 @@ def read_arpa(path: str | os.PathLike) -> tuple[list[str], list[NgramTable]]:
     path = Path(path)
     if not path.is_file():
         raise ArpaError(f"{path}: ARPA file not found")
-    with _open(path, "r") as f:
+    with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as f:
         lines = _Lines(path, f)
         line = lines.next()
         while line is not None and line != "\\data\\":
@@ -127,32 +138,34 @@ def read_arpa(path: str | os.PathLike) -> tuple[list[str], list[NgramTable]]:
         if not sizes:
             raise lines.error("the \\data\\ section lists no n-gram counts")
         word_id: dict[str, int] = {}
+        lookup = word_id.__getitem__
         parsed = []  # per order: (ids [n, k], log10 probs, log10 bows, line numbers)
         for k, size in enumerate(sizes, 1):
             while line == "":
                 line = lines.next()
-            if line is None or _SECTION.match(line) is None or int(_SECTION.match(line).group(1)) != k:
+            m = _SECTION.match(line) if line is not None else None
+            if m is None or int(m.group(1)) != k:
                 raise lines.error(f"expected \\{k}-grams:, got {'end of file' if line is None else repr(line[:60])}")
+            top = k == len(sizes)
             ids, probs, bows, linenos = array("q"), array("d"), array("d"), array("q")
-            while (line := lines.next()) is not None and line and not line.startswith("\\"):
+            while (line := lines.next()) is not None and line and line[0] != "\\":
                 parts = line.split()
-                if len(parts) not in (k + 1, k + 2):
-                    raise lines.error(f"a {k}-gram line needs a log10 probability, {k} word(s) and an optional "
-                                      f"backoff weight; got {len(parts)} fields")
-                probs.append(_parse_float(lines, parts[0], "log10 probability", 0.0))
-                bows.append(_parse_float(lines, parts[k + 1], "backoff weight") if len(parts) == k + 2 else 0.0)
+                try:
+                    n = len(parts)
+                    p = float(parts[0])
+                    b = float(parts[-1]) if n == k + 2 else 0.0
+                    if (n != k + 1 and n != k + 2) or not p <= 0 or b != b:
+                        raise ValueError
+                    if k == 1:
+                        if parts[1] in word_id:
+                            raise ValueError
+                        word_id[parts[1]] = len(word_id)
+                    ids.extend(map(lookup, parts[1:k + 1]))
+                except (ValueError, KeyError, IndexError):
+                    raise lines.error(_bad_entry(parts, k, word_id, top)) from None
+                probs.append(p)
+                bows.append(b)
                 linenos.append(lines.lineno)
-                if k == 1:
-                    if parts[1] in word_id:
-                        raise lines.error(f"the 1-gram {parts[1]!r} is listed twice")
-                    word_id[parts[1]] = len(word_id)
-                    ids.append(word_id[parts[1]])
-                else:
-                    for w in parts[1:k + 1]:
-                        i = word_id.get(w)
-                        if i is None:
-                            raise lines.error(f"word {w!r} is not among the 1-grams")
-                        ids.append(i)
             if len(probs) != size:
                 raise lines.error(f"\\data\\ says {size} {k}-grams, the section has {len(probs)}")
             parsed.append((np.frombuffer(ids, dtype=np.int64).reshape(-1, k), np.frombuffer(probs),
@@ -174,46 +187,64 @@ def _missing(have: np.ndarray, need: np.ndarray) -> np.ndarray:
     return need[counts[inverse.reshape(-1)[len(have):]] == 1]
 
 
+def _complete(parsed: list[list[np.ndarray]]) -> None:
+    """Add (probability NaN, to be computed) every prefix and suffix of a listed n-gram that is not listed."""
+    for k in range(len(parsed) - 1, 1, -1):
+        ids = parsed[k][0]
+        need = _missing(parsed[k - 1][0], np.concatenate([ids[:, :-1], ids[:, 1:]]))
+        if len(need):
+            ids, probs, bows, linenos = parsed[k - 1]
+            parsed[k - 1] = [np.concatenate([ids, need]), np.concatenate([probs, np.full(len(need), np.nan)]),
+                             np.concatenate([bows, np.zeros(len(need))]),
+                             np.concatenate([linenos, np.zeros(len(need), dtype=np.int64)])]
+
+
+def _assemble(path: Path, vocab: list[str], parsed: list[list[np.ndarray]]) -> list[NgramTable] | None:
+    """Sorted tables, or None when some prefix or suffix of a listed n-gram is not listed."""
+    _, p1, b1, _ = parsed[0]
+    tables = [NgramTable(np.arange(len(vocab), dtype=np.int64), p1.copy(), b1.copy())]
+    suffix = None  # suffix rows of the table below (None: unigrams, whose suffix is empty)
+    for k in range(1, len(parsed)):
+        ids, probs, bows, linenos = parsed[k]
+        prefix = rows_of(tables, ids[:, :-1])
+        if np.any(prefix < 0):
+            return None
+        keys = (prefix << WORD_BITS) | ids[:, -1]
+        if not np.all(keys[1:] > keys[:-1]):  # not in malsori's order (or a duplicate): sort
+            order = np.argsort(keys)
+            keys, probs, bows, linenos, ids = keys[order], probs[order], bows[order], linenos[order], ids[order]
+            dup = np.flatnonzero(keys[1:] == keys[:-1])
+            if len(dup):
+                i = dup[0] + 1
+                raise ArpaError(f"{path}:{max(linenos[i], linenos[i - 1])}: the {k + 1}-gram "
+                                f"{' '.join(vocab[j] for j in ids[i])!r} is listed twice")
+        last = keys & WORD_MASK
+        suffix = last if suffix is None else find_rows(tables[k - 1], suffix[keys >> WORD_BITS], last)
+        if np.any(suffix < 0):
+            return None
+        added = np.isnan(probs)
+        if added.any():  # the probability the back-off rule gives, computed before the n-gram is listed
+            partial = NgramLM(vocab, tables + [NgramTable(keys[~added], probs[~added], bows[~added])])
+            probs = probs.copy()
+            probs[added] = [partial.log10prob_ids(int(r[-1]), [int(x) for x in r[:-1]]) for r in ids[added]]
+        tables.append(NgramTable(keys, probs.copy(), bows.copy()))
+    tables[-1].log10_bow = np.zeros(len(tables[-1]))  # the top order is never a history
+    return tables
+
+
 def _build(path: Path, word_id: dict[str, int], parsed: list) -> tuple[list[str], list[NgramTable]]:
-    """Tables from parsed sections: specials checked, prefixes and suffixes completed, keys sorted."""
+    """Tables from parsed sections: specials checked, prefixes and suffixes completed when missing."""
     if EOS not in word_id:
         raise ArpaError(f"{path}: no </s> among the 1-grams: the model could never end a sentence")
-    ids1, p1, b1, l1 = parsed[0]
     extra = [w for w in (UNK, BOS) if w not in word_id]
     for w in extra:
         word_id[w] = len(word_id)
     vocab = list(word_id)
-    p1 = np.concatenate([p1, np.full(len(extra), NO_PROB)])
-    b1 = np.concatenate([b1, np.zeros(len(extra))])
     parsed = [list(x) for x in parsed]
-    for k in range(len(parsed) - 1, 0, -1):  # (k+1)-grams need their k-word prefix and suffix listed
-        ids = parsed[k][0]
-        if k >= 2:
-            need = _missing(parsed[k - 1][0], np.concatenate([ids[:, :-1], ids[:, 1:]]))
-            if len(need):
-                lower = parsed[k - 1]
-                parsed[k - 1] = [np.concatenate([lower[0], need]), np.concatenate([lower[1], np.full(len(need), np.nan)]),
-                                 np.concatenate([lower[2], np.zeros(len(need))]),
-                                 np.concatenate([lower[3], np.zeros(len(need), dtype=np.int64)])]
-    tables = [NgramTable(np.arange(len(vocab), dtype=np.int64), p1.copy(), b1.copy())]
-    for k in range(1, len(parsed)):
-        ids, probs, bows, linenos = parsed[k]
-        prefix = rows_of(tables, ids[:, :-1])
-        assert (prefix >= 0).all(), "prefixes were completed above"
-        keys = (prefix << WORD_BITS) | ids[:, -1]
-        order = np.argsort(keys, kind="stable")
-        keys, probs, bows, linenos, ids = keys[order], probs[order], bows[order], linenos[order], ids[order]
-        dup = np.flatnonzero(keys[1:] == keys[:-1])
-        if len(dup):
-            i = dup[0] + 1
-            lineno = max(linenos[i], linenos[i - 1])
-            raise ArpaError(f"{path}:{lineno}: the {k + 1}-gram {' '.join(vocab[j] for j in ids[i])!r} is listed twice")
-        added = np.isnan(probs)
-        tables.append(NgramTable(keys[~added], probs[~added], bows[~added]))
-        if added.any():  # the probability the back-off rule gives, computed before the n-gram is listed
-            partial = NgramLM(vocab, tables)
-            probs = probs.copy()
-            probs[added] = [partial.log10prob_ids(int(r[-1]), [int(x) for x in r[:-1]]) for r in ids[added]]
-            tables[-1] = NgramTable(keys, probs, bows.copy())
-    tables[-1].log10_bow = np.zeros(len(tables[-1]))  # the top order is never a history
+    _, p1, b1, l1 = parsed[0]
+    parsed[0] = [None, np.concatenate([p1, np.full(len(extra), NO_PROB)]), np.concatenate([b1, np.zeros(len(extra))]), l1]
+    tables = _assemble(path, vocab, parsed)
+    if tables is None:  # another toolkit left out some prefixes or suffixes: list them, changing no probability
+        _complete(parsed)
+        tables = _assemble(path, vocab, parsed)
     return vocab, tables

@@ -295,16 +295,20 @@ class NgramLM:
         return out
 
 
+def find_rows(table: NgramTable, prefix: np.ndarray, word: np.ndarray) -> np.ndarray:
+    """Rows of the n-grams (prefix row, word id) in `table`, −1 where absent (or where the prefix row is −1)."""
+    if len(table) == 0:
+        return np.full(len(word), -1, dtype=np.int64)
+    key = (np.maximum(prefix, 0) << WORD_BITS) | word
+    i = np.minimum(np.searchsorted(table.keys, key), len(table) - 1)
+    return np.where((prefix >= 0) & (table.keys[i] == key), i, -1)
+
+
 def rows_of(tables: Sequence[NgramTable], ids: np.ndarray) -> np.ndarray:
     """Row of each n-gram (a row of the [n, k] id matrix) in the table of order k, −1 where it is not listed."""
     rows = ids[:, 0].astype(np.int64)
     for j in range(1, ids.shape[1]):
-        keys = tables[j].keys
-        if len(keys) == 0:
-            return np.full(len(ids), -1, dtype=np.int64)
-        key = (np.maximum(rows, 0) << WORD_BITS) | ids[:, j]
-        i = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
-        rows = np.where((rows >= 0) & (keys[i] == key), i, -1)
+        rows = find_rows(tables[j], rows, ids[:, j])
     return rows
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from malsori.lm.ngram import WORD_BITS, NgramError, NgramLM, NgramTable
+from malsori.lm.ngram import WORD_BITS, NgramError, NgramLM, NgramTable, find_rows
 
 
 def suffix_rows(tables: list[NgramTable], k: int) -> np.ndarray:
@@ -32,16 +32,7 @@ def suffix_rows(tables: list[NgramTable], k: int) -> np.ndarray:
     if k == 1:
         return t.last_words
     lower = suffix_rows(tables, k - 1)[t.prefix_rows]  # suffix of the prefix, then the last word
-    return _find(tables[k - 1], lower, t.last_words)
-
-
-def _find(table: NgramTable, prefix: np.ndarray, word: np.ndarray) -> np.ndarray:
-    """Rows of (prefix row, word) pairs in `table`, −1 where absent."""
-    if len(table) == 0:
-        return np.full(len(word), -1, dtype=np.int64)
-    key = (np.maximum(prefix, 0) << WORD_BITS) | word
-    i = np.minimum(np.searchsorted(table.keys, key), len(table) - 1)
-    return np.where((prefix >= 0) & (table.keys[i] == key), i, -1)
+    return find_rows(tables[k - 1], lower, t.last_words)
 
 
 def _history_sums(tables: list[NgramTable], k: int, suffix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
