@@ -147,6 +147,7 @@ def read_arpa(path: str | os.PathLike) -> tuple[list[str], list[NgramTable]]:
             if m is None or int(m.group(1)) != k:
                 raise lines.error(f"expected \\{k}-grams:, got {'end of file' if line is None else repr(line[:60])}")
             top = k == len(sizes)
+            section_line = lines.lineno
             ids, probs, bows, linenos = array("q"), array("d"), array("d"), array("q")
             while (line := lines.next()) is not None and line and line[0] != "\\":
                 parts = line.split()
@@ -167,7 +168,7 @@ def read_arpa(path: str | os.PathLike) -> tuple[list[str], list[NgramTable]]:
                 bows.append(b)
                 linenos.append(lines.lineno)
             if len(probs) != size:
-                raise lines.error(f"\\data\\ says {size} {k}-grams, the section has {len(probs)}")
+                raise ArpaError(f"{path}:{section_line}: \\data\\ says {size} {k}-grams, the section has {len(probs)}")
             parsed.append((np.frombuffer(ids, dtype=np.int64).reshape(-1, k), np.frombuffer(probs),
                            np.frombuffer(bows), np.frombuffer(linenos, dtype=np.int64)))
         while line == "":

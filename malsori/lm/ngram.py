@@ -249,16 +249,28 @@ class NgramLM:
         """The state before the first word: the history ("<s>",), or () to score a fragment without it."""
         return (BOS,) if bos else ()
 
+    def is_history(self, ids: Sequence[int]) -> bool:
+        """Whether an n-gram can change a later probability as a history: it is listed with longer n-grams
+        after it or with a backoff weight other than 1."""
+        r = self.row(ids)
+        if r < 0 or len(ids) >= self.order:
+            return False
+        if self.tables[len(ids) - 1].log10_bow[r] != 0.0:
+            return True
+        keys = self.tables[len(ids)].keys
+        i = int(np.searchsorted(keys, r << WORD_BITS))
+        return i < len(keys) and keys[i] >> WORD_BITS == r
+
     def score(self, state: tuple[str, ...], word: str) -> tuple[float, tuple[str, ...]]:
         """(natural-log P(word | state), the state after it). The new state is the longest suffix of the
-        history that is a listed n-gram (shorter than the order): nothing longer can change a later score, so
+        history that is a history of the model (`is_history`); nothing before it can change a later score, so
         equal states mean equal futures and a search can merge hypotheses on them. OOV words become <unk>."""
         w = word if word in self.word_id else UNK
         lp = self.log10prob_ids(self.word_id[w], self.ids(state)) * LN10
         hist = (tuple(state) + (w,))[-(self.order - 1):] if self.order > 1 else ()
         ids = self.ids(hist)
         for start in range(len(ids)):
-            if self.row(ids[start:]) >= 0:
+            if self.is_history(ids[start:]):
                 return lp, hist[start:]
         return lp, ()
 
