@@ -277,6 +277,35 @@ def reference_arpa_prob(entries: dict[tuple[str, ...], tuple[float, float]], ord
     return entries.get(history, (0.0, 0.0))[1] + reference_arpa_prob(entries, order, word, history[1:])
 
 
+def read_entries(text: str) -> dict[tuple[str, ...], tuple[float, float]]:
+    """{n-gram: (log10 p, log10 bow)} of an ARPA text, parsed the simplest way."""
+    entries, k = {}, 0
+    for line in text.splitlines():
+        if line.startswith("\\") and line.endswith("-grams:"):
+            k = int(line[1])
+        elif k and line.strip() and not line.startswith("\\"):
+            parts = line.split()
+            entries[tuple(parts[1:k + 1])] = (float(parts[0]), float(parts[k + 1]) if len(parts) > k + 1 else 0.0)
+    return entries
+
+
+@pytest.mark.parametrize("max_ngrams", [None, 500])
+def test_queries_follow_the_textbook_backoff_rule(tmp_path, max_ngrams):
+    """Every history length (0 .. order, seen or not): malsori's query equals the back-off rule on the dict."""
+    lm = NgramLM.train(random_corpus(), order=4)
+    if max_ngrams:
+        lm = lm.prune(max_ngrams=max_ngrams)
+    lm.write_arpa(tmp_path / "m.arpa")
+    entries = read_entries((tmp_path / "m.arpa").read_text())
+    rng = random.Random(4)
+    for length in range(lm.order + 1):
+        for _ in range(150):
+            h = tuple(rng.choice(WORDS + ["<s>"]) for _ in range(length))
+            w = rng.choice(WORDS + ["</s>"])
+            assert lm.log10prob(w, h) == pytest.approx(reference_arpa_prob(entries, lm.order, w, h), abs=1e-12)
+            assert lm.log10probs(h)[lm.word_id[w]] == pytest.approx(lm.log10prob(w, h), abs=1e-12)
+
+
 def test_arpa_from_another_toolkit_with_missing_prefixes_and_suffixes(tmp_path):
     # SRILM-style: no <unk>, backoff weights omitted where 0, the trigram "x y z" listed without the bigram
     # "x y" (its prefix) and "y z" (its suffix), tabs and spaces mixed, text before \data\.
@@ -307,14 +336,7 @@ ngram 3=2
 """
     (tmp_path / "o.arpa").write_text(text)
     lm = NgramLM.read_arpa(tmp_path / "o.arpa")
-    entries = {("<unk>",): (-99.0, 0.0)}  # a missing <unk> is added with log10 probability -99
-    k = 0
-    for line in text.splitlines():
-        if line.startswith("\\") and line.endswith("-grams:"):
-            k = int(line[1])
-        elif k and line.strip() and not line.startswith("\\"):
-            parts = line.split()
-            entries[tuple(parts[1:k + 1])] = (float(parts[0]), float(parts[k + 1]) if len(parts) > k + 1 else 0.0)
+    entries = {("<unk>",): (-99.0, 0.0), **read_entries(text)}  # a missing <unk> is added with log10 p -99
     assert entries[("x", "y", "z")] == (-0.15, 0.0) and entries[("<s>",)] == (-99.0, -0.5)
     vocab = ["<s>", "</s>", "x", "y", "z", "oov"]
     unk = {"oov": "<unk>"}
@@ -367,14 +389,21 @@ def test_arpa_not_utf8_and_missing(tmp_path):
         NgramLM.read_arpa(tmp_path / "none.arpa")
 
 
-def test_kenlm_reads_the_same_probabilities(tmp_path):
+@pytest.mark.parametrize("order, max_ngrams", [(3, None), (4, None), (4, 600)])
+def test_kenlm_reads_the_same_probabilities(tmp_path, order, max_ngrams):
+    """KenLM (a peer, when installed) gives every word the probability malsori gives it, from malsori's ARPA."""
     kenlm = pytest.importorskip("kenlm")
-    lm = NgramLM.train(random_corpus(), order=3)
+    lm = NgramLM.train(random_corpus(), order=order)
+    if max_ngrams:
+        lm = lm.prune(max_ngrams=max_ngrams)
     lm.write_arpa(tmp_path / "m.arpa")
     model = kenlm.Model(str(tmp_path / "m.arpa"))
     for sentence in random_corpus(50, seed=5) + ["the zebra sat"]:
-        ours = lm.score_sentence(sentence) / math.log(10)
-        assert model.score(sentence, bos=True, eos=True) == pytest.approx(ours, abs=1e-4)  # KenLM keeps float32
+        words = sentence.split() + ["</s>"]
+        history = ["<s>"]
+        for w, (theirs, _, _) in zip(words, model.full_scores(sentence, bos=True, eos=True)):
+            assert theirs == pytest.approx(lm.log10prob(w, history), abs=1e-5)  # KenLM keeps float32
+            history.append(w)
 
 
 # --- text files ----------------------------------------------------------------------------------------------------

@@ -207,7 +207,7 @@ class NgramLM:
 
     def log10prob_ids(self, word: int, history: Sequence[int]) -> float:
         """log10 P(word | history) for ids, the ARPA backoff rule on the last order-1 history words."""
-        history = history[len(history) - self.order + 1:] if self.order > 1 else ()
+        history = history[-(self.order - 1):] if self.order > 1 else ()
         rows = self._history_rows(history)
         backoff = 0.0
         for j in range(len(history), 0, -1):
@@ -231,7 +231,7 @@ class NgramLM:
         """log10 P(w | history) for every word id at once (the <s> entry is its listed -99): one vectorized
         pass per history length, used to check normalization and by scorers that want the whole distribution."""
         ids = self.ids(history)
-        ids = ids[len(ids) - self.order + 1:] if self.order > 1 else []
+        ids = ids[-(self.order - 1):] if self.order > 1 else []
         out = self.tables[0].log10_prob.copy()
         rows = self._history_rows(ids)
         for j in range(1, len(ids) + 1):
