@@ -54,9 +54,8 @@ def assert_normalized(lm: NgramLM, seed: int = 0, n: int = 60) -> None:
 
 def assert_closed(lm: NgramLM) -> None:
     """Every listed n-gram's prefix and suffix are listed (the invariant queries and pruning rely on)."""
-    for k in range(1, lm.order):
-        assert np.all(suffix_rows(lm.tables, k) >= 0)
-        assert np.all(lm.tables[k].prefix_rows < len(lm.tables[k - 1]))
+    assert all(np.all(suffix >= 0) for suffix in suffix_rows(lm.tables)[1:])
+    assert all(np.all(lm.tables[k].prefix_rows < len(lm.tables[k - 1])) for k in range(1, lm.order))
 
 
 # --- Kneser–Ney against hand computation ----------------------------------------------------------------------

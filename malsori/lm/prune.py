@@ -26,13 +26,15 @@ import numpy as np
 from malsori.lm.ngram import WORD_BITS, NgramError, NgramLM, NgramTable, find_rows
 
 
-def suffix_rows(tables: list[NgramTable], k: int) -> np.ndarray:
-    """Row in table k−1 of the suffix (all words but the first) of every n-gram of table k (k ≥ 1)."""
-    t = tables[k]
-    if k == 1:
-        return t.last_words
-    lower = suffix_rows(tables, k - 1)[t.prefix_rows]  # suffix of the prefix, then the last word
-    return find_rows(tables[k - 1], lower, t.last_words)
+def suffix_rows(tables: list[NgramTable]) -> list[np.ndarray]:
+    """out[k] = row in table k−1 of the suffix (all words but the first) of every n-gram of table k, −1 where it
+    is not listed; out[0] is empty (unigrams have no suffix)."""
+    out = [np.zeros(0, dtype=np.int64)]
+    for k in range(1, len(tables)):
+        t = tables[k]
+        # the suffix of (w1 .. wk) is (suffix of its prefix, wk); for bigrams the unigram row of wk
+        out.append(t.last_words if k == 1 else find_rows(tables[k - 1], out[k - 1][t.prefix_rows], t.last_words))
+    return out
 
 
 def _history_sums(tables: list[NgramTable], k: int, suffix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -47,11 +49,11 @@ def _history_sums(tables: list[NgramTable], k: int, suffix: np.ndarray) -> tuple
 
 def recompute_backoffs(tables: list[NgramTable]) -> None:
     """Set every backoff weight from the listed probabilities so each history's distribution sums to 1."""
+    suffixes = suffix_rows(tables)
     for k in range(1, len(tables)):
-        suffix = suffix_rows(tables, k)
-        if np.any(suffix < 0):
+        if np.any(suffixes[k] < 0):
             raise NgramError("a listed n-gram's suffix is not listed; cannot recompute backoff weights")
-        num, den = _history_sums(tables, k, suffix)
+        num, den = _history_sums(tables, k, suffixes[k])
         has = np.zeros(len(tables[k - 1]), dtype=bool)
         has[tables[k].prefix_rows] = True
         ok = has & (num > 0) & (den > 0)
@@ -69,14 +71,14 @@ def history_probs(lm: NgramLM) -> list[np.ndarray]:
     return out
 
 
-def stolcke_criterion(lm: NgramLM) -> list[np.ndarray]:
+def stolcke_criterion(lm: NgramLM, suffixes: list[np.ndarray]) -> list[np.ndarray]:
     """ΔH of dropping each n-gram alone (see the module docstring), per table; unigrams get +inf."""
     tables = lm.tables
     joint = history_probs(lm)
     out = [np.full(len(tables[0]), np.inf)]
     for k in range(1, len(tables)):
         t = tables[k]
-        suffix = suffix_rows(tables, k)
+        suffix = suffixes[k]
         num, den = _history_sums(tables, k, suffix)
         ctx = t.prefix_rows
         p = 10.0 ** t.log10_prob
@@ -92,10 +94,10 @@ def stolcke_criterion(lm: NgramLM) -> list[np.ndarray]:
 
 def _close(tables: list[NgramTable], keep: list[np.ndarray]) -> None:
     """Keep the prefix and the suffix of every kept n-gram (in place), longest order first."""
-    for k in range(len(tables) - 1, 0, -1):
-        if k >= 2:
-            keep[k - 1][tables[k].prefix_rows[keep[k]]] = True
-            keep[k - 1][suffix_rows(tables, k)[keep[k]]] = True
+    suffixes = suffix_rows(tables)
+    for k in range(len(tables) - 1, 1, -1):
+        keep[k - 1][tables[k].prefix_rows[keep[k]]] = True
+        keep[k - 1][suffixes[k][keep[k]]] = True
 
 
 def prune_tables(lm: NgramLM, min_count: int | None = None, max_ngrams: int | None = None) -> list[NgramTable]:
@@ -117,10 +119,11 @@ def prune_tables(lm: NgramLM, min_count: int | None = None, max_ngrams: int | No
         tables = _apply(tables, keep)
         keep = [np.ones(len(t), dtype=bool) for t in tables]
         recompute_backoffs(tables)
-        rank = stolcke_criterion(NgramLM(lm.vocab, tables))
+        suffixes = suffix_rows(tables)
+        rank = stolcke_criterion(NgramLM(lm.vocab, tables), suffixes)
         for k in range(len(tables) - 1, 1, -1):  # a prefix or suffix ranks at least as high as what needs it
             np.maximum.at(rank[k - 1], tables[k].prefix_rows, rank[k])
-            np.maximum.at(rank[k - 1], suffix_rows(tables, k), rank[k])
+            np.maximum.at(rank[k - 1], suffixes[k], rank[k])
         total = sum(len(t) for t in tables)
         if total > max_ngrams:
             ranks = np.concatenate(rank[1:])
