@@ -92,7 +92,8 @@ def train_ngram(texts: tuple[Path, ...], order: int, out: Path, prune_count: int
     click.echo(f"trained in {trained - start:.1f} s (reading and normalizing included), "
                f"pruned and written in {done - trained:.1f} s")
     if model.discounts:
-        click.echo("discounts D1 D2 D3+ per order: " + "; ".join(" ".join(f"{d:.3f}" for d in ds) for ds in model.discounts))
+        per_order = "; ".join(" ".join(f"{d:.3f}" for d in ds) for ds in model.discounts)
+        click.echo(f"discounts D1 D2 D3+ per order: {per_order}")
     if excludes:
         click.echo(f"{dropped:,} training lines left out: they equal one of the {len(exclude):,} --exclude sentences")
     if stats.skipped:

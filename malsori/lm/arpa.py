@@ -22,7 +22,7 @@ import os
 import re
 from array import array
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import BinaryIO
 
 import numpy as np
 
@@ -40,19 +40,14 @@ class ArpaError(MalsoriError):
     """An ARPA file is missing or malformed (the message names the line)."""
 
 
-def _open(path: Path, mode: str) -> TextIO:
-    if path.name.endswith(".gz"):
-        return gzip.open(path, mode + "t", encoding="utf-8", compresslevel=6) if "w" in mode else gzip.open(
-            path, mode + "t", encoding="utf-8")
-    return open(path, mode, encoding="utf-8")
-
-
 def write_arpa(lm: NgramLM, path: str | os.PathLike, digits: int | None = None) -> None:
     """Write `lm` as ARPA (see NgramLM.write_arpa); backoff weights only where they are not 0."""
     path = Path(path)
     fmt = float.__repr__ if digits is None else (lambda x: f"{x:.{digits}g}")
     vocab = np.asarray(lm.vocab, dtype=object)
-    with _open(path, "w") as f:
+    opened = gzip.open(path, "wt", encoding="utf-8", compresslevel=6) if path.name.endswith(".gz") else open(
+        path, "w", encoding="utf-8")
+    with opened as f:
         f.write("\\data\\\n")
         for k, t in enumerate(lm.tables, 1):
             f.write(f"ngram {k}={len(t)}\n")
@@ -104,7 +99,8 @@ def _bad_entry(parts: list[str], k: int, word_id: dict[str, int], top: bool) -> 
     if len(parts) not in (k + 1, k + 2):
         return (f"a {k}-gram line needs a log10 probability, {k} word(s)"
                 f"{'' if top else ' and an optional backoff weight'}; got {len(parts)} fields")
-    for what, text in [("log10 probability", parts[0])] + ([("backoff weight", parts[-1])] if len(parts) == k + 2 else []):
+    numbers = [("log10 probability", parts[0])] + ([("backoff weight", parts[-1])] if len(parts) == k + 2 else [])
+    for what, text in numbers:
         try:
             x = float(text)
         except ValueError:
@@ -243,7 +239,8 @@ def _build(path: Path, word_id: dict[str, int], parsed: list) -> tuple[list[str]
     vocab = list(word_id)
     parsed = [list(x) for x in parsed]
     _, p1, b1, l1 = parsed[0]
-    parsed[0] = [None, np.concatenate([p1, np.full(len(extra), NO_PROB)]), np.concatenate([b1, np.zeros(len(extra))]), l1]
+    parsed[0] = [None, np.concatenate([p1, np.full(len(extra), NO_PROB)]),
+                 np.concatenate([b1, np.zeros(len(extra))]), l1]
     tables = _assemble(path, vocab, parsed)
     if tables is None:  # another toolkit left out some prefixes or suffixes: list them, changing no probability
         _complete(parsed)

@@ -35,8 +35,10 @@ class KneserNeyConfig:
     discount_fallback: tuple[float, float, float] = (0.5, 1.0, 1.5)
 
 
-def discounts_from_counts(adjusted: np.ndarray, fallback: tuple[float, float, float]) -> tuple[tuple[float, float, float], bool]:
-    """((D1, D2, D3+), whether the fallback was used) from one order's counts (zeros ignored)."""
+def discounts_from_counts(
+    adjusted: np.ndarray, fallback: tuple[float, float, float]
+) -> tuple[tuple[float, float, float], bool]:
+    """((D1, D2, D3+), whether the fallback was used) from one order's counts; zeros count for no nr."""
     n1, n2, n3, n4 = (int(np.count_nonzero(adjusted == r)) for r in (1, 2, 3, 4))
     if min(n1, n2, n3, n4) > 0:
         y = n1 / (n1 + 2 * n2)

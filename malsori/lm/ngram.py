@@ -15,12 +15,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from malsori.errors import MalsoriError
 from malsori.text import normalize
+
+if TYPE_CHECKING:
+    from malsori.lm.kneser_ney import KneserNeyConfig
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 NO_PROB = -99.0  # log10 probability listed for <s>, which is never predicted (SRILM and KenLM write the same)
@@ -112,7 +115,8 @@ class NgramLM:
     malsori.decode; `log10prob` and the tables use log10, like ARPA files.
     """
 
-    def __init__(self, vocab: list[str], tables: list[NgramTable], discounts: list[tuple[float, float, float]] | None = None):
+    def __init__(self, vocab: list[str], tables: list[NgramTable],
+                 discounts: list[tuple[float, float, float]] | None = None):
         if not tables:
             raise NgramError("an n-gram LM needs at least the unigram table")
         if len(tables[0]) != len(vocab):
@@ -129,8 +133,10 @@ class NgramLM:
     # --- construction -------------------------------------------------------------------------------------------
 
     @classmethod
-    def train(cls, sentences: Iterable[str | Sequence[str]], order: int = 3, config=None) -> "NgramLM":
-        """Interpolated modified Kneser–Ney on sentences (text is normalized; see `sentence_words`)."""
+    def train(cls, sentences: Iterable[str | Sequence[str]], order: int = 3,
+              config: KneserNeyConfig | None = None) -> "NgramLM":
+        """Interpolated modified Kneser–Ney on sentences (text is normalized; see `sentence_words`). The order
+        is lowered to the longest padded sentence when no n-gram of the asked order fits."""
         from malsori.lm.kneser_ney import KneserNeyConfig, train_kneser_ney
 
         cfg = config if config is not None else KneserNeyConfig()
