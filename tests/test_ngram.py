@@ -243,6 +243,8 @@ def test_training_errors():
     with pytest.raises(NgramError, match="at least 1"):
         NgramLM.train(["a b"], order=0)
     assert NgramLM.train(["a"], order=5).order == 3  # <s> a </s>: nothing longer than a trigram fits
+    with pytest.raises(NgramError, match="reserved word"):
+        NgramLM.train([["a", "</s>", "b"]], order=2)  # word lists skip the normalizer, so they are checked
 
 
 # --- ARPA --------------------------------------------------------------------------------------------------------

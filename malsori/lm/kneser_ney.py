@@ -56,20 +56,20 @@ def _encode(sentences: Iterable[Sequence[str]]) -> tuple[list[str], np.ndarray, 
     for words in sentences:
         if not words:
             continue
-        for w in (UNK, BOS, EOS):
-            if w in words:
-                raise NgramError(f"the training text contains the reserved word {w}")
         stream.append(1)
         stream.extend([index.setdefault(w, len(index)) for w in words])
         stream.append(2)
         lengths.append(len(words) + 2)
     if not lengths:
         raise NgramError("no words in the training text")
+    ids = np.asarray(stream, dtype=np.int64)
+    if np.count_nonzero(ids < 3) != 2 * len(lengths):  # only the <s> and </s> added here may use ids 0-2
+        raise NgramError(f"the training text contains a reserved word ({UNK}, {BOS} or {EOS})")
     words_sorted = sorted(w for w in index if w not in (UNK, BOS, EOS))
     vocab = [UNK, BOS, EOS] + words_sorted
     new_id = np.empty(len(index), dtype=np.int64)
     new_id[[index[w] for w in vocab]] = np.arange(len(vocab))
-    return vocab, new_id[np.asarray(stream, dtype=np.int64)], np.asarray(lengths, dtype=np.int64)
+    return vocab, new_id[ids], np.asarray(lengths, dtype=np.int64)
 
 
 def train_kneser_ney(
