@@ -440,6 +440,7 @@ def test_cli_train_and_eval(tmp_path):
             "--exclude", tmp_path / "test.txt")
     assert r.exit_code == 0, r.output
     assert "3-gram LM" in r.output and "1 training lines left out" in r.output
+    assert "discounts D1 D2 D3+ per order: 0.500 1.000 1.500 (fallback);" in r.output  # unigram counts of counts
     lm = NgramLM.read_arpa(tmp_path / "m.arpa")
     assert "three" not in lm.word_id  # the excluded sentence never reached training
     r = run("eval-ngram", tmp_path / "m.arpa", tmp_path / "test.txt")

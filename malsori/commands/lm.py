@@ -54,6 +54,7 @@ def train_ngram(texts: tuple[Path, ...], order: int, out: Path, prune_count: int
                 excludes: tuple[Path, ...], skip_bad_lines: bool, digits: int | None) -> None:
     """Train a word n-gram LM on text files (plain or .gz, one sentence or paragraph a line; normalized like
     ASR transcripts) with interpolated modified Kneser–Ney smoothing, and write it as ARPA."""
+    from malsori.lm.kneser_ney import KneserNeyConfig
     from malsori.lm.ngram import NgramLM
     from malsori.lm.text_files import TextReadStats, iter_text_lines
     from malsori.text import normalize
@@ -92,7 +93,9 @@ def train_ngram(texts: tuple[Path, ...], order: int, out: Path, prune_count: int
     click.echo(f"trained in {trained - start:.1f} s (reading and normalizing included), "
                f"pruned and written in {done - trained:.1f} s")
     if model.discounts:
-        per_order = "; ".join(" ".join(f"{d:.3f}" for d in ds) for ds in model.discounts)
+        fallback = KneserNeyConfig().discount_fallback  # used where count-of-counts give no valid discounts
+        per_order = "; ".join(" ".join(f"{d:.3f}" for d in ds) + (" (fallback)" if tuple(ds) == fallback else "")
+                              for ds in model.discounts)
         click.echo(f"discounts D1 D2 D3+ per order: {per_order}")
     if excludes:
         click.echo(f"{dropped:,} training lines left out: they equal one of the {len(exclude):,} --exclude sentences")
