@@ -35,7 +35,7 @@ def data() -> None:
 
 
 def _register() -> None:
-    from malsori.commands import compare, corpora, demo, recognize, stream, synth, tokenizer, train
+    from malsori.commands import compare, corpora, demo, lm, recognize, stream, synth, tokenizer, train
 
     data.add_command(synth.synth)
     data.add_command(corpora.import_)
@@ -46,6 +46,7 @@ def _register() -> None:
     main.add_command(demo.demo)
     main.add_command(compare.compare)
     main.add_command(stream.stream)
+    main.add_command(lm.lm)
 
 
 _register()
