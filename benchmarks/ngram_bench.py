@@ -1,7 +1,7 @@
 """Measure malsori's word n-gram LMs on ../shared/data/text/english: perplexity on held-out text of each domain,
 training time, memory and ARPA size, the leak check against speechocean762_test_sample, and KenLM agreement.
 
-    PYTHONPATH=. nice -n 19 .venv/bin/python docs/lm/ngram_bench.py --out /tmp/ngram_bench
+    PYTHONPATH=. nice -n 19 .venv/bin/python benchmarks/ngram_bench.py --out /tmp/ngram_bench
 
 Held-out text: LJ Speech's own val+test rows; for the other files every 20th block of 100 lines (5%), so
 held-out sentences come from stretches of text the LM never saw. WikiText-2 sentences (derived from its test
@@ -22,7 +22,7 @@ from pathlib import Path
 from malsori.lm import NgramLM, iter_text_lines
 from malsori.text import normalize
 
-TEXT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "text" / "english"
+TEXT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "text" / "english"
 SO762 = TEXT.parents[1] / "speechocean762_test_sample" / "manifest.jsonl"
 BLOCK, EVERY, HELD = 100, 20, 7  # lines per block; one block in EVERY is held out (block index % EVERY == HELD)
 EVAL_LINES = 4000  # held-out lines scored per domain at most (an even stride through the held-out set)
