@@ -228,8 +228,8 @@ def _check_resume(out_dir: Path, saved: dict) -> None:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: unreadable ({e}); delete it or use a new output folder") from None
         # a field added to SynthConfig after the folder was made counts as having its default there
-        added = _flat(json.loads(json.dumps(_saved_config(SynthConfig())["config"])))
-        old_cfg, new_cfg = {**added, **_flat(old.get("config", {}))}, _flat(json.loads(json.dumps(saved["config"])))
+        added = json.loads(json.dumps(_saved_config(SynthConfig())["config"]))
+        old_cfg, new_cfg = _flat({**added, **old.get("config", {})}), _flat(json.loads(json.dumps(saved["config"])))
         diff = [k for k in sorted(set(old_cfg) | set(new_cfg)) if old_cfg.get(k) != new_cfg.get(k)]
         if diff:
             k = diff[0]
