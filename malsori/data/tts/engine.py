@@ -29,8 +29,8 @@ ENGINES = ("espeak", "kokoro", "piper")
 
 
 class Engine(abc.ABC):
-    """A synthesizer the planner drives. It is pickled into worker processes before first use, so subclasses load
-    libraries and models lazily, on the first `synthesize`."""
+    """A synthesizer the planner drives. It is pickled into worker processes, so subclasses load libraries and
+    models lazily, on the first `synthesize`, into `self._lazy`, which stays in its process."""
 
     name = ""
     defaults: dict[str, Any] = {}  # values for SynthConfig fields left at None (held-out voice counts, silences)
@@ -38,6 +38,10 @@ class Engine(abc.ABC):
 
     def __init__(self, cfg: SynthConfig):
         self.cfg = cfg
+        self._lazy: dict[str, Any] = {}  # loaded libraries, sessions, tables
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_lazy": {}}
 
     def check(self) -> None:
         """Raise EngineUnavailable, naming the pip/npm command, when a package or voice file is missing."""
@@ -124,7 +128,7 @@ def plain_reading(text: str) -> str:
     return normalize(text) + ("?" if text.rstrip().endswith("?") else ".")
 
 
-_CLAUSE_BREAK = re.compile(r"(?<=[,;:.!?…—])\s+")  # a break after clause punctuation (not inside 7:30 or 3.5)
+_CLAUSE_BREAK = re.compile(r"(?<=[,;:.!?…—])[\"'”’)\]]*\s+")  # after clause punctuation (not inside 7:30 or 3.5)
 _MARK = re.compile(r"([,;:.!?…—])[\"'”’)\]]*$")  # the punctuation a clause ends with, closing quotes aside
 
 
@@ -132,9 +136,14 @@ def clause_reading(text: str) -> str:
     """The normalized words of `text` with its clause punctuation (",", ";", ":", ".", "?", "!"), so that an engine
     pauses and intones where the writer did. Each clause goes through the shared normalizer; when that would
     give other words than normalizing the whole sentence, the plain reading is used instead."""
-    clauses = []
-    for part in _CLAUSE_BREAK.split(text.strip()):
-        words = normalize(part)
+    clauses, carry = [], ""
+    parts = _CLAUSE_BREAK.split(text.strip())
+    for k, part in enumerate(parts):
+        part = carry + part
+        if part.endswith(".") and k + 1 < len(parts) and normalize(part) != normalize(part[:-1]):
+            carry = part + " "  # the point of an abbreviation ("Dr. Smith"), not the end of a clause
+            continue
+        carry, words = "", normalize(part)
         if words:
             m = _MARK.search(part)
             mark = {"…": ".", "—": ","}.get(m.group(1), m.group(1)) if m else ","

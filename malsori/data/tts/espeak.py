@@ -196,7 +196,6 @@ class EspeakEngine(Engine):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.data_dir: Path | None = None  # English data copy shared by the workers (set by prepare)
-        self._synth: Synthesizer | None = None
 
     def prepare(self, workdir: Path) -> None:
         self.data_dir = english_data_copy(workdir)
@@ -242,9 +241,6 @@ class EspeakEngine(Engine):
         return len(spoken) / (18.5 * sum(self.cfg.rate) / 2 / 175) + sum(self.cfg.silence)
 
     def synthesize(self, text: str, voice: Voice, params: SynthParams) -> np.ndarray:
-        if self._synth is None:
-            self._synth = Synthesizer(data_dir=self.data_dir)
-        return self._synth.synthesize(text, voice, params)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_synth": None}  # a loaded eSpeak stays in its process
+        if "synth" not in self._lazy:
+            self._lazy["synth"] = Synthesizer(data_dir=self.data_dir)
+        return self._lazy["synth"].synthesize(text, voice, params)
