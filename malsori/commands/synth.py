@@ -61,9 +61,9 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--workers", type=int, help="Processes (0 = all CPUs); the output does not depend on it.  [default: 0]")
 @click.option("--strict", is_flag=True, help="Stop at the first bad line of a --text file instead of skipping it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def synth(out: Path, engine, voices_dir, kokoro_voices, mix_prob, config_file: Path | None, num_train, num_dev, num_test, hours, seed, text_files, generator,
-          domains, accents, variants, dev_voices, test_voices, rate, pitch, noise_snr, noise_prob, noise_types,
-          reverb_prob, speed, speed_prob, workers, strict, quiet) -> None:
+def synth(out: Path, engine, voices_dir, kokoro_voices, mix_prob, config_file: Path | None, num_train, num_dev,
+          num_test, hours, seed, text_files, generator, domains, accents, variants, dev_voices, test_voices, rate,
+          pitch, noise_snr, noise_prob, noise_types, reverb_prob, speed, speed_prob, workers, strict, quiet) -> None:
     """Synthesize a speech corpus offline: eSpeak NG accents x voice variants, Kokoro's 54 voices and their blends,
     or Piper's one voice, with prosody drawn from the seed; dev and test get voices (Piper: only sentences) and
     sentences that train never has; resumable; optional noise, reverberation and speed augmentation."""

@@ -75,7 +75,7 @@ class SynthConfig:
     mix_weight: tuple[float, float] = (0.2, 0.8)  # Kokoro: weight range of the first voice in a blend
     noise_scale: tuple[float, float] = (0.5, 0.8)  # Piper: voice variation range (the voice's own: 0.667)
     noise_w: tuple[float, float] = (0.6, 1.0)  # Piper: rhythm variation range (the voice's own: 0.8)
-    silence: tuple[float, float] | None = None  # lead and trail silence range, s, each drawn (eSpeak 0.05–0.4, else 0.05–0.3)
+    silence: tuple[float, float] | None = None  # lead, trail silence range, s (eSpeak .05–.4, others .05–.3)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # augmentation applied at synthesis time
     augment_splits: list[str] = field(default_factory=lambda: ["train"])  # splits that get augmentation
     workers: int = 0  # processes (0 = all CPUs); does not change the output

@@ -128,7 +128,7 @@ def plain_reading(text: str) -> str:
     return normalize(text) + ("?" if text.rstrip().endswith("?") else ".")
 
 
-_CLAUSE_BREAK = re.compile(r"(?<=[,;:.!?…—])[\"'”’)\]]*\s+")  # after clause punctuation (not inside 7:30 or 3.5)
+_CLAUSE_BREAK = re.compile(r"(?<=[,;:.!?…—])[\"'”’)\]]*\s+")  # after clause punctuation (not in 7:30 or 3.5)
 _MARK = re.compile(r"([,;:.!?…—])[\"'”’)\]]*$")  # the punctuation a clause ends with, closing quotes aside
 
 

