@@ -34,7 +34,7 @@ class Engine(abc.ABC):
 
     name = ""
     defaults: dict[str, Any] = {}  # values for SynthConfig fields left at None (held-out voice counts, silences)
-    chars_per_second = 14.0  # characters of normalized text spoken per second at speed 1 (sizes --hours corpora)
+    chars_per_second = 16.0  # characters of normalized text spoken per second at speed 1 (sizes --hours corpora)
 
     def __init__(self, cfg: SynthConfig):
         self.cfg = cfg
@@ -51,7 +51,8 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def split_voices(self) -> dict[str, list]:
-        """The voices of each split, from the config and its seed; dev and test get voices train never has."""
+        """The voices of each split, from the config and its seed; dev and test get voices train never has
+        (unless the engine has only one)."""
 
     @abc.abstractmethod
     def draw(self, rng: np.random.Generator, split: str, voices: list) -> tuple[Any, Any]:
@@ -87,6 +88,7 @@ def engine_class(name: str) -> type[Engine]:
 
 
 def make_engine(cfg: SynthConfig) -> Engine:
+    """The engine `cfg.engine` names, set up with `cfg` (nothing is loaded yet)."""
     return engine_class(cfg.engine)(cfg)
 
 

