@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ HEADER = "# malsori benchmarks\n\nEach section is rewritten by the script named 
 def record(name: str, body: str) -> None:
     """Write `body` under a heading for `name`, with the exact command, date and machine."""
     script = Path(sys.argv[0]).resolve()
-    cmd = "python " + " ".join([str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else str(script), *sys.argv[1:]])
+    cmd = "python " + shlex.join([str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else str(script), *sys.argv[1:]])
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     rev = git_commit()
     section = (

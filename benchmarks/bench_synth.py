@@ -22,18 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._record import record  # noqa: E402
 from malsori.audio import resample, save_audio  # noqa: E402
-from malsori.data.synth import (  # noqa: E402
+from malsori.data.synth import SynthConfig, corpus_summary, plan, synthesize_corpus  # noqa: E402
+from malsori.data.tts.engine import SAMPLE_RATE, trim_and_level  # noqa: E402
+from malsori.data.tts.espeak import (  # noqa: E402
     ESPEAK_RATE,
-    SAMPLE_RATE,
-    SynthConfig,
     Synthesizer,
     available_accents,
     available_variants,
-    corpus_summary,
     default_variants,
-    plan,
-    synthesize_corpus,
-    trim_and_level,
 )
 
 # the corpus `malsori demo` synthesizes (malsori/commands/demo.py)
@@ -65,7 +61,8 @@ def stage_breakdown(n: int) -> dict[str, float]:
             raw = synth.espeak(j.spoken, j.voice, j.params)
             t1 = time.process_time()
             wave = resample(raw.astype("float32") / 32768, ESPEAK_RATE, SAMPLE_RATE)
-            wave = trim_and_level(wave, SAMPLE_RATE, j.params)
+            p = j.params
+            wave = trim_and_level(wave, SAMPLE_RATE, p.lead_silence, p.trail_silence, level_db=p.level_db)
             t2 = time.process_time()
             save_audio(Path(tmp) / f"{j.id}.flac", wave)
             t3 = time.process_time()

@@ -15,3 +15,7 @@ class ManifestError(MalsoriError):
 
 class ConfigError(MalsoriError):
     """A config key is unknown or its value has the wrong type."""
+
+
+class EngineUnavailable(MalsoriError):
+    """A synthesis engine's package or voice files are not installed; the message names the pip/npm command."""

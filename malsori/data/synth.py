@@ -1,230 +1,53 @@
-"""Offline speech corpus synthesis with eSpeak NG (through its C API, from the espeakng-loader wheel).
+"""Offline speech corpus synthesis: eSpeak NG by default, or Kokoro-82M / Piper (malsori.data.tts engines).
 
-Every utterance is planned up front from the config and its seed: sentence, voice (accent + variant) and
-synthesis parameters. Dev and test get voices (accent+variant combinations) and sentences that train never
-has. Workers only carry out the plan, so the corpus is the same whatever the number of workers, and a rerun
-skips finished files. eSpeak keeps hidden state between utterances (pitch flutter phase, cycle counters), so
-each utterance runs in a freshly loaded copy of the library: output depends only on its own plan entry.
+Every utterance is planned up front from the config and its seed: sentence, voice (an eSpeak accent + variant,
+a Kokoro voice or blend of two) and prosody. Dev and test get voices and sentences that train never has (Piper
+has one voice: there, sentences only). Workers only carry out the plan, and each utterance depends only on its
+own plan entry, so the corpus is the same whatever the number of workers, and a rerun skips finished files.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import hashlib
 import json
 import math
 import multiprocessing as mp
 import os
-import shutil
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from malsori.audio import audio_duration, resample, save_audio
+from malsori.audio import audio_duration, save_audio
 from malsori.config import from_dict, to_dict
 from malsori.data.augment import AugmentConfig, Augmenter
 from malsori.data.manifest import Utterance, atomic_write_text, write_manifest
 from malsori.data.sentences import generate_sentences, read_text_sentences
-from malsori.errors import ConfigError, MalsoriError
+from malsori.data.tts.engine import SAMPLE_RATE, Engine, engine_class, make_engine
+from malsori.data.tts.espeak import (  # noqa: F401  (eSpeak names this module has always offered)
+    Synthesizer,
+    SynthParams,
+    Voice,
+    available_accents,
+    available_variants,
+)
+from malsori.errors import ConfigError
 from malsori.text import normalize
 
-SAMPLE_RATE = 16000
-ESPEAK_RATE = 22050  # eSpeak NG's own output rate
 SPLITS = ("train", "dev", "test")
-
-
-@dataclass(frozen=True)
-class Voice:
-    """An eSpeak NG voice: an English accent (language file) with a voice variant."""
-
-    accent: str  # language id, e.g. "en-us", "en-gb-scotland"
-    variant: str = ""  # variant file name in voices/!v, e.g. "f3", "klatt2"; "" = the accent's plain voice
-
-    @property
-    def name(self) -> str:
-        return f"{self.accent}+{self.variant}" if self.variant else self.accent
-
-
-@dataclass
-class SynthParams:
-    """Prosody and level of one utterance."""
-
-    rate: int = 175  # speaking rate, words per minute (eSpeak 80–450)
-    pitch: int = 50  # base pitch, 0–100
-    pitch_range: int = 50  # pitch variation, 0 (monotone) – 100
-    volume: int = 100  # eSpeak amplitude, 0–200 (loud values clip and compress a little inside eSpeak)
-    word_gap: int = 0  # extra pause between words, units of 10 ms
-    lead_silence: float = 0.1  # seconds of silence before speech, after trimming
-    trail_silence: float = 0.1  # seconds of silence after speech
-    level_db: float = -20.0  # speech RMS level after normalization, dBFS
-    espeak_seed: int = 0  # seed of eSpeak's noise generators (breathy variants)
-
-
-def espeak_data_path() -> Path:
-    import espeakng_loader
-
-    return Path(espeakng_loader.get_data_path())
-
-
-def available_accents() -> list[str]:
-    """English accents shipped in the eSpeak NG data (lang/gmw/en*), as lower-case voice ids."""
-    lang = espeak_data_path() / "lang" / "gmw"
-    return sorted(p.name.lower() for p in lang.glob("en*") if p.name.lower() != "en-shaw")  # Shavian: a script
-
-
-def available_variants() -> list[str]:
-    """Voice variant names in voices/!v (only names eSpeak can take after '+': no spaces)."""
-    return sorted(p.name for p in (espeak_data_path() / "voices" / "!v").iterdir() if p.is_file() and " " not in p.name)
-
-
-def default_variants() -> list[str]:
-    """Variants used unless listed: all but the unstable test voice "fast", whispering ones (voicing < 25) and
-    heavy-echo effect voices (echo amplitude > 100: robots, "Demonic"), which sound like effects, not speakers."""
-    keep = []
-    for name in available_variants():
-        settings = {}
-        text = (espeak_data_path() / "voices" / "!v" / name).read_text(encoding="utf-8", errors="replace")
-        for line in text.splitlines():
-            parts = line.split("//")[0].split()
-            if len(parts) >= 2 and all(p.lstrip("-").isdigit() for p in parts[1:]):
-                settings[parts[0]] = [int(p) for p in parts[1:]]
-        echo_amp = settings.get("echo", [0, 0])[-1]
-        if name != "fast" and echo_amp <= 100 and settings.get("voicing", [64])[0] >= 25:
-            keep.append(name)
-    return keep
-
-
-class Synthesizer:
-    """Text → 16 kHz float32 speech with eSpeak NG, trimmed and level-normalized.
-
-    eSpeak is loaded afresh for each utterance (about a millisecond) so that no state leaks between
-    utterances. eSpeak is not thread-safe: use one Synthesizer per process, from one thread.
-    """
-
-    def __init__(self, sample_rate: int = SAMPLE_RATE, data_dir: Path | None = None):
-        """`data_dir`: a folder made by `english_data_copy` to share between processes (default: a private one)."""
-        import espeakng_loader
-
-        self.sample_rate = sample_rate
-        self._lib_path = espeakng_loader.get_library_path()
-        if data_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="malsori-espeak-")  # removed with this object
-            data_dir = english_data_copy(Path(self._tmp.name))
-        self._data = Path(data_dir)
-        self._chunks: list[np.ndarray] = []
-        proto = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-        self._callback = proto(self._collect)  # keep a reference: eSpeak holds the pointer
-
-    def _collect(self, wav, n: int, events) -> int:
-        if n > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-        return 0  # 0 = continue
-
-    def espeak(self, text: str, voice: Voice, params: SynthParams) -> np.ndarray:
-        """Raw eSpeak output: int16 samples at 22050 Hz."""
-        variant_ok = not voice.variant or (self._data / "voices" / "!v" / voice.variant).is_file()
-        if not (self._data / "lang" / "gmw" / voice.accent).is_file() or not variant_ok:
-            raise MalsoriError(f"eSpeak NG has no voice '{voice.name}' (accents: {', '.join(available_accents())}; "
-                               f"variants: {', '.join(available_variants())})")
-        self._chunks = []
-        lib = ctypes.CDLL(self._lib_path, mode=ctypes.RTLD_LOCAL)
-        c_int, c_uint, c_void_p, c_char_p = ctypes.c_int, ctypes.c_uint, ctypes.c_void_p, ctypes.c_char_p
-        lib.espeak_Initialize.argtypes = [c_int, c_int, c_char_p, c_int]
-        lib.espeak_Synth.argtypes = [c_char_p, ctypes.c_size_t, c_uint, c_int, c_uint, c_uint, c_void_p, c_void_p]
-        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-        try:
-            if lib.espeak_Initialize(2, 0, str(self._data).encode(), 0) != ESPEAK_RATE:  # 2 = AUDIO_OUTPUT_SYNCHRONOUS
-                raise MalsoriError(f"{self._lib_path}: eSpeak NG failed to initialize with data {self._data}")
-            try:
-                self._speak(lib, text, voice, params)
-            finally:
-                lib.espeak_Terminate()
-        finally:
-            _unload(lib)
-        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-
-    def _speak(self, lib: ctypes.CDLL, text: str, voice: Voice, p: SynthParams) -> None:
-        """Set voice, seed and parameters on an initialized eSpeak, and synthesize into self._chunks."""
-        lib.espeak_SetSynthCallback(self._callback)
-        lib.espeak_ng_SetRandSeed(p.espeak_seed)
-        _c_srand(p.espeak_seed)  # breath noise uses the C library's rand()
-        if lib.espeak_SetVoiceByName(f"gmw/{voice.name}".encode()) != 0:  # a file path: no scan of all voices
-            raise MalsoriError(f"eSpeak NG could not load voice '{voice.name}'")
-        # espeak_PARAMETER ids: 1 rate, 2 volume, 3 pitch, 4 range, 7 word gap
-        for pid, value in ((1, p.rate), (2, p.volume), (3, p.pitch), (4, p.pitch_range), (7, p.word_gap)):
-            lib.espeak_SetParameter(pid, int(value), 0)
-        data = text.encode("utf-8") + b"\0"
-        lib.espeak_Synth(data, len(data), 0, 1, 0, 1, None, None)  # 1 = POS_CHARACTER; flags 1 = UTF-8
-
-    def synthesize(self, text: str, voice: Voice | str, params: SynthParams | None = None) -> np.ndarray:
-        """Speak `text` (spoken as written: normalize it first for exact targets); float32 at `sample_rate`."""
-        if isinstance(voice, str):
-            voice = Voice(*voice.split("+", 1))
-        params = params or SynthParams()
-        raw = self.espeak(text, voice, params).astype(np.float32) / 32768.0
-        wave = resample(raw, ESPEAK_RATE, self.sample_rate)
-        return trim_and_level(wave, self.sample_rate, params)
-
-
-def english_data_copy(folder: Path) -> Path:
-    """Copy eSpeak's English data into `folder`/espeak-ng-data, accent files under lower-case names, so that
-    espeak_SetVoiceByName finds "gmw/en-us" as a file instead of reading every voice file (15 ms) at each load."""
-    src, dst = espeak_data_path(), Path(folder) / "espeak-ng-data"
-    (dst / "lang" / "gmw").mkdir(parents=True)
-    (dst / "voices" / "!v").mkdir(parents=True)
-    for name in ("phondata", "phonindex", "phontab", "intonations", "en_dict"):
-        shutil.copyfile(src / name, dst / name)
-    for f in (src / "lang" / "gmw").glob("en*"):
-        shutil.copyfile(f, dst / "lang" / "gmw" / f.name.lower())
-    for f in (src / "voices" / "!v").iterdir():
-        if f.is_file() and " " not in f.name:
-            shutil.copyfile(f, dst / "voices" / "!v" / f.name)
-    return dst
-
-
-def _c_srand(seed: int) -> None:
-    try:
-        ctypes.CDLL(None).srand(ctypes.c_uint(seed))
-    except (OSError, AttributeError):  # no process-wide C library handle (Windows): breathy voices may vary slightly
-        pass
-
-
-def _unload(lib: ctypes.CDLL) -> None:
-    """Unmap the library so the next load starts from pristine static state."""
-    import _ctypes
-
-    close = getattr(_ctypes, "dlclose", None) or getattr(_ctypes, "FreeLibrary")
-    close(lib._handle)
-
-
-def trim_and_level(wave: np.ndarray, sample_rate: int, p: SynthParams, floor_db: float = -45.0) -> np.ndarray:
-    """Cut silence outside the speech (10 ms frames above `floor_db` relative to the loudest), pad the
-    requested lead/trail silence, scale speech RMS to `p.level_db` and keep the peak below 0.99."""
-    hop = sample_rate // 100
-    frames = wave[: len(wave) // hop * hop].reshape(-1, hop).astype(np.float64)
-    energy = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
-    active = np.flatnonzero(energy > energy.max() + floor_db) if len(frames) else np.zeros(0, int)
-    if len(active) == 0 or not np.any(frames[active]):
-        return np.zeros(int((p.lead_silence + p.trail_silence) * sample_rate), np.float32)
-    speech = wave[max(0, active[0] * hop - hop): (active[-1] + 2) * hop]
-    rms = math.sqrt(float(np.mean(frames[active] ** 2)))
-    speech = speech * (10 ** (p.level_db / 20) / max(rms, 1e-9))
-    peak = float(np.abs(speech).max())
-    if peak > 0.99:
-        speech *= 0.99 / peak
-    lead, trail = np.zeros(int(p.lead_silence * sample_rate)), np.zeros(int(p.trail_silence * sample_rate))
-    return np.concatenate([lead, speech, trail]).astype(np.float32)
 
 
 @dataclass
 class SynthConfig:
-    """What corpus to synthesize; everything but `workers` and `strict` is saved and must match when resuming."""
+    """What corpus to synthesize; everything but `workers`, `strict` and `voices_dir` is saved and must match when
+    resuming. Fields marked eSpeak, Kokoro or Piper are read by that engine only; None = the engine's default."""
 
+    engine: str = "espeak"  # synthesis engine: espeak (built in), kokoro or piper (optional extras)
     num_train: int = 2000  # train utterances (unused when train_hours > 0)
     num_dev: int = 200  # dev utterances
     num_test: int = 200  # test utterances
@@ -234,17 +57,25 @@ class SynthConfig:
     use_generator: bool | None = None  # add built-in sentences; None = only when no text files are given
     domains: list[str] = field(default_factory=list)  # built-in sentence domains (empty = all)
     max_words: int = 40  # longer sentences are dropped
-    accents: list[str] = field(default_factory=list)  # English accents to use (empty = all found)
-    variants: list[str] = field(default_factory=list)  # voice variants to use (empty = default_variants())
-    dev_voices: int = 12  # accent+variant combinations reserved for dev
-    test_voices: int = 12  # accent+variant combinations reserved for test
-    rate: tuple[int, int] = (130, 240)  # speaking rate range, words per minute
-    pitch: tuple[int, int] = (20, 80)  # base pitch range, 0–100
-    pitch_range: tuple[int, int] = (15, 90)  # pitch variation range, 0–100
-    volume: tuple[int, int] = (70, 140)  # eSpeak amplitude range
-    word_gap: tuple[int, int] = (0, 3)  # extra pause between words, 10 ms units
-    silence: tuple[float, float] = (0.05, 0.4)  # lead and trail silence range, seconds (each drawn)
-    level_db: tuple[float, float] = (-32.0, -16.0)  # speech RMS level range, dBFS
+    accents: list[str] = field(default_factory=list)  # eSpeak: English accents to use (empty = all found)
+    variants: list[str] = field(default_factory=list)  # eSpeak: voice variants to use (empty = default_variants())
+    kokoro_voices: list[str] = field(default_factory=list)  # Kokoro: voice packs to use (empty = all 54)
+    voices_dir: str = ""  # Kokoro: folder of voice packs (npm kokoro-js voices/); "" = $MALSORI_KOKORO_VOICES
+    dev_voices: int | None = None  # voices reserved for dev (eSpeak: accent+variant combinations; default 12, Kokoro 3)
+    test_voices: int | None = None  # voices reserved for test (default eSpeak 12, Kokoro 4)
+    rate: tuple[int, int] = (130, 240)  # eSpeak: speaking rate range, words per minute
+    pitch: tuple[int, int] = (20, 80)  # eSpeak: base pitch range, 0–100
+    pitch_range: tuple[int, int] = (15, 90)  # eSpeak: pitch variation range, 0–100
+    volume: tuple[int, int] = (70, 140)  # eSpeak: amplitude range
+    word_gap: tuple[int, int] = (0, 3)  # eSpeak: extra pause between words, 10 ms units
+    level_db: tuple[float, float] = (-32.0, -16.0)  # eSpeak: speech RMS level range, dBFS
+    speed: tuple[float, float] = (0.85, 1.2)  # Kokoro, Piper: speaking speed factor range (1 = the voice's pace)
+    peak: tuple[float, float] = (0.3, 0.9)  # Kokoro, Piper: peak level range of the speech
+    mix_prob: float = 0.4  # Kokoro: share of train utterances spoken by a blend of two train voices
+    mix_weight: tuple[float, float] = (0.2, 0.8)  # Kokoro: weight range of the first voice in a blend
+    noise_scale: tuple[float, float] = (0.5, 0.8)  # Piper: voice variation range (the voice's own: 0.667)
+    noise_w: tuple[float, float] = (0.6, 1.0)  # Piper: rhythm variation range (the voice's own: 0.8)
+    silence: tuple[float, float] | None = None  # lead, trail silence range, s (eSpeak .05–.4, others .05–.3)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # augmentation applied at synthesis time
     augment_splits: list[str] = field(default_factory=lambda: ["train"])  # splits that get augmentation
     workers: int = 0  # processes (0 = all CPUs); does not change the output
@@ -253,12 +84,21 @@ class SynthConfig:
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
             self.augment = from_dict(AugmentConfig, self.augment, "augment")
-        for name in ("num_train", "num_dev", "num_test"):
+        for name, value in engine_class(self.engine).defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        for name, only in (("accents", "espeak"), ("variants", "espeak"), ("kokoro_voices", "kokoro")):
+            if getattr(self, name) and self.engine != only:
+                raise ConfigError(f"{name}: only for engine {only}, not {self.engine}")
+        for name in ("num_train", "num_dev", "num_test", "dev_voices", "test_voices"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.mix_prob <= 1:
+            raise ConfigError(f"mix_prob: must be in 0..1, got {self.mix_prob}")
         if not set(self.augment_splits) <= set(SPLITS):
             raise ConfigError(f"augment_splits: must be among {', '.join(SPLITS)}, got {self.augment_splits}")
-        for name in ("rate", "pitch", "pitch_range", "volume", "word_gap", "silence", "level_db"):
+        for name in ("rate", "pitch", "pitch_range", "volume", "word_gap", "silence", "level_db", "speed", "peak",
+                     "mix_weight", "noise_scale", "noise_w"):
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise ConfigError(f"{name}: range low {lo} is above high {hi}")
@@ -271,36 +111,12 @@ class Job:
     split: str
     id: str
     text: str  # the sentence as written (manifest `text`)
-    spoken: str  # what eSpeak reads: the normalized words, so audio and target agree
+    spoken: str  # the normalized words (manifest `text_normalized`); the engine reads them (Engine.reading)
     source: str  # generator domain, or "file"
-    voice: Voice
-    params: SynthParams
+    voice: Any  # the engine's voice: eSpeak Voice, or Speaker (a Kokoro voice or blend, the Piper voice)
+    params: Any  # the engine's prosody: eSpeak SynthParams, KokoroParams, PiperParams
     augment: dict | None  # augmentation params drawn for it (None: split not augmented)
     augment_seed: int  # seed of the noise samples / impulse response
-
-
-def _voice_splits(cfg: SynthConfig) -> dict[str, list[Voice]]:
-    """Partition accent × variant combinations: dev and test get their own, train the rest."""
-    accents = cfg.accents or available_accents()
-    variants = cfg.variants or default_variants()
-    for name, chosen, known in (("accents", accents, available_accents()),
-                                ("variants", variants, available_variants())):
-        bad = [x for x in chosen if x not in known]
-        if bad:
-            raise ConfigError(f"{name}: unknown {', '.join(bad)} (known: {', '.join(known)})")
-    combos = [Voice(a, v) for a in sorted(accents) for v in sorted(variants)]
-    np.random.default_rng([cfg.seed, 1]).shuffle(combos)
-    n_dev = cfg.dev_voices if cfg.num_dev else 0
-    n_test = cfg.test_voices if cfg.num_test else 0
-    if (cfg.num_dev and n_dev < 1) or (cfg.num_test and n_test < 1) or n_dev + n_test >= len(combos):
-        raise ConfigError(f"dev_voices/test_voices: need at least 1 each and fewer than {len(combos)} in all "
-                          "(the accent × variant combinations)")
-    return {"dev": combos[:n_dev], "test": combos[n_dev: n_dev + n_test], "train": combos[n_dev + n_test:]}
-
-
-def _estimate_seconds(spoken: str, cfg: SynthConfig) -> float:
-    """Rough duration of a sentence at the middle rate (eSpeak speaks about 18.5 characters/s at 175 wpm)."""
-    return len(spoken) / (18.5 * sum(cfg.rate) / 2 / 175) + sum(cfg.silence)
 
 
 def _sentence_splits(cfg: SynthConfig, counts: dict[str, int], notes: dict) -> dict[str, list[tuple[str, str]]]:
@@ -332,13 +148,14 @@ def _sentence_splits(cfg: SynthConfig, counts: dict[str, int], notes: dict) -> d
 
 def plan(cfg: SynthConfig) -> tuple[list[Job], dict]:
     """Every utterance of the corpus, in a fixed order, from the config alone; plus notes for the summary."""
+    engine = make_engine(cfg)
     counts = {"train": cfg.num_train, "dev": cfg.num_dev, "test": cfg.num_test}
-    notes: dict = {}
+    notes: dict = engine.notes()
     if cfg.train_hours > 0:  # size train from a duration estimate over sample sentences
         probe = _sentence_splits(cfg, {"train": 200, "dev": 0, "test": 0}, {})["train"]
-        mean = float(np.mean([_estimate_seconds(normalize(s), cfg) for _, s in probe]))
+        mean = float(np.mean([engine.estimate_seconds(normalize(s)) for _, s in probe]))
         counts["train"] = max(1, round(cfg.train_hours * 3600 / mean))
-    voices = _voice_splits(cfg)
+    voices = engine.split_voices()
     sentences = _sentence_splits(cfg, counts, notes)
     augmenter = Augmenter(cfg.augment, SAMPLE_RATE)  # only draws params here
     jobs: list[Job] = []
@@ -346,18 +163,7 @@ def plan(cfg: SynthConfig) -> tuple[list[Job], dict]:
         for i in range(counts[split]):
             rng = np.random.default_rng([cfg.seed, 3, k, i])
             src, text = sentences[split][i % len(sentences[split])]
-            p = SynthParams(
-                rate=int(rng.integers(cfg.rate[0], cfg.rate[1] + 1)),
-                pitch=int(rng.integers(cfg.pitch[0], cfg.pitch[1] + 1)),
-                pitch_range=int(rng.integers(cfg.pitch_range[0], cfg.pitch_range[1] + 1)),
-                volume=int(rng.integers(cfg.volume[0], cfg.volume[1] + 1)),
-                word_gap=int(rng.integers(cfg.word_gap[0], cfg.word_gap[1] + 1)),
-                lead_silence=round(float(rng.uniform(*cfg.silence)), 3),
-                trail_silence=round(float(rng.uniform(*cfg.silence)), 3),
-                level_db=round(float(rng.uniform(*cfg.level_db)), 2),
-                espeak_seed=int(rng.integers(2**31)),
-            )
-            voice = voices[split][int(rng.integers(len(voices[split])))]
+            voice, p = engine.draw(rng, split, voices[split])
             aug = augmenter.sample(rng) if cfg.augment.active and split in cfg.augment_splits else None
             seed = int(rng.integers(2**63))
             jobs.append(Job(split, f"{split}-{i:06d}", text, normalize(text), src, voice, p, aug, seed))
@@ -366,23 +172,23 @@ def plan(cfg: SynthConfig) -> tuple[list[Job], dict]:
 
 # ---- running the plan -------------------------------------------------------------------------------
 
-_worker: dict = {}  # per-process Synthesizer and Augmenter, made by _init_worker
+_worker: dict = {}  # per-process engine and Augmenter, set by _init_worker
 
 
-def _init_worker(augment: dict, babble_voices: list[Voice], data_dir: Path) -> None:
-    synth = Synthesizer(data_dir=data_dir)
+def _init_worker(engine: Engine, augment: dict) -> None:
     cfg = from_dict(AugmentConfig, augment)
     babble = None
     if cfg.noise_prob > 0 and "babble" in cfg.noise_types:  # a few fixed utterances to mix into babble noise
-        sents = generate_sentences(len(babble_voices), seed=12345)
-        babble = [synth.synthesize(normalize(s), v) for (_, s), v in zip(sents, babble_voices)]
-    _worker.update(synth=synth, augmenter=Augmenter(cfg, SAMPLE_RATE, babble))
+        voices = engine.split_voices()["train"][:8]
+        sents = generate_sentences(len(voices), seed=12345)
+        babble = [engine.synthesize(normalize(s), v, engine.default_params()) for (_, s), v in zip(sents, voices)]
+    _worker.update(engine=engine, augmenter=Augmenter(cfg, SAMPLE_RATE, babble))
 
 
 def _run_job(job: Job, out_dir: Path) -> tuple[str, float]:
     """Synthesize, augment and save one utterance; returns (id, seconds)."""
-    spoken = job.spoken + ("?" if job.text.rstrip().endswith("?") else ".")  # keep question intonation
-    wave = _worker["synth"].synthesize(spoken, job.voice, job.params)
+    engine = _worker["engine"]
+    wave = engine.synthesize(engine.reading(job.text), job.voice, job.params)
     if job.augment:
         wave = _worker["augmenter"].apply(wave, job.augment, np.random.default_rng(job.augment_seed))
         peak = float(np.abs(wave).max()) if len(wave) else 0.0
@@ -397,9 +203,10 @@ def _audio_path(out_dir: Path, job: Job) -> Path:
 
 
 def _saved_config(cfg: SynthConfig) -> dict:
-    """What must match for a resume: the config without `workers`, plus a hash of every text file."""
+    """What must match for a resume: the config without `workers`, `strict` and `voices_dir` (a place, not what is
+    in it), plus a hash of every text file."""
     d = to_dict(cfg)
-    d.pop("workers"), d.pop("strict")
+    d.pop("workers"), d.pop("strict"), d.pop("voices_dir")
     files = [Path(f) for f in cfg.text_files if Path(f).is_file()]
     d["text_file_sha256"] = {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
     return {"format": 1, "config": d}
@@ -420,7 +227,9 @@ def _check_resume(out_dir: Path, saved: dict) -> None:
             old = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: unreadable ({e}); delete it or use a new output folder") from None
-        old_cfg, new_cfg = _flat(old.get("config", {})), _flat(json.loads(json.dumps(saved["config"])))
+        # a field added to SynthConfig after the folder was made counts as having its default there
+        added = json.loads(json.dumps(_saved_config(SynthConfig())["config"]))
+        old_cfg, new_cfg = _flat({**added, **old.get("config", {})}), _flat(json.loads(json.dumps(saved["config"])))
         diff = [k for k in sorted(set(old_cfg) | set(new_cfg)) if old_cfg.get(k) != new_cfg.get(k)]
         if diff:
             k = diff[0]
@@ -445,6 +254,8 @@ def synthesize_corpus(cfg: SynthConfig, out_dir: str | os.PathLike, progress: bo
     out_dir = Path(out_dir)
     start = time.perf_counter()
     saved = _saved_config(cfg)  # hashes text files first: a missing file fails below with its name
+    engine = make_engine(cfg)
+    engine.check()  # a missing optional engine or voice fails before anything is written
     jobs, notes = plan(cfg)
     _check_resume(out_dir, saved)
     for split in SPLITS:  # temp files of a killed run (save_audio writes ".<id>.*.flac" then renames)
@@ -454,7 +265,6 @@ def synthesize_corpus(cfg: SynthConfig, out_dir: str | os.PathLike, progress: bo
     todo = [j for j in jobs if j.id not in done]
     new_seconds = 0.0
     workers = min(cfg.workers or os.cpu_count() or 1, max(1, len(todo)))
-    babble_voices = _voice_splits(cfg)["train"][:8]
     bar = tqdm(total=len(jobs), initial=len(done), unit="utt", disable=not progress, file=sys.stderr)
     t0 = time.perf_counter()
 
@@ -466,8 +276,9 @@ def synthesize_corpus(cfg: SynthConfig, out_dir: str | os.PathLike, progress: bo
         bar.update()
         bar.set_postfix_str(f"{new_seconds / max(time.perf_counter() - t0, 1e-9):.0f}x real time", refresh=False)
 
-    with tempfile.TemporaryDirectory(prefix="malsori-espeak-") as tmp:  # one eSpeak data copy for all workers
-        init_args = (to_dict(cfg.augment), babble_voices, english_data_copy(Path(tmp)))
+    with tempfile.TemporaryDirectory(prefix="malsori-synth-") as tmp:  # files the workers share (eSpeak's data)
+        engine.prepare(Path(tmp))
+        init_args = (engine, to_dict(cfg.augment))
         if todo and workers == 1:
             _init_worker(*init_args)
             for job in todo:
@@ -497,8 +308,7 @@ def _write_manifests(out_dir: Path, jobs: list[Job], durations: dict[str, float]
             continue
         utts = []
         for j in split_jobs:
-            extra = {"accent": j.voice.accent, "variant": j.voice.variant, **asdict(j.params), "source": j.source,
-                     "text_normalized": j.spoken}
+            extra = {**asdict(j.voice), **asdict(j.params), "source": j.source, "text_normalized": j.spoken}
             if j.augment is not None:
                 extra["augment"] = j.augment
             audio = f"audio/{split}/{j.id}.flac"

@@ -1,0 +1,1 @@
+"""Speech synthesis engines behind one interface (engine.py): eSpeak NG built in, Kokoro-82M and Piper as extras."""
