@@ -228,8 +228,11 @@ def read_sources(cfg: DataConfig, verbose: bool = True) -> tuple[list[SourceConf
     source index and its weight."""
     if cfg.sources and cfg.train:
         raise ConfigError("data.train and data.sources: give one of them (list data.train's manifest among the sources)")
+    missing = [k for k, s in enumerate(cfg.sources) if not s.manifest]
+    if missing:
+        raise ConfigError(f"data.sources[{missing[0]}].manifest: no manifest given")
     sources = cfg.sources or [SourceConfig(manifest=cfg.train)]
-    if not all(s.manifest for s in sources):
+    if not sources[0].manifest:
         raise ConfigError("data.train: no training manifest given (set data.train or data.sources)")
     utts, source_of, weights = [], [], []
     for k, src in enumerate(sources):

@@ -79,3 +79,17 @@ def test_error_rates_match_hand_counts():
     assert r.words == 6 and r.deletions == 1 and r.insertions == 1 and r.wer == pytest.approx(2 / 6)
     assert error_rates(["", "a"], ["b c", "a"]).insertions == 2
     assert utterance_errors("the cat", "the hat") == (1, 2, 1, 7)
+
+
+def test_weighted_sources_refuse_bad_values():
+    from malsori.train import DataConfig, read_sources
+
+    with pytest.raises(ConfigError, match="weight must be >= 0"):
+        from_dict(DataConfig, {"sources": [{"manifest": "a.jsonl", "weight": -1}]})
+    with pytest.raises(ConfigError, match="weight must be >= 0"):
+        from_dict(DataConfig, {"sources": [{"manifest": "a.jsonl", "weight": float("nan")}]})
+    with pytest.raises(ConfigError, match=r"data.sources\[1\].manifest"):
+        read_sources(from_dict(DataConfig, {"sources": [{"manifest": "a.jsonl"}, {"weight": 2.0}]}), verbose=False)
+    with pytest.raises(ConfigError, match="no training manifest"):
+        read_sources(DataConfig(), verbose=False)
+    assert from_dict(DataConfig, {"sources": [{"manifest": "x/real.jsonl"}]}).sources[0].name == "real"

@@ -15,25 +15,15 @@ from malsori.losses import rnnt_loss
 from malsori.models.transducer import PredictorConfig, TransducerConfig, TransducerModel
 from malsori.nn.lstm import LSTMConfig, LSTMEncoder
 
+from conftest import FrameLinearEncoder  # the shared stand-in encoder of the search tests
+
 KINDS = ["lstm", "stateless"]
-
-
-class LinearEncoder(torch.nn.Module):
-    """A stand-in encoder for search tests: one linear map per frame."""
-
-    def __init__(self, in_dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.proj = torch.nn.Linear(in_dim, out_dim)
-        self.output_dim = out_dim
-
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.proj(feats), lengths
 
 
 def small_model(kind: str, vocab: int = 5, seed: int = 0, blank_bias: float = 0.0, scale: float = 1.0, **cfg) -> TransducerModel:
     torch.manual_seed(seed)
     pred = PredictorConfig(kind=kind, embed_dim=12, hidden_size=12, context=2, dropout=0.0)
-    model = TransducerModel(LinearEncoder(6, 10), vocab, TransducerConfig(predictor=pred, joiner_dim=16, **cfg)).eval()
+    model = TransducerModel(FrameLinearEncoder(6, 10), vocab, TransducerConfig(predictor=pred, joiner_dim=16, **cfg)).eval()
     with torch.no_grad():
         model.joiner.out.weight.mul_(scale)
         model.joiner.out.bias[0] += blank_bias  # < 0: more labels per frame, so the per-frame cap matters
