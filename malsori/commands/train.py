@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-
-
-def resolve_recipe(name: str) -> Path:
-    """A YAML path, or the name of a recipe shipped in recipes/ (e.g. `conformer_ctc_demo`)."""
-    p = Path(name)
-    if p.is_file():
-        return p
-    cand = RECIPES / f"{name.removesuffix('.yaml')}.yaml"
-    return cand if cand.is_file() else p
+from malsori.recipes import resolve_recipe
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("recipe")
 @click.argument("overrides", nargs=-1)
 def train(recipe: str, overrides: tuple[str, ...]) -> None:
-    """Train a model from a YAML RECIPE (a path or a name in recipes/), with key=value OVERRIDES.
+    """Train a model from a YAML RECIPE (a path, or the name of a recipe shipped in malsori/recipes/), with key=value OVERRIDES.
 
     Nested keys use dots, e.g. `malsori train conformer_ctc_demo data.train=corpus/train.jsonl optim.lr=1e-3 out=exp/a`.
     Re-running with the same out= resumes from the last checkpoint; the final model is written to OUT/model.
