@@ -23,7 +23,7 @@ from malsori.nn.mocha import (MonotonicChunkwiseAttention, chunk_attention, expe
 from malsori.tokenizer import SPECIAL_IDS
 
 from helpers.attention import (F_DIM, REORDER, VOCAB, FrameLocalEncoder, Trained, assert_steps_equal_forward,
-                               assert_stream_equals_offline_greedy, feed, spoken_batch, toy_batch)
+                               assert_stream_equals_offline_greedy, feed, overfit, spoken_batch, toy_batch)
 
 SOS, EOS = SPECIAL_IDS.sos, SPECIAL_IDS.eos
 
@@ -185,23 +185,7 @@ def trained() -> Trained:
                           num_layers=1, embed_dim=32, hidden_size=64, attention_dim=32, dropout=0.0,
                           label_smoothing=0.0, ctc_weight=0.0, max_len_ratio=1.0)
     model = AttentionModel(FrameLocalEncoder(), VOCAB, cfg)
-    feats, feat_lens, targets, target_lens, labels = spoken_batch()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    with torch.no_grad():
-        first = model.compute_loss(feats, feat_lens, targets, target_lens)[0].item()
-    for step in range(1, 401):
-        model.train()
-        loss, _ = model.compute_loss(feats, feat_lens, targets, target_lens)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 25 == 0:
-            model.eval()  # eval = hard attention, what decoding uses
-            if [h.tokens for h in model.decode(feats, feat_lens)] == labels and loss.item() < first / 10:
-                break
-    model.eval()
-    return Trained(model, feats, feat_lens, targets, target_lens, labels, first, loss.item())
+    return overfit(model, spoken_batch(), lr=1e-2, check_every=25, good_enough=lambda m, last, first: last < first / 10)
 
 
 def test_las_mocha_overfits_toy_set_and_streams_it(trained: Trained) -> None:

@@ -17,7 +17,8 @@ from malsori.models.registry import build_model
 from malsori.recipes import resolve_recipe
 from malsori.tokenizer import SPECIAL_IDS
 
-from helpers.attention import VOCAB, FrameLocalEncoder, Trained, assert_stream_equals_offline_greedy, feed, spoken_batch
+from helpers.attention import (VOCAB, FrameLocalEncoder, Trained, assert_stream_equals_offline_greedy, feed, overfit,
+                               spoken_batch)
 
 SOS, EOS = SPECIAL_IDS.sos, SPECIAL_IDS.eos
 ENC_DIM = 24
@@ -153,24 +154,14 @@ def trained() -> Trained:
     gets them all. Toy settings as for the LAS toy (tests/test_mocha.py): r = −1 for ~12-frame memories, noise 4."""
     model = model_for(seed=0, chunk=2, noise=4.0, bias=-1.0)
     model.cfg.max_len_ratio = 1.0
-    feats, feat_lens, targets, target_lens, labels = spoken_batch(12)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    with torch.no_grad():
-        first = model.train().compute_loss(feats, feat_lens, targets, target_lens)[0].item()
-    for step in range(1, 401):
-        model.train()
-        loss, _ = model.compute_loss(feats, feat_lens, targets, target_lens)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 20 == 0:
-            model.eval()  # eval = hard readers, what decoding uses
-            with torch.no_grad():
-                hard_loss = model.compute_loss(feats, feat_lens, targets, target_lens)[0].item()
-            if [h.tokens for h in model.decode(feats, feat_lens)] == labels and hard_loss < first / 50:
-                break
-    model.eval()
-    return Trained(model, feats, feat_lens, targets, target_lens, labels, first, loss.item())
+
+    def hard_loss_low(m: AttentionModel, last: float, first: float) -> bool:  # the hard readers' loss, not the soft one
+        feats, feat_lens, targets, target_lens, _ = batch
+        with torch.no_grad():
+            return m.compute_loss(feats, feat_lens, targets, target_lens)[0].item() < first / 50
+
+    batch = spoken_batch(12)
+    return overfit(model, batch, lr=3e-3, check_every=20, good_enough=hard_loss_low)
 
 
 def test_transformer_mocha_overfits_toy_set_and_streams_it(trained: Trained) -> None:

@@ -11,7 +11,7 @@ from malsori.recipes import resolve_recipe
 @click.argument("recipe")
 @click.argument("overrides", nargs=-1)
 def train(recipe: str, overrides: tuple[str, ...]) -> None:
-    """Train a model from a YAML RECIPE (a path, or the name of a recipe shipped in malsori/recipes/), with key=value OVERRIDES.
+    """Train a model from a YAML RECIPE (a path or a name in recipes/), with key=value OVERRIDES.
 
     Nested keys use dots, e.g. `malsori train conformer_ctc_demo data.train=corpus/train.jsonl optim.lr=1e-3 out=exp/a`.
     Re-running with the same out= resumes from the last checkpoint; the final model is written to OUT/model.

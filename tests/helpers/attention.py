@@ -5,6 +5,7 @@ MoChA decoders."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import pytest
 import torch
@@ -116,6 +117,29 @@ class Trained:
     labels: list[list[int]]
     first: float
     last: float
+
+
+def overfit(model: AttentionModel, batch: tuple, lr: float, check_every: int,
+            good_enough: Callable[[AttentionModel, float, float], bool]) -> Trained:
+    """Adam on one toy `batch` (spoken_batch's five parts) for at most 400 steps; every `check_every` steps, in eval mode
+    (hard attention, what decoding uses), stop once greedy decoding gets every label sequence and
+    `good_enough(model, last soft loss, first soft loss)`."""
+    feats, feat_lens, targets, target_lens, labels = batch
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    with torch.no_grad():
+        first = model.train().compute_loss(feats, feat_lens, targets, target_lens)[0].item()
+    for step in range(1, 401):
+        model.train()
+        loss, _ = model.compute_loss(feats, feat_lens, targets, target_lens)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % check_every == 0:
+            model.eval()
+            if [h.tokens for h in model.decode(feats, feat_lens)] == labels and good_enough(model, loss.item(), first):
+                break
+    model.eval()
+    return Trained(model, feats, feat_lens, targets, target_lens, labels, first, loss.item())
 
 
 def assert_stream_equals_offline_greedy(model: AttentionModel, enc: torch.Tensor, lens: torch.Tensor, always_halts: bool,
