@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-
-
-def resolve_recipe(name: str) -> Path:
-    """A YAML path, or the name of a recipe shipped in recipes/ (e.g. `conformer_ctc_demo`)."""
-    p = Path(name)
-    if p.is_file():
-        return p
-    cand = RECIPES / f"{name.removesuffix('.yaml')}.yaml"
-    return cand if cand.is_file() else p
+from malsori.recipes import resolve_recipe
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
