@@ -1,10 +1,12 @@
 """Word n-gram LM fusion (malsori/decode/word_lm.py) in every search that takes extra scorers: weight 0 changes
 nothing; the reported total is acoustic + λ · the LM's own sentence log-probability (recomputed with
 `NgramLM.score_sentence`, </s> included) + β · words; the n-best is sorted and has no duplicates; on a tie between
-two spellings the LM picks the one it knows; the lookahead bound is an upper bound and telescopes."""
+two spellings the LM picks the one it knows; the lookahead bound is an upper bound and telescopes. N-best rescoring
+(`lm_rescore`, `DecodeOptions.rescorers`): weight 0 keeps the order, the new order is the combined score's."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -12,8 +14,10 @@ import torch
 from test_scorers import SEARCHES, V, summary, with_scorers
 
 from malsori.decode.ctc import ctc_prefix_beam_search
+from malsori.decode.rescore import lm_rescore
 from malsori.decode.scorers import WeightedScorer
 from malsori.decode.word_lm import UNK_CHAR, WordCountScorer, WordNgramScorer, WordPieces, word_lm_scorers
+from malsori.errors import ConfigError
 from malsori.lm.ngram import NgramLM
 from malsori.tokenizer import SPECIALS, WORD
 
@@ -138,3 +142,55 @@ def test_every_step_scores_at_most_zero_and_words_count_one(toy_lm) -> None:
         assert set(counts.unique().tolist()) <= {0.0, 1.0}
         tokens = torch.randint(3, V, (4,), generator=g)
         s, c = scorer.extend(s, torch.arange(4), tokens), counter.extend(c, torch.arange(4), tokens)
+
+
+# ---- n-best rescoring --------------------------------------------------------------------------------------------
+def _no_eos(logits: torch.Tensor) -> torch.Tensor:
+    """CTC log-probs from random logits, eos ruled out (a tokenizer never emits it as a label)."""
+    logits[..., SPECIALS.index("<sos/eos>")] = -50.0
+    return logits.log_softmax(-1)
+
+
+def test_rescoring_with_weight_zero_leaves_the_order_unchanged(toy_lm) -> None:
+    g = torch.Generator().manual_seed(1)
+    log_probs = _no_eos(torch.randn(2, 12, V, generator=g).mul(2.0))
+    first = ctc_prefix_beam_search(log_probs, torch.tensor([12, 9]), beam_size=6, nbest=6)
+    scorer = WordNgramScorer(toy_lm, WordPieces(TOY_PIECES))
+    again = lm_rescore([h.nbest for h in first], [WeightedScorer("lm", scorer, 0.0)])
+    for old, new in zip(first, again):
+        assert [(h.tokens, h.score) for h in new.nbest] == [(h.tokens, h.score) for h in old.nbest]
+    assert not scorer._rows
+
+
+def test_rescoring_ranks_by_the_combined_score(toy_lm) -> None:
+    """New score = first-pass score + λ · sentence log-prob + β · words, recomputed on its own; best first."""
+    g = torch.Generator().manual_seed(2)
+    log_probs = _no_eos(torch.randn(2, 14, V, generator=g).mul(2.0))
+    first = ctc_prefix_beam_search(log_probs, torch.tensor([14, 10]), beam_size=8, nbest=8)
+    weight, bonus = 0.8, 0.5
+    again = lm_rescore([h.nbest for h in first], word_lm_scorers(toy_lm, WordPieces(TOY_PIECES), weight, bonus))
+    for old, new in zip(first, again):
+        expect = {}
+        for h in old.nbest:
+            words = words_of(h.tokens, TOY_PIECES)
+            expect[tuple(h.tokens)] = h.score + weight * toy_lm.score_sentence(words) + bonus * len(words)
+        assert [tuple(h.tokens) for h in new.nbest] == sorted(expect, key=expect.get, reverse=True)
+        assert [h.score for h in new.nbest] == pytest.approx([expect[tuple(h.tokens)] for h in new.nbest], abs=1e-4)
+        assert any(tuple(a.tokens) != tuple(b.tokens) for a, b in zip(old.nbest, new.nbest))  # the LM changed the order
+
+
+def test_rescorers_in_every_beam_method(search, toy_lm) -> None:
+    """`DecodeOptions.rescorers`: the beam methods re-rank their whole beam; greedy searches and streams refuse."""
+    weight, bonus = 0.6, 0.4
+    options = with_scorers(search.base, rescorers=word_lm_scorers(toy_lm, WordPieces(TOY_PIECES), weight, bonus))
+    if search.greedy or search.run.__qualname__.startswith("_streamed"):
+        with pytest.raises(ConfigError, match="rescorers"):
+            search.run(options)
+        return
+    plain = search.run(dataclasses.replace(search.base, nbest=search.base.beam_size))
+    for old, new in zip(plain, search.run(options)):
+        assert len(new.nbest) == min(search.base.nbest, len(old.nbest))
+        for hyp in new.nbest:
+            words = words_of(hyp.tokens, TOY_PIECES)
+            before = next(h for h in old.nbest if h.tokens == hyp.tokens)
+            assert hyp.score == pytest.approx(before.score + weight * toy_lm.score_sentence(words) + bonus * len(words), abs=1e-4)
