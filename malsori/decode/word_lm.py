@@ -33,7 +33,7 @@ from malsori.lm.ngram import BOS, EOS, LN10, UNK, NgramLM, WORD_BITS
 from malsori.tokenizer import SPECIAL_IDS, WORD, SpecialIds, Tokenizer
 
 UNK_CHAR = "\ufffd"  # the partial-word text of the ASR model's <unk> token: in no LM word, so the word is <unk>
-NEG = -1e30  # a range with no listed word
+CACHE_ROWS = 100_000  # contexts whose next-token scores are kept (then every cache starts again)
 
 
 class WordPieces:
@@ -119,6 +119,9 @@ class WordNgramScorer(Scorer):
         found = self._rows.get(ctx_id)
         if found is not None:
             return found
+        if len(self._rows) >= CACHE_ROWS:  # the caches are recomputable: bound their memory over long runs
+            for cache in (self._rows, self._words, self._bounds, self._levels):
+                cache.clear()
         hist, partial = self.contexts.items[ctx_id]
         here = self._bound(hist, partial)
         done, after = self._word(hist, partial) if partial else (0.0, hist)  # completing the partial word
@@ -209,8 +212,15 @@ class WordCountScorer(Scorer):
         self.pieces = pieces
         ends = [s or i == pieces.eos for i, s in enumerate(pieces.starts)]
         self.ends = torch.tensor(ends, dtype=torch.bool)
-        self.adds = torch.tensor([bool(t) for t in pieces.text])  # the token leaves a partial word open
-        self.keeps = torch.tensor([t is None for t in pieces.text])  # blank: changes nothing
+        adds = torch.tensor([bool(t) for t in pieces.text])  # the token adds characters to the partial word
+        starts = torch.tensor(pieces.starts)
+        # "open" after each token [V, 2], given "open" before (column): a word start leaves open what it adds, other
+        # pieces add to an open word, eos closes, blank keeps
+        after = torch.stack((adds, torch.where(starts, adds, True)), 1)
+        after[pieces.eos] = False
+        blank = torch.tensor([t is None for t in pieces.text])
+        after[blank] = torch.tensor([False, True])
+        self.after = after  # [V, 2]
 
     def init_state(self, n: int, memory: Tensor | None = None, memory_lens: Tensor | None = None,
                    prompt: Sequence[int] = ()) -> State:
@@ -226,11 +236,7 @@ class WordCountScorer(Scorer):
 
     def extend(self, state: State, index: Tensor, tokens: Tensor) -> State:
         was = state["open"].index_select(0, index)
-        tokens = tokens.to(was.device)
-        starts = torch.tensor(self.pieces.starts, device=was.device)[tokens]
-        now = torch.where(starts, self.adds.to(was.device)[tokens], was | self.adds.to(was.device)[tokens])
-        now = torch.where(tokens == self.pieces.eos, False, now)
-        return {"open": torch.where(self.keeps.to(was.device)[tokens], was, now)}
+        return {"open": self.after.to(was.device)[tokens.to(was.device), was.long()]}
 
     def final_score(self, state: State) -> Tensor:
         return state["open"].double()
