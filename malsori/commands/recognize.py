@@ -19,7 +19,8 @@ device_option = click.option("--device", default="auto", show_default=True, help
 
 
 def lm_options(command):
-    """--lm, --lm-weight, --word-bonus, --no-lm-lookahead, --unk-logprob, --lm-rescore: a word n-gram LM in the search."""
+    """--lm, --lm-weight, --word-bonus, --no-lm-lookahead, --unk-logprob, --lm-rescore: a word n-gram LM in the search;
+    --hotwords, --hotwords-score: contextual biasing."""
     options = [
         click.option("--lm", "lm_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Word n-gram LM (ARPA, plain or .gz, e.g. from `malsori lm train-ngram`) fused into the beam "
@@ -32,6 +33,10 @@ def lm_options(command):
                      help="Natural-log score of a word the LM does not know (default: the LM's <unk> probability)."),
         click.option("--lm-rescore", is_flag=True,
                      help="Re-rank the beam's n-best with the LM after the search instead of fusing it."),
+        click.option("--hotwords", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Phrases to favour, one a line, optionally ending in ' :BOOST' (sherpa-onnx's format)."),
+        click.option("--hotwords-score", type=float, default=1.5, show_default=True,
+                     help="Boost per token of a hotword phrase without its own ' :BOOST'."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -39,8 +44,10 @@ def lm_options(command):
 
 
 def decode_options(model: Path, method: str, beam_size: int, lm_path: Path | None, lm_weight: float, word_bonus: float,
-                   no_lm_lookahead: bool, unk_logprob: float | None, lm_rescore: bool):
-    """The `DecodeOptions` of the command line: the word LM's scorers (built for MODEL's tokenizer) fused or rescoring."""
+                   no_lm_lookahead: bool, unk_logprob: float | None, lm_rescore: bool, hotwords: Path | None,
+                   hotwords_score: float):
+    """The `DecodeOptions` of the command line: the word LM's scorers (built for MODEL's tokenizer), fused or
+    rescoring, and the hotwords' scorer (fused)."""
     from malsori.decode.options import DecodeOptions
 
     if lm_path is None:
@@ -49,17 +56,24 @@ def decode_options(model: Path, method: str, beam_size: int, lm_path: Path | Non
                                      ("--lm-rescore", lm_rescore, False)):
             if value != default:
                 raise MalsoriError(f"{name}: needs --lm")
+    if hotwords is None and hotwords_score != 1.5:
+        raise MalsoriError("--hotwords-score: needs --hotwords")
+    if lm_path is None and hotwords is None:
         return DecodeOptions(method=method, beam_size=beam_size)
+    from malsori.decode.hotwords import HotwordScorer
+    from malsori.decode.scorers import WeightedScorer
     from malsori.decode.word_lm import word_lm_scorers
     from malsori.lm.ngram import NgramLM
     from malsori.pretrained import resolve_model
     from malsori.tokenizer import load_tokenizer
 
-    scorers = word_lm_scorers(NgramLM.read_arpa(lm_path), load_tokenizer(resolve_model(model)), lm_weight, word_bonus,
-                              not no_lm_lookahead, unk_logprob)
+    tokenizer = load_tokenizer(resolve_model(model))
+    lm = () if lm_path is None else word_lm_scorers(NgramLM.read_arpa(lm_path), tokenizer, lm_weight, word_bonus,
+                                                     not no_lm_lookahead, unk_logprob)
+    bias = () if hotwords is None else (WeightedScorer("hotwords", HotwordScorer.from_file(hotwords, tokenizer, hotwords_score), 1.0),)
     if lm_rescore:
-        return DecodeOptions(method=method, beam_size=beam_size, rescorers=scorers)
-    return DecodeOptions(method=method, beam_size=beam_size, scorers=scorers)
+        return DecodeOptions(method=method, beam_size=beam_size, scorers=bias, rescorers=lm)
+    return DecodeOptions(method=method, beam_size=beam_size, scorers=lm + bias)
 
 
 @click.command(name="eval")
