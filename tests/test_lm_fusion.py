@@ -194,3 +194,28 @@ def test_rescorers_in_every_beam_method(search, toy_lm) -> None:
             words = words_of(hyp.tokens, TOY_PIECES)
             before = next(h for h in old.nbest if h.tokens == hyp.tokens)
             assert hyp.score == pytest.approx(before.score + weight * toy_lm.score_sentence(words) + bonus * len(words), abs=1e-4)
+
+
+# ---- the command line's options ----------------------------------------------------------------------------------
+def test_command_line_options_build_the_scorers(tmp_path, toy_lm) -> None:
+    from click.testing import CliRunner
+
+    from malsori.cli import main
+    from malsori.commands.recognize import decode_options
+    from malsori.decode.hotwords import HotwordScorer
+    from malsori.tokenizer import CharTokenizer
+
+    CharTokenizer(CHARS).save(tmp_path)
+    toy_lm.write_arpa(tmp_path / "lm.arpa")
+    (tmp_path / "hot.txt").write_text("bad cab :2\n")
+    flags = dict(lm_path=tmp_path / "lm.arpa", lm_weight=0.3, word_bonus=1.5, no_lm_lookahead=True, unk_logprob=-9.0,
+                 lm_rescore=False, hotwords=tmp_path / "hot.txt", hotwords_score=1.5)
+    fused = decode_options(tmp_path, "beam", 4, **flags)
+    assert [(s.name, s.weight) for s in fused.scorers] == [("lm", 0.3), ("words", 1.5), ("hotwords", 1.0)]
+    lm_scorer = fused.scorers[0].scorer
+    assert not lm_scorer.lookahead and lm_scorer.unk_logprob == -9.0 and isinstance(fused.scorers[2].scorer, HotwordScorer)
+    rescored = decode_options(tmp_path, "beam", 4, **{**flags, "lm_rescore": True})
+    assert [s.name for s in rescored.rescorers] == ["lm", "words"] and [s.name for s in rescored.scorers] == ["hotwords"]
+    for extra in (["--lm-weight", "0.2"], ["--lm-rescore"], ["--hotwords-score", "3"]):
+        result = CliRunner().invoke(main, ["transcribe", str(tmp_path), "a.wav", *extra])
+        assert result.exit_code == 2 and "needs --" in result.output and "Traceback" not in result.output, result.output
