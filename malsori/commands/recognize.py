@@ -70,7 +70,8 @@ def decode_options(model: Path, method: str, beam_size: int, lm_path: Path | Non
     tokenizer = load_tokenizer(resolve_model(model))
     lm = () if lm_path is None else word_lm_scorers(NgramLM.read_arpa(lm_path), tokenizer, lm_weight, word_bonus,
                                                      not no_lm_lookahead, unk_logprob)
-    bias = () if hotwords is None else (WeightedScorer("hotwords", HotwordScorer.from_file(hotwords, tokenizer, hotwords_score), 1.0),)
+    bias = () if hotwords is None else (
+        WeightedScorer("hotwords", HotwordScorer.from_file(hotwords, tokenizer, hotwords_score), 1.0),)
     if lm_rescore:
         return DecodeOptions(method=method, beam_size=beam_size, scorers=bias, rescorers=lm)
     return DecodeOptions(method=method, beam_size=beam_size, scorers=lm + bias)

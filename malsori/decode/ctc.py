@@ -157,7 +157,8 @@ class PrefixBeamSearch:
 
     def ranked(self, nbest: int = 1) -> list[Hypothesis]:
         """The best `nbest` prefixes so far, best first; the first carries the list as `.nbest` when nbest > 1. With
-        `fusion`, each is ranked as if the output ended there (the scorers' final scores added: a word LM's last word)."""
+        `fusion`, each is ranked as if the output ended there (the scorers' final scores added: a word LM's last
+        word)."""
         ends = self.fusion.end(list(self.beams)) if self.fusion is not None else {}
         entries = sorted(self.beams.items(), key=lambda item: self._rank(item) + ends.get(item[0], 0.0),
                          reverse=True)[: max(nbest, 1)]

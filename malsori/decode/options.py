@@ -31,7 +31,7 @@ class DecodeOptions:
     max_len_ratio: float | None = None  # attention models: at most this many labels per encoder frame; None = AttentionConfig.max_len_ratio
     max_len: int | None = None  # attention models: at most this many labels, whatever the input length (instead of max_len_ratio)
     scorers: tuple[WeightedScorer, ...] = ()  # extra scorers (LM, biasing, ...) with weights, added in every search that takes labels one at a time
-    rescorers: tuple[WeightedScorer, ...] = ()  # scorers with weights that re-rank the beam methods' n-best afterwards (n-best rescoring): the search keeps its whole beam for them
+    rescorers: tuple[WeightedScorer, ...] = ()  # scorers with weights re-ranking a beam method's n-best afterwards (the search keeps its whole beam)
     prompt: tuple[int, ...] = ()  # token ids read before the output by the label-side models (decoder, prediction network, extra scorers); not returned, not scored
 
     def __post_init__(self) -> None:

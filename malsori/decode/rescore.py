@@ -70,7 +70,8 @@ def _rescored(hyp: Hypothesis, att: float, score: float) -> Hypothesis:
 
 
 @torch.no_grad()
-def lm_rescore(nbest: list[list[Hypothesis]], scorers: Sequence[WeightedScorer], eos: int = SPECIAL_IDS.eos) -> list[Hypothesis]:
+def lm_rescore(nbest: list[list[Hypothesis]], scorers: Sequence[WeightedScorer],
+               eos: int = SPECIAL_IDS.eos) -> list[Hypothesis]:
     """One candidate list per utterance → the best per utterance, `.nbest` re-ranked by
     score = the search's score + Σ_s w_s · log p_s(tokens, eos), each scorer reading the tokens then eos (all
     candidates in one batch); `scores` gain each scorer's own log-probability. Weight-0 scorers are not run."""

@@ -87,7 +87,8 @@ def _finish(hyps: list[_Hyp], fusion: PrefixFusion | None = None) -> Hypothesis:
     out = []
     ends = fusion.end([h.tokens for h in hyps]) if fusion is not None else {}
     for h in sorted(hyps, key=lambda h: -(_fused(fusion, h) + ends.get(h.tokens, 0.0))):
-        hyp = Hypothesis(tokens=list(h.tokens), score=_fused(fusion, h) + ends.get(h.tokens, 0.0), token_frames=list(h.frames))
+        hyp = Hypothesis(tokens=list(h.tokens), score=_fused(fusion, h) + ends.get(h.tokens, 0.0),
+                         token_frames=list(h.frames))
         if fusion is not None:
             hyp.scores = {"transducer": h.score, **fusion.parts(h.tokens)}
         out.append(hyp)

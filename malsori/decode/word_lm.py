@@ -74,7 +74,8 @@ class _Contexts:
 class WordNgramScorer(Scorer):
     """A word n-gram LM as a token scorer (see the module docstring). State: {"ctx": [N] context ids}."""
 
-    def __init__(self, lm: NgramLM, pieces: WordPieces, lookahead: bool = True, unk_logprob: float | None = None) -> None:
+    def __init__(self, lm: NgramLM, pieces: WordPieces, lookahead: bool = True,
+                 unk_logprob: float | None = None) -> None:
         self.lm, self.pieces, self.lookahead, self.unk_logprob = lm, pieces, lookahead, unk_logprob
         self.contexts = _Contexts()
         self._rows: dict[int, tuple[Tensor, list[int]]] = {}  # context id → (scores [V], next context ids)
@@ -110,7 +111,8 @@ class WordNgramScorer(Scorer):
         return {"ctx": torch.tensor(new, dtype=torch.long, device=state["ctx"].device)}
 
     def final_score(self, state: State) -> Tensor:
-        return torch.tensor([float(self._row(c)[0][self.pieces.eos]) for c in state["ctx"].tolist()], dtype=torch.float64)
+        eos = self.pieces.eos
+        return torch.tensor([float(self._row(c)[0][eos]) for c in state["ctx"].tolist()], dtype=torch.float64)
 
     # --- one context's next-token scores ---------------------------------------------------------------------------
 
