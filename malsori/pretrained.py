@@ -50,11 +50,8 @@ def resolve_model(name: str | os.PathLike) -> Path:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_model_dir(path: Path, task: str, model: torch.nn.Module, config: dict, tokenizer: Tokenizer,

@@ -45,24 +45,24 @@ class ModelConfig:
     transducer: TransducerConfig = field(default_factory=TransducerConfig)  # used when head == "transducer"
 
 
-def register_encoder(name: str) -> Callable[[EncoderBuilder], EncoderBuilder]:
-    """Decorator: make `builder(cfg, input_dim) -> encoder` available as `ModelConfig.encoder = name`."""
+def _registrar(table: dict[str, Callable], name: str) -> Callable[[Callable], Callable]:
+    """A decorator that files its function in `table` under `name` and returns it unchanged."""
 
-    def wrap(builder: EncoderBuilder) -> EncoderBuilder:
-        ENCODERS[name] = builder
+    def wrap(builder: Callable) -> Callable:
+        table[name] = builder
         return builder
 
     return wrap
+
+
+def register_encoder(name: str) -> Callable[[EncoderBuilder], EncoderBuilder]:
+    """Decorator: make `builder(cfg, input_dim) -> encoder` available as `ModelConfig.encoder = name`."""
+    return _registrar(ENCODERS, name)
 
 
 def register_head(name: str) -> Callable[[HeadBuilder], HeadBuilder]:
     """Decorator: make `builder(cfg, encoder, vocab_size) -> model` available as `ModelConfig.head = name`."""
-
-    def wrap(builder: HeadBuilder) -> HeadBuilder:
-        HEADS[name] = builder
-        return builder
-
-    return wrap
+    return _registrar(HEADS, name)
 
 
 @register_encoder("conformer")
@@ -117,12 +117,7 @@ def register_lm(name: str) -> Callable[[LMBuilder], LMBuilder]:
     """Decorator: make `builder(cfg, vocab_size) -> model` available as `LMConfig.kind = name`. The model maps
     tokens [B, T] to next-token logits [B, T, V], has `context` (tokens per training block) and
     `init_cache(batch)` / `forward_cached(tokens, cache) -> (logits, cache)` for incremental decoding."""
-
-    def wrap(builder: LMBuilder) -> LMBuilder:
-        LMS[name] = builder
-        return builder
-
-    return wrap
+    return _registrar(LMS, name)
 
 
 @register_lm("gpt")
