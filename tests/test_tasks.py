@@ -36,11 +36,13 @@ def text_files(tmp_path_factory) -> dict[str, Path]:
     return {"train": d / "train.txt", "valid": d / "valid.txt"}
 
 
+_LM_OVERRIDES = ["data.batch_size=8", "model.gpt.d_model=64", "model.gpt.num_layers=2", "model.gpt.num_heads=2",
+                 "model.gpt.context=32", "model.gpt.dropout=0.1", "optim.lr=1e-2", "optim.warmup_steps=10",
+                 "optim.schedule=constant", "progress=false", "threads=1", "log_every=1", "average_last=1"]
+
+
 def _lm_cfg(files, out, *extra) -> LMTrainConfig:
-    overrides = [f"out={out}", f"data.train=[{files['train']}]", f"data.valid=[{files['valid']}]", "data.batch_size=8",
-                 "model.gpt.d_model=64", "model.gpt.num_layers=2", "model.gpt.num_heads=2", "model.gpt.context=32",
-                 "model.gpt.dropout=0.1", "optim.lr=1e-2", "optim.warmup_steps=10", "optim.schedule=constant",
-                 "progress=false", "threads=1", "log_every=1", "average_last=1", *extra]
+    overrides = [f"out={out}", f"data.train=[{files['train']}]", f"data.valid=[{files['valid']}]", *_LM_OVERRIDES, *extra]
     return load_train_config(None, ["task=lm", *overrides])
 
 
@@ -207,3 +209,36 @@ def test_speech_model_folder_round_trip_transcribes_identically(tmp_path):
         assert Recognizer.load(old, "cpu").transcribe(wave).tokens == before.tokens
     r = _cli("lm", "generate", tmp_path / "asr")
     assert r.returncode == 2 and "not a language model" in r.stderr
+
+
+def test_lm_run_resumes_exactly_after_sigkill(text_files, tmp_path):
+    """`malsori train` of a text task killed mid-epoch between checkpoints, then rerun, logs the same losses."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recipe = tmp_path / "lm.yaml"
+    recipe.write_text("task: lm\n")
+
+    def start(out):
+        args = [sys.executable, "-m", "malsori.cli", "train", recipe, *_LM_OVERRIDES, f"out={out}",
+                f"data.train=[{text_files['train']}]", "data.max_lines=120", "max_steps=30", "checkpoint_every=8",
+                "max_epochs=100"]
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    ref = start(tmp_path / "ref")
+    assert ref.wait(timeout=300) == 0, ref.stderr.read()
+    run, log = start(tmp_path / "run"), tmp_path / "run" / "log.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.exists() and max(_losses(log) or [0]) >= 19):
+        time.sleep(0.02)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert 19 <= max(_losses(log)) < 30, "the run must die mid-training (an epoch here is 12 batches)"
+    resumed = start(tmp_path / "run")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    expected, got = _losses(tmp_path / "ref" / "log.csv"), _losses(log)
+    assert sorted(got) == sorted(expected) == list(range(1, 31))
+    for step in expected:
+        assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-6), step
