@@ -40,6 +40,7 @@ class TextDataConfig:
     tokenizer: Literal["char", "bpe", "unigram"] = "char"  # units, trained on the training lines
     vocab_size: int = 256  # SentencePiece vocabulary size (ignored for char)
     tokenizer_dir: str = ""  # use this tokenizer folder instead (e.g. an ASR model's, so the LM scores its units)
+    tokenizer_lines: int = 100000  # a new tokenizer learns from at most this many training lines (evenly spaced)
     strict: bool = True  # a line that is not UTF-8 stops the run (false: skipped and counted)
     batch_size: int = 32  # blocks per batch; a block is the model's context + 1 tokens
 
@@ -143,7 +144,8 @@ class TextLMTask(Task):
         if d.holdout_every:
             lines = [ln for k, ln in enumerate(lines) if k % d.holdout_every != d.holdout_every - 1]
         texts = [normalize(ln) for ln in lines] if d.normalize else lines
-        self.tokenizer = prepare_tokenizer(d.tokenizer, d.vocab_size, d.tokenizer_dir, texts, out)
+        step = max(1, math.ceil(len(texts) / max(1, d.tokenizer_lines)))
+        self.tokenizer = prepare_tokenizer(d.tokenizer, d.vocab_size, d.tokenizer_dir, texts[::step], out)
         self.train = encode_lines(texts, self.tokenizer, normalized=False)
         valid_lines = itertools.chain(iter_text_lines(d.valid, d.strict, stats), held)
         self.valid = encode_lines(valid_lines, self.tokenizer, d.normalize, d.max_valid_tokens) if d.valid or held else None
