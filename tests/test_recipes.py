@@ -1,5 +1,5 @@
 """The shipped recipes: found by name (and by their old checkout paths), all parse into a TrainConfig, and every one
-is declared as package data, so an installed wheel carries it."""
+is declared as package data, so an installed wheel carries it; each parses into its task's config (`task:`)."""
 
 import fnmatch
 import tomllib
@@ -7,21 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from malsori.config import load_config
 from malsori.errors import ConfigError
 from malsori.recipes import RECIPES, known_recipes, resolve_recipe
-from malsori.train import TrainConfig
+from malsori.tasks import load_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_shipped_recipe_resolves_by_name_and_parses():
     names = known_recipes()
-    assert {"conformer_ctc_demo", "conformer_ctc_5m", "streaming/conformer_ctc", "streaming/mocha_las"} <= set(names)
+    assert {"conformer_ctc_demo", "conformer_ctc_5m", "streaming/conformer_ctc", "streaming/mocha_las", "lm/gpt_char_tiny"} <= set(names)
     for name in names:
         path = resolve_recipe(name)
         assert path == RECIPES / f"{name}.yaml" == resolve_recipe(f"recipes/{name}.yaml")  # the old checkout path too
-        load_config(TrainConfig, path)
+        load_train_config(path, [])
 
 
 def test_a_path_wins_and_an_unknown_name_lists_the_known_ones(tmp_path):
