@@ -11,6 +11,7 @@ import soundfile as sf
 import soxr
 
 from malsori.errors import AudioError
+from malsori.files import follow_umask
 
 SAMPLE_RATE = 16000  # the toolkit's working sample rate
 
@@ -64,6 +65,7 @@ def save_audio(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = SAM
     try:
         data = np.clip(np.asarray(wave, dtype=np.float32), -1.0, 1.0)
         sf.write(tmp, data, sample_rate, format=fmt, subtype="PCM_16" if fmt != "OGG" else "VORBIS")
+        follow_umask(tmp)  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -8,7 +8,6 @@ feature_stats.json (CMVN). Version 1 folders (before tasks; no task, no checksum
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from malsori.data.manifest import Utterance
 from malsori.decode.options import DecodeOptions
 from malsori.errors import ConfigError, MalsoriError
 from malsori.features import Fbank, FbankConfig, GlobalCMVN
+from malsori.files import follow_umask, sha256_of
 from malsori.models.registry import LMConfig, ModelConfig, build_lm, build_model
 from malsori.tokenizer import Tokenizer, load_tokenizer
 
@@ -49,11 +49,6 @@ def resolve_model(name: str | os.PathLike) -> Path:
     raise MalsoriError(f"{name}: no such model folder, and no released model of that name (released: {', '.join(known) or 'none'})")
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def write_model_dir(path: Path, task: str, model: torch.nn.Module, config: dict, tokenizer: Tokenizer,
                     files: dict[str, str] | None = None, dtype: torch.dtype | None = None) -> Path:
     """Write a model folder of `task` under a temporary name and rename it into place (an old folder is replaced
@@ -69,11 +64,12 @@ def write_model_dir(path: Path, task: str, model: torch.nn.Module, config: dict,
             tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
         save_file(tensors, str(tmp / "model.safetensors"))
         meta = {"format_version": FORMAT_VERSION, "task": task, **config, "vocab_size": tokenizer.vocab_size,
-                "weights_sha256": _sha256(tmp / "model.safetensors")}
+                "weights_sha256": sha256_of(tmp / "model.safetensors")}
         (tmp / "config.json").write_text(json.dumps(meta, indent=1))
         for name, text in (files or {}).items():
             (tmp / name).write_text(text)
         tokenizer.save(tmp)
+        follow_umask(tmp)  # mkdtemp and safetensors make it private; the folder is shared like any other
         old = path.with_name(path.name + ".old")
         if path.exists():
             os.replace(path, old)
@@ -116,7 +112,7 @@ def _load_weights(path: Path, model: torch.nn.Module, sha256: str | None) -> Non
     weights = path / "model.safetensors"
     if not weights.is_file():
         raise MalsoriError(f"{weights}: weights file not found")
-    if sha256 is not None and _sha256(weights) != sha256:
+    if sha256 is not None and sha256_of(weights) != sha256:
         raise MalsoriError(f"{weights}: checksum mismatch (sha256 differs from config.json's weights_sha256): the file is corrupt or was replaced")
     try:
         saved = load_file(str(weights))

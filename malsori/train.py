@@ -12,7 +12,6 @@ losses as an uninterrupted one. Multi-process training (torchrun) shards batches
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -24,10 +23,11 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from malsori.checkpoint import average_checkpoints, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from malsori.checkpoint import average_checkpoints, list_checkpoints, resume_checkpoint, save_checkpoint
 from malsori.config import from_dict, to_dict
 from malsori.data.manifest import atomic_write_text
 from malsori.errors import ConfigError
+from malsori.rundir import StepLog, config_differences, with_run_lock
 from malsori.tasks import task_class
 from malsori.tasks.asr import DataConfig, SourceConfig, TrainConfig, read_sources  # noqa: F401  (the speech run's config)
 from malsori.tasks.base import OptimConfig, RunConfig, Task
@@ -74,21 +74,6 @@ class _LossModule(torch.nn.Module):
         return self.task.loss(self.model, prepared)
 
 
-class CsvLog:
-    """Append-only CSV log (one file per stream) that survives restarts."""
-
-    def __init__(self, path: Path, fields: list[str], enabled: bool = True):
-        self.path, self.fields, self.enabled = path, fields, enabled
-        if enabled and not path.exists():
-            with open(path, "w", newline="") as f:
-                csv.writer(f).writerow(fields)
-
-    def write(self, row: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a", newline="") as f:
-                csv.writer(f).writerow([row.get(k, "") for k in self.fields])
-
-
 def _setup_distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -106,16 +91,23 @@ def _check_resumable(out: Path, cfg: RunConfig) -> None:
     saved = out / "train_config.json"
     now = to_dict(cfg)
     if saved.exists():
-        raw = json.loads(saved.read_text())
-        if raw.get("task", "asr") != cfg.task:
-            raise ConfigError(f"{out} holds a run of another task ({raw.get('task', 'asr')}, not {cfg.task}); use another out= or delete it")
+        try:
+            raw = json.loads(saved.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise ConfigError(f"{saved}: unreadable ({str(e).splitlines()[0]})") from None
+        if not isinstance(raw, dict) or raw.get("task", "asr") != cfg.task:
+            raise ConfigError(f"{out} holds a run of another task ({raw.get('task', 'asr') if isinstance(raw, dict) else '?'}, "
+                              f"not {cfg.task}): resume it with its own recipe, or use another out=")
         # read through the dataclasses, so fields added to malsori since the run started take their defaults
         old = to_dict(from_dict(type(cfg), raw, "train_config.json"))
-        diff = [k for k in set(old) | set(now) if k not in cfg.RESUMABLE_CHANGES and old.get(k) != now.get(k)]
+        diff = config_differences(old, now, cfg.RESUMABLE_CHANGES)  # [rundir] what paths name, not how
         if diff:
-            raise ConfigError(f"{out} holds a run with a different config (differs in: {', '.join(sorted(diff))}); use another out= or delete it")
+            more = f"; and {len(diff) - 4} more" if len(diff) > 4 else ""
+            raise ConfigError(f"{out} holds a run with a different config ({'; '.join(diff[:4])}{more}): "
+                              "resume it with its own settings, or use another out=")
 
 
+@with_run_lock  # [rundir] one trainer per folder; removes a killed run's temporaries
 def train(cfg: RunConfig) -> Path:
     """Run (or resume) training of the task `cfg.task`; returns the final model directory."""
     rank, world = _setup_distributed()
@@ -133,11 +125,10 @@ def train(cfg: RunConfig) -> Path:
     task = task_class(cfg.task)(cfg, out, device, rank, world, main_proc)
     model = task.build_model().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
-    step, epoch, pos = 0, 0, 0
-    ckpt = latest_checkpoint(out)
+    step, epoch, pos, elapsed = 0, 0, 0, 0.0
+    ckpt, state = resume_checkpoint(out, model, optimizer, tqdm.write if main_proc else (lambda line: None))  # [rundir]
     if ckpt is not None:
-        state = load_checkpoint(ckpt, model, optimizer)
-        step, epoch, pos = state["step"], state["epoch"], state["pos"]
+        step, epoch, pos, elapsed = state["step"], state["epoch"], state["pos"], state.get("elapsed", 0.0)
         if main_proc:
             tqdm.write(f"resuming from {ckpt.name}: step {step}, epoch {epoch}, batch {pos}")
     elif cfg.init_from:
@@ -152,11 +143,13 @@ def train(cfg: RunConfig) -> Path:
         tqdm.write(f"model: {task.describe(model)}, {n_params / 1e6:.2f} M parameters, device {device}")
 
     speed_col = task.throughput_column
-    log = CsvLog(out / "log.csv", ["step", "epoch", "loss", "lr", speed_col, "elapsed"] + task.log_columns(), main_proc)
-    vlog = CsvLog(out / "valid.csv", ["epoch", "step"] + task.valid_columns, main_proc)
+    # [rundir] rows keyed by step: those after the resumed checkpoint are dropped, to be written again
+    log = StepLog(out / "log.csv", ["step", "epoch", "loss", "lr", speed_col, "elapsed"] + task.log_columns(), step, main_proc)
+    vlog = StepLog(out / "valid.csv", ["epoch", "step"] + task.valid_columns, step, main_proc)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
     t0 = time.time()
-    stop, validated = False, -1
+    run_t0 = t0 - elapsed  # [rundir] `elapsed` continues from the checkpoint's
+    stop, validated = bool(cfg.max_steps) and step >= cfg.max_steps, -1  # stop: a finished run resumed (killed saving the model)
 
     def validate() -> None:
         nonlocal validated
@@ -194,17 +187,19 @@ def train(cfg: RunConfig) -> Path:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            if step % cfg.log_every == 0 or step == 1:
+            # [rundir] a row at each checkpoint too, so a resumed run's first window of batches is an uninterrupted run's
+            if step % cfg.log_every == 0 or step in (1, cfg.max_steps) or step % cfg.checkpoint_every == 0:
                 speed = window_amount / max(1e-9, time.time() - window_t)
                 row = {"step": step, "epoch": epoch, "loss": f"{window_loss / window_n:.6f}", "lr": f"{lr:.3e}",
-                       speed_col: f"{speed:.1f}", "elapsed": f"{time.time() - t0:.1f}", **task.log_values()}
+                       speed_col: f"{speed:.1f}", "elapsed": f"{time.time() - run_t0:.1f}", **task.log_values()}
                 log.write(row)
                 bar.set_postfix(loss=f"{window_loss / window_n:.3f}", lr=f"{lr:.1e}", speed=f"{speed:.0f}/s")
                 window_amount, window_t, window_loss, window_n = 0.0, time.time(), 0.0, 0
-            if main_proc and step % cfg.checkpoint_every == 0:
-                save_checkpoint(out, step, model, optimizer, {"epoch": epoch, "pos": pos}, cfg.keep_last)
+            # [rundir] validate before the checkpoint: a kill during validation resumes before it and validates again
             if main_proc and cfg.valid_every and step % cfg.valid_every == 0:
                 validate()
+            if main_proc and step % cfg.checkpoint_every == 0:
+                save_checkpoint(out, step, model, optimizer, {"epoch": epoch, "pos": pos, "elapsed": time.time() - run_t0}, cfg.keep_last)
             if (cfg.max_steps and step >= cfg.max_steps) or (cfg.max_minutes and time.time() - t0 > 60 * cfg.max_minutes):
                 stop = True
                 break
@@ -212,9 +207,9 @@ def train(cfg: RunConfig) -> Path:
         if not stop:
             epoch, pos = epoch + 1, 0
         if main_proc:
-            save_checkpoint(out, step, model, optimizer, {"epoch": epoch, "pos": pos}, cfg.keep_last)
-            if validated != step:  # after every epoch, and where the run stops
+            if validated != step:  # after every epoch, and where the run stops ([rundir] before the checkpoint, as above)
                 validate()
+            save_checkpoint(out, step, model, optimizer, {"epoch": epoch, "pos": pos, "elapsed": time.time() - run_t0}, cfg.keep_last)
     if world > 1:
         dist.barrier()
     model_dir = out / "model"

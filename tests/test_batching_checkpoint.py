@@ -7,6 +7,8 @@ import torch
 from malsori.checkpoint import average_checkpoints, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from malsori.data.dataset import BatchConfig, BucketBatchSampler
 
+from helpers.training import toy_model_and_optimizer, toy_step
+
 
 def test_buckets_respect_limits_and_cover_each_kept_utterance_once():
     rng = np.random.default_rng(0)
@@ -41,36 +43,21 @@ def test_batch_order_is_a_function_of_seed_and_epoch_and_skip_resumes():
     assert len(r0) == len(r1) and not {i for bt in r0 for i in bt} & {i for bt in r1 for i in bt}
 
 
-def _model_opt():
-    torch.manual_seed(0)
-    m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 2))
-    o = torch.optim.AdamW(m.parameters(), lr=1e-2)
-    return m, o
-
-
-def _step(m, o):
-    loss = m(torch.randn(16, 4)).pow(2).mean()
-    loss.backward()
-    o.step()
-    o.zero_grad()
-    return float(loss.detach())
-
-
 def test_checkpoint_restores_model_optimizer_and_rng_exactly(tmp_path):
-    m, o = _model_opt()
+    m, o = toy_model_and_optimizer()
     for _ in range(3):
-        _step(m, o)
+        toy_step(m, o)
     save_checkpoint(tmp_path, 3, m, o, {"epoch": 0, "pos": 3})
-    expected = [_step(m, o) for _ in range(4)]
-    m2, o2 = _model_opt()
+    expected = [toy_step(m, o) for _ in range(4)]
+    m2, o2 = toy_model_and_optimizer()
     torch.manual_seed(123)  # a different RNG state, restored by the checkpoint
     state = load_checkpoint(latest_checkpoint(tmp_path), m2, o2)
     assert state["pos"] == 3
-    assert [_step(m2, o2) for _ in range(4)] == expected
+    assert [toy_step(m2, o2) for _ in range(4)] == expected
 
 
 def test_interrupted_checkpoint_write_keeps_last_good(tmp_path, monkeypatch):
-    m, o = _model_opt()
+    m, o = toy_model_and_optimizer()
     save_checkpoint(tmp_path, 1, m, o, {"epoch": 0, "pos": 1})
     import malsori.checkpoint as ck
 
@@ -86,10 +73,10 @@ def test_interrupted_checkpoint_write_keeps_last_good(tmp_path, monkeypatch):
 
 
 def test_average_and_pruning(tmp_path):
-    m, o = _model_opt()
+    m, o = toy_model_and_optimizer()
     ws = []
     for step in range(1, 5):
-        _step(m, o)
+        toy_step(m, o)
         ws.append(m[0].weight.detach().clone())
         save_checkpoint(tmp_path, step, m, o, {"epoch": 0, "pos": step}, keep_last=3)
     ck = list_checkpoints(tmp_path)

@@ -17,12 +17,9 @@ from malsori.config import load_config
 from malsori.data.manifest import read_manifest
 from malsori.evaluate import evaluate_manifest
 from malsori.metrics import error_rates
-from malsori.recipes import resolve_recipe
 from malsori.train import TrainConfig, train
 
-RECIPE = resolve_recipe("conformer_ctc_demo")
-TINY = ["model.conformer.d_model=64", "model.conformer.num_layers=2", "model.conformer.num_heads=2",
-        "batch.max_frames=6000", "progress=false", "data.max_valid_utts=40"]
+from helpers.training import RECIPE, TINY
 
 
 def _cfg(corpus, out, *extra):

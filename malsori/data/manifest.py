@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from malsori.errors import ManifestError
+from malsori.files import follow_umask
 
 REQUIRED = ("id", "audio", "text")
 
@@ -135,6 +136,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        follow_umask(tmp)  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

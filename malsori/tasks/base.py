@@ -48,13 +48,13 @@ class RunConfig:
     checkpoint_every: int = 200  # optimizer steps between checkpoints (one is also written after every epoch)
     keep_last: int = 5  # checkpoints kept on disk
     average_last: int = 3  # the final model averages this many newest checkpoints
-    log_every: int = 10  # optimizer steps between rows of log.csv
+    log_every: int = 10  # optimizer steps between rows of log.csv (a row also at each checkpoint and the last step)
     valid_every: int = 0  # optimizer steps between validations (0 = only after each epoch and where the run stops)
     progress: bool = True  # show a progress bar
 
-    # Keys that may change between a run and its resumption.
+    # Keys that may change between a run and its resumption (`out`: the folder may be moved or named another way).
     RESUMABLE_CHANGES: ClassVar[tuple[str, ...]] = (
-        "max_epochs", "max_steps", "max_minutes", "init_from", "progress", "threads", "checkpoint_every", "log_every", "valid_every",
+        "out", "max_epochs", "max_steps", "max_minutes", "init_from", "progress", "threads", "checkpoint_every", "log_every", "valid_every",
         "device")
 
 
