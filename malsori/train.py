@@ -24,7 +24,7 @@ from tqdm import tqdm
 from malsori.checkpoint import average_checkpoints, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from malsori.config import from_dict, to_dict
 from malsori.data.augment import AugmentConfig, Augmenter
-from malsori.data.dataset import BatchConfig, BucketBatchSampler, SpeechDataset, collate, load_utterance_audio
+from malsori.data.dataset import BatchConfig, BucketBatchSampler, SpeechDataset, collate
 from malsori.data.manifest import atomic_write_text, read_manifest
 from malsori.errors import ConfigError, MalsoriError
 from malsori.features import CMVNStats, Fbank, FbankConfig, GlobalCMVN, SpecAugment, SpecAugmentConfig
@@ -61,7 +61,7 @@ class DataConfig:
     vocab_size: int = 256  # SentencePiece vocabulary size (ignored for char)
     tokenizer_dir: str = ""  # use this trained tokenizer folder (`malsori tokenizer train`) instead of training one
     cmvn_utts: int = 300  # utterances (evenly spaced) used to estimate the global feature mean/variance
-    strict: bool = False  # malformed manifest lines are errors instead of counted skips
+    strict: bool = False  # malformed manifest lines and unreadable audio are errors instead of counted skips
 
 
 @dataclass
@@ -207,15 +207,9 @@ def prepare_cmvn(cfg: TrainConfig, dataset: SpeechDataset, fbank: Fbank, out: Pa
     if path.exists():
         return GlobalCMVN.from_dict(json.loads(path.read_text()))
     stats = CMVNStats(cfg.features.num_mel_bins)
-    n = len(dataset)
-    step = max(1, n // max(1, cfg.data.cmvn_utts))
     with torch.inference_mode():
-        for i in range(0, n, step):
-            item = dataset.utts[i]
-            try:
-                w = torch.from_numpy(load_utterance_audio(item))
-            except MalsoriError:
-                continue
+        for wave in dataset.sample_waves(cfg.data.cmvn_utts):
+            w = torch.from_numpy(wave)
             f, fl = fbank(w[None], torch.tensor([len(w)]))
             stats.update(f, fl)
     cmvn = GlobalCMVN.from_stats(stats)
@@ -264,7 +258,7 @@ def train(cfg: TrainConfig) -> Path:
     sources, utts, source_of, weights = read_sources(cfg.data, main_proc)
     tokenizer = prepare_tokenizer(cfg, [normalize(u.text) for u in utts], out)
     augmenter = Augmenter.for_training(cfg.augment, utts, cfg.seed) if cfg.augment is not None else None
-    dataset = SpeechDataset(utts, tokenizer.encode, normalize, augmenter, cfg.seed)
+    dataset = SpeechDataset(utts, tokenizer.encode, normalize, augmenter, cfg.seed, cfg.data.strict)
     fbank = Fbank(cfg.features)
     cmvn = prepare_cmvn(cfg, dataset, fbank, out)
     fbank, cmvn = fbank.to(device), cmvn.to(device)
@@ -291,7 +285,7 @@ def train(cfg: TrainConfig) -> Path:
         tqdm.write(f"model: {cfg.model.encoder}-{cfg.model.head}, {n_params / 1e6:.2f} M parameters, vocab {tokenizer.vocab_size}, device {device}")
 
     sampler = BucketBatchSampler([u.duration for u in utts], cfg.batch, cfg.seed, rank, world,
-                                 weights if len(sources) > 1 else None)
+                                 weights if len(sources) > 1 else None, where=", ".join(s.manifest for s in sources))
     per_source = [f"loss_{s.name}" for s in sources] if len(sources) > 1 else []
     log = CsvLog(out / "log.csv", ["step", "epoch", "loss", "lr", "audio_sec_per_sec", "elapsed"] + per_source, main_proc)
     vlog = CsvLog(out / "valid.csv", ["epoch", "step", "wer", "cer", "utterances"], main_proc)
@@ -311,8 +305,10 @@ def train(cfg: TrainConfig) -> Path:
         model.train()
         window_audio, window_t, window_loss, window_n = 0.0, time.time(), 0.0, 0
         src_loss, src_n = [0.0] * len(sources), [0] * len(sources)
+        skipped: list[str] = []  # unreadable utterances this epoch (reported at its end)
         for batch in bar:
             pos += 1
+            skipped += batch.skip_reasons
             if batch.waves.shape[0] == 0:
                 continue
             waves, wave_lens = batch.waves.to(device), batch.wave_lens.to(device)
@@ -354,6 +350,9 @@ def train(cfg: TrainConfig) -> Path:
                 stop = True
                 break
         bar.close()
+        if skipped and main_proc:
+            tqdm.write(f"epoch {epoch + 1}: {len(skipped)} utterance(s) skipped, unreadable audio (first: {skipped[0]}; "
+                       f"data.strict=true makes this an error)")
         if not stop:
             epoch, pos = epoch + 1, 0
         if main_proc:

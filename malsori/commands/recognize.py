@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import sys
 import time
 from pathlib import Path
 
@@ -45,17 +45,28 @@ def evaluate(model, manifest, method, beam_size, batch_size, device, report, lim
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file: text, score, duration, word timestamps.")
 def transcribe(model, files, method, beam_size, batch_size, device, as_json) -> None:
-    """Transcribe audio FILES (wav/flac/ogg/mp3, any rate) with MODEL; long files are cut into segments."""
+    """Transcribe audio FILES (wav/flac/ogg/mp3, any rate) with MODEL; long files are read in blocks and cut into
+    segments (memory does not grow with their length). An unreadable file is named on stderr, the others are still
+    transcribed, and the exit status is then 2."""
     import malsori
     from malsori.decode.options import DecodeOptions
+    from malsori.errors import AudioError
+    from malsori.files import strict_json
 
     options = DecodeOptions(method=method, beam_size=beam_size)
     rec = malsori.load(model, device)
-    chunk = max(1, batch_size)
-    for i in range(0, len(files), chunk):  # bounded memory: a chunk of files at a time
+    failed, t0 = 0, time.time()
+    for t in rec.transcribe_each([str(f) for f in files], options, batch_size=batch_size):
+        if isinstance(t, AudioError):
+            failed += 1
+            click.echo(f"error: {t}", err=True)
+        elif as_json:
+            rtf = round((time.time() - t0) / max(t.duration, 1e-9), 4)  # time since the previous result, per second of audio
+            click.echo(strict_json({**t.to_json(), "rtf": rtf}, t.id))
+        else:
+            click.echo(f"{t.id}\t{t.text}")
         t0 = time.time()
-        for t in rec.transcribe([str(f) for f in files[i : i + chunk]], options, batch_size=batch_size):
-            if as_json:
-                click.echo(json.dumps({**t.to_json(), "rtf": round((time.time() - t0) / max(t.duration, 1e-9), 4)}, ensure_ascii=False))
-            else:
-                click.echo(f"{t.id}\t{t.text}")
+    if failed:
+        if len(files) > 1:
+            click.echo(f"{failed} of {len(files)} files could not be transcribed", err=True)
+        sys.exit(2)
