@@ -98,7 +98,8 @@ class Transcript:
                 "words": [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)} for w in self.words]}
 
 
-AudioSource = Union[str, os.PathLike, np.ndarray, Utterance]  # a file, a 16 kHz waveform, or a manifest utterance
+# a file, a 16 kHz waveform, a manifest utterance, or (transcribe_each only) an iterator of 16 kHz float32 blocks
+AudioSource = Union[str, os.PathLike, np.ndarray, Utterance, Iterator[np.ndarray]]
 
 
 class Recognizer:
@@ -154,7 +155,8 @@ class Recognizer:
     def transcribe_each(self, items: Iterable[AudioSource], options: DecodeOptions | None = None, batch_size: int = 16,
                         max_segment_seconds: float = 30.0) -> Iterator[Transcript | AudioError]:
         """One result per item, in order, as soon as it is complete: its Transcript, or the AudioError that made it
-        unreadable (so one bad file does not cost the others). Files are read in blocks and cut into segments of at
+        unreadable (so one bad file does not cost the others). An item may also be an iterator of 16 kHz float32
+        blocks (audio made or arriving on the fly). Files are read in blocks and cut into segments of at
         most `max_segment_seconds`, decoded `batch_size` at a time: memory holds one batch of segments, whatever the
         files' lengths."""
         options = options or DecodeOptions()
@@ -247,12 +249,14 @@ class Recognizer:
 
 
 def _source_id(item: AudioSource) -> str:
-    return "" if isinstance(item, np.ndarray) else item.id if isinstance(item, Utterance) else str(item)
+    return item.id if isinstance(item, Utterance) else str(item) if isinstance(item, (str, os.PathLike)) else ""
 
 
 def _source_blocks(item: AudioSource) -> Iterable[np.ndarray]:
     if isinstance(item, np.ndarray):
         return [item.astype(np.float32, copy=False)]
+    if isinstance(item, Iterator):
+        return item
     if isinstance(item, Utterance):
         from malsori.data.dataset import utterance_blocks
 
