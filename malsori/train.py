@@ -25,7 +25,7 @@ from malsori.checkpoint import average_checkpoints, latest_checkpoint, list_chec
 from malsori.config import from_dict, to_dict
 from malsori.data.augment import AugmentConfig, Augmenter
 from malsori.data.dataset import BatchConfig, BucketBatchSampler, SpeechDataset, collate
-from malsori.data.manifest import atomic_write_text, read_manifest
+from malsori.data.manifest import atomic_write_json, read_manifest
 from malsori.errors import ConfigError, MalsoriError
 from malsori.features import CMVNStats, Fbank, FbankConfig, GlobalCMVN, SpecAugment, SpecAugmentConfig
 from malsori.metrics import ErrorRates, error_rates
@@ -213,7 +213,7 @@ def prepare_cmvn(cfg: TrainConfig, dataset: SpeechDataset, fbank: Fbank, out: Pa
             f, fl = fbank(w[None], torch.tensor([len(w)]))
             stats.update(f, fl)
     cmvn = GlobalCMVN.from_stats(stats)
-    atomic_write_text(path, json.dumps(cmvn.to_dict()))
+    atomic_write_json(path, cmvn.to_dict())
     return cmvn
 
 
@@ -251,7 +251,7 @@ def train(cfg: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     _check_resumable(out, cfg)
     if main_proc:
-        atomic_write_text(out / "train_config.json", json.dumps(to_dict(cfg), indent=1))
+        atomic_write_json(out / "train_config.json", to_dict(cfg), indent=1)
     torch.manual_seed(cfg.seed)
     device = _device(cfg.device, rank)
 
