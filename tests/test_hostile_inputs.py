@@ -243,6 +243,20 @@ def test_a_huge_line_is_refused_in_bounded_memory(mdir):
     assert [u.id for u in m] == ["a", "b"] and m.skipped[0][0] == 2 and "longer than" in m.skipped[0][1]
 
 
+@pytest.mark.parametrize("kind,needle", [("dir", "directory"), ("device", "not a regular file"), ("missing", "not found")])
+def test_eval_names_a_manifest_that_is_not_a_file(model_dir, tmp_path, kind, needle):
+    man = {"dir": tmp_path, "device": Path(os.devnull), "missing": tmp_path / "none.jsonl"}[kind]
+    assert needle in clean_error(run("eval", model_dir, man, "--report", tmp_path / "r.tsv"), man)
+
+
+def test_import_skips_truncated_audio_by_name(mdir, files):
+    (mdir / "trunc.wav").write_bytes(files["trunc_wav"].read_bytes())
+    man = _manifest(mdir, [_line("a"), _line("t", audio="trunc.wav")])
+    r = ok(run("data", "import", "jsonl", man, mdir / "out.jsonl"))
+    assert "1 skipped" in r.stdout and "trunc.wav" in r.stderr and "truncated" in r.stderr
+    clean_error(run("data", "import", "jsonl", man, mdir / "out2.jsonl", "--strict"), "trunc.wav", "truncated")
+
+
 def test_no_nan_is_written_to_json(tmp_path):
     from malsori.data.manifest import Utterance, atomic_write_json, write_manifest
     from malsori.errors import MalsoriError

@@ -153,8 +153,12 @@ def _capped_lines(f) -> Iterable[bytes]:
 def read_manifest(path: str | os.PathLike, strict: bool = False) -> Manifest:
     """Read a JSON Lines manifest; malformed lines are skipped and counted (or raise with `strict`)."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise ManifestError(f"{path}: is a directory, not a manifest file")
+    if not path.exists():
         raise ManifestError(f"{path}: manifest not found")
+    if not (path.is_file() or path.is_fifo()):  # a FIFO is fine (`<(zcat m.jsonl.gz)`); a device is not
+        raise ManifestError(f"{path}: not a regular file; a manifest is a JSON Lines file")
     root = path.resolve().parent
     utts: list[Utterance] = []
     skipped: list[tuple[int, str]] = []
