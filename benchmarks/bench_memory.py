@@ -90,7 +90,7 @@ def measure(cmd: list[str], env_path: str) -> dict:
     env = {**os.environ, "PYTHONPATH": env_path, "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, text=True)
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, text=True, cwd=env_path)  # `-m` puts the cwd first
         _, status, usage = os.wait4(p.pid, 0)
         p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
