@@ -306,9 +306,11 @@ def train(cfg: TrainConfig) -> Path:
         window_audio, window_t, window_loss, window_n = 0.0, time.time(), 0.0, 0
         src_loss, src_n = [0.0] * len(sources), [0] * len(sources)
         skipped: list[str] = []  # unreadable utterances this epoch (reported at its end)
+        read = 0  # utterances read this epoch
         for batch in bar:
             pos += 1
             skipped += batch.skip_reasons
+            read += len(batch.ids)
             if batch.waves.shape[0] == 0:
                 continue
             waves, wave_lens = batch.waves.to(device), batch.wave_lens.to(device)
@@ -350,6 +352,8 @@ def train(cfg: TrainConfig) -> Path:
                 stop = True
                 break
         bar.close()
+        if skipped and not read:
+            raise MalsoriError(f"epoch {epoch + 1}: all {len(skipped)} utterances drawn were unreadable (first: {skipped[0]})")
         if skipped and main_proc:
             tqdm.write(f"epoch {epoch + 1}: {len(skipped)} utterance(s) skipped, unreadable audio (first: {skipped[0]}; "
                        f"data.strict=true makes this an error)")

@@ -320,15 +320,16 @@ TINY = ["model.conformer.d_model=32", "model.conformer.num_layers=1", "model.con
         "model.conformer.subsampling_channels=4", "max_steps=2", "progress=false", "data.valid="]
 
 
-@pytest.mark.parametrize("case", ["no_duration", "all_unreadable", "too_long"])
+@pytest.mark.parametrize("case", ["no_duration", "all_unreadable", "too_long", "usable_ones_unreadable"])
 def test_training_on_no_usable_utterance_is_an_error(mdir, case):
-    lines = {"no_duration": [json.dumps({"id": f"u{i}", "audio": "good.wav", "text": "hello"}) for i in range(4)],
-             "all_unreadable": [_line(f"u{i}", audio="missing.wav") for i in range(4)],
-             "too_long": [_line(f"u{i}") for i in range(4)]}[case]
+    no_duration = [json.dumps({"id": f"u{i}", "audio": "good.wav", "text": "hello"}) for i in range(4)]
+    unreadable = [_line(f"x{i}", audio="missing.wav") for i in range(4)]
+    lines = {"no_duration": no_duration, "all_unreadable": unreadable, "too_long": [_line(f"u{i}") for i in range(4)],
+             "usable_ones_unreadable": no_duration[:1] + unreadable}[case]
     man = _manifest(mdir, lines)
     extra = ["batch.max_duration=0.5"] if case == "too_long" else []
     r = run("train", "conformer_ctc_demo", f"data.train={man}", f"out={mdir / 'exp'}", *TINY, *extra)
-    clean_error(r, "missing.wav" if case == "all_unreadable" else man)
+    clean_error(r, "missing.wav" if "unreadable" in case else man)
     assert not (mdir / "exp" / "model").exists()
 
 
