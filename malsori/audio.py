@@ -118,6 +118,8 @@ def _file_blocks(f: sf.SoundFile, path: Path, offset: float, duration: float | N
     if start:
         f.seek(start)
     left = f.frames - start if duration is None else min(int(round(duration * sr)), f.frames - start)
+    if duration is not None and left <= 0:
+        raise AudioError(f"{path}: empty segment ({duration} s from {offset} s)")
     block = max(1, int(block_seconds * sr))
     while left > 0:
         try:
