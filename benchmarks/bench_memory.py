@@ -74,8 +74,10 @@ def child_api(model: str, source: str) -> None:
 
     import malsori
     from malsori.audio import resample_blocks
+    from malsori.pretrained import bound_heap
 
     torch.set_num_threads(1)
+    bound_heap()  # as the transcribe command does
     rec = malsori.load(model, "cpu")
     kind, _, arg = source.partition(":")
     item = arg if kind == "file" else resample_blocks(generated_blocks(float(arg)), RATE)
@@ -145,7 +147,8 @@ def main() -> None:
         "Model: a randomly initialized streaming Conformer-CTC (d_model 64, 2 layers), made by the script; the "
         "decoded text is noise and does not matter here. Files are read and resampled in 10 s blocks "
         "(`malsori.audio.iter_audio`, soxr streaming), cut into segments of at most 30 s at quiet points and decoded "
-        "16 segments at a time. The generated source is a Python generator of 44.1 kHz stereo blocks mixed down and "
+        "16 segments at a time; the process freezes glibc's mmap threshold (`malsori.pretrained.bound_heap`, "
+        "as the commands do), without which the heap fragments and peak RSS creeps up ~40 MiB an hour. The generated source is a Python generator of 44.1 kHz stereo blocks mixed down and "
         "fed through the same resampler, cutter and decoding; it never exists whole. One torch thread; "
         f"load average at the end {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} (the machine was shared with a training "
         "run, so wall times are not speed figures).\n\n" + "\n".join(table)

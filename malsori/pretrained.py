@@ -301,6 +301,19 @@ def split_points(wave: np.ndarray, max_len: int) -> list[tuple[int, int]]:
     return [(start, start + len(seg)) for start, seg in cut_segments([wave], max_len)]
 
 
+def bound_heap() -> None:
+    """For a process that decodes long audio (the transcribe, eval and stream commands): glibc gives allocations over
+    128 KiB their own mapping, but raises that threshold as such blocks are freed; the heap then fragments under the
+    ever-changing tensor sizes of decoding and the resident size creeps up (~40 MiB an hour of audio, measured in
+    benchmarks/bench_memory.py). Freezing the threshold at 128 KiB keeps it flat. A no-op where malloc is not glibc's."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def load(path: str | os.PathLike, device: str = "auto") -> Recognizer:
     """`malsori.load("exp/run/model").transcribe("file.wav")`."""
     return Recognizer.load(path, device)

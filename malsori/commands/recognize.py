@@ -30,7 +30,9 @@ def evaluate(model, manifest, method, beam_size, batch_size, device, report, lim
     """Print WER and CER of MODEL on MANIFEST and write a per-utterance report sorted worst first."""
     from malsori.decode.options import DecodeOptions
     from malsori.evaluate import evaluate_manifest
+    from malsori.pretrained import bound_heap
 
+    bound_heap()
     res = evaluate_manifest(model, manifest, DecodeOptions(method=method, beam_size=beam_size), batch_size=batch_size,
                             device=device, report=report, limit=limit, strict=strict)
     click.echo(res.summary())
@@ -52,7 +54,9 @@ def transcribe(model, files, method, beam_size, batch_size, device, as_json) -> 
     from malsori.decode.options import DecodeOptions
     from malsori.errors import AudioError
     from malsori.files import strict_json
+    from malsori.pretrained import bound_heap
 
+    bound_heap()
     options = DecodeOptions(method=method, beam_size=beam_size)
     rec = malsori.load(model, device)
     failed, t0 = 0, time.time()

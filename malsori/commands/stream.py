@@ -80,11 +80,13 @@ def stream(model, file, mic, fast, chunk_ms, left_chunks, lookahead_ms, method, 
     from malsori.audio import SAMPLE_RATE, fixed_blocks, iter_audio
     from malsori.decode.options import DecodeOptions
     from malsori.errors import ConfigError
+    from malsori.pretrained import bound_heap
     from malsori.streaming import StreamConfig
 
     if mic == (file is not None):
         raise ConfigError("stream: give either FILE or --mic")
     torch.set_num_threads(threads)
+    bound_heap()
     cfg = StreamConfig(chunk_ms=chunk_ms, left_chunks=left_chunks, lookahead_ms=lookahead_ms,
                        decode=DecodeOptions(method=method, beam_size=beam_size),
                        endpoint_silence_s=endpoint_silence, max_utterance_s=max_utterance)
