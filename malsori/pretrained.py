@@ -9,23 +9,24 @@ feature_stats.json (CMVN). Version 1 folders (before tasks; no task, no checksum
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from malsori.audio import SAMPLE_RATE, load_audio
+from malsori.audio import SAMPLE_RATE, iter_audio
 from malsori.config import from_dict, to_dict
 from malsori.data.manifest import Utterance
 from malsori.decode.options import DecodeOptions
-from malsori.errors import ConfigError, MalsoriError
+from malsori.errors import AudioError, ConfigError, MalsoriError
 from malsori.features import Fbank, FbankConfig, GlobalCMVN
 from malsori.files import follow_umask, sha256_of
 from malsori.models.registry import LMConfig, ModelConfig, build_lm, build_model
@@ -189,12 +190,18 @@ class Transcript:
     duration: float = 0.0  # seconds of audio
 
     def to_json(self) -> dict:
-        return {"id": self.id, "text": self.text, "score": round(self.score, 4), "duration": round(self.duration, 3),
+        score = round(self.score, 4) if math.isfinite(self.score) else None  # JSON has no NaN or Infinity
+        return {"id": self.id, "text": self.text, "score": score, "duration": round(self.duration, 3),
                 "words": [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)} for w in self.words]}
 
 
+# a file, a 16 kHz waveform, a manifest utterance, or (transcribe_each only) an iterator of 16 kHz float32 blocks
+AudioSource = Union[str, os.PathLike, np.ndarray, Utterance, Iterator[np.ndarray]]
+
+
 class Recognizer:
-    """Features → model → search → text, batched; long audio is cut at quiet points into bounded segments."""
+    """Features → model → search → text, batched; long audio is read in blocks and cut at quiet points into bounded
+    segments, so memory does not grow with the length of a file."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, fbank: Fbank, cmvn: GlobalCMVN, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
@@ -216,37 +223,73 @@ class Recognizer:
         return cls(m.model, m.tokenizer, m.fbank, m.cmvn, device)
 
     # -- public API ---------------------------------------------------------------------------------------------
-    def transcribe(self, audio: str | os.PathLike | np.ndarray | Sequence, options: DecodeOptions | None = None,
+    def transcribe(self, audio: AudioSource | Sequence[AudioSource], options: DecodeOptions | None = None,
                    batch_size: int = 16, max_segment_seconds: float = 30.0) -> Transcript | list[Transcript]:
         """Transcribe a file path or a 16 kHz waveform, or a list of them (then a list of results), searching as
-        `options` say (default: greedy)."""
-        single = isinstance(audio, (str, os.PathLike, np.ndarray))
-        items = [audio] if single else list(audio)
-        waves, ids = [], []
-        for a in items:
-            waves.append(a.astype(np.float32) if isinstance(a, np.ndarray) else load_audio(a))
-            ids.append("" if isinstance(a, np.ndarray) else str(a))
-        out = self.transcribe_waves(waves, options, batch_size, max_segment_seconds)
-        for t, i in zip(out, ids):
-            t.id = i
+        `options` say (default: greedy); an unreadable file raises its AudioError."""
+        single = isinstance(audio, (str, os.PathLike, np.ndarray, Utterance))
+        out = []
+        for t in self.transcribe_each([audio] if single else audio, options, batch_size, max_segment_seconds):
+            if isinstance(t, AudioError):
+                raise t
+            out.append(t)
         return out[0] if single else out
 
     def transcribe_utterances(self, utts: Sequence[Utterance], options: DecodeOptions | None = None, batch_size: int = 16) -> list[Transcript]:
         """Transcribe manifest utterances (Kaldi-style segments honoured); ids are copied onto the results."""
-        from malsori.data.dataset import load_utterance_audio
+        return self.transcribe(list(utts), options, batch_size)
 
-        out = self.transcribe_waves([load_utterance_audio(u) for u in utts], options, batch_size)
-        for t, u in zip(out, utts):
-            t.id = u.id
-        return out
+    def transcribe_each(self, items: Iterable[AudioSource], options: DecodeOptions | None = None, batch_size: int = 16,
+                        max_segment_seconds: float = 30.0) -> Iterator[Transcript | AudioError]:
+        """One result per item, in order, as soon as it is complete: its Transcript, or the AudioError that made it
+        unreadable (so one bad file does not cost the others). An item may also be an iterator of 16 kHz float32
+        blocks (audio made or arriving on the fly). Files are read in blocks and cut into segments of at
+        most `max_segment_seconds`, decoded `batch_size` at a time: memory holds one batch of segments, whatever the
+        files' lengths."""
+        options = options or DecodeOptions()
+        max_len = int(max_segment_seconds * SAMPLE_RATE)
+        results: dict[int, Transcript | AudioError] = {}
+        undecoded: dict[int, int] = {}  # item → its segments still waiting in `pending`
+        pending: list[tuple[int, int, np.ndarray]] = []  # (item, start sample, samples)
+        done = 0  # items before this one have been yielded
+
+        def flush() -> None:
+            order = sorted(range(len(pending)), key=lambda k: len(pending[k][2]))
+            decoded = dict(zip(order, self._decode([pending[k][2] for k in order], options)))
+            for k, (i, start, _) in enumerate(pending):  # in file order: segments of one file join in sequence
+                _append(results[i], decoded[k], start)
+                undecoded[i] -= 1
+            pending.clear()
+
+        for i, item in enumerate(items):
+            results[i], undecoded[i], end = Transcript(text="", id=_source_id(item)), 0, 0
+            try:
+                for start, seg in cut_segments(_source_blocks(item), max_len):
+                    pending.append((i, start, seg))
+                    undecoded[i] += 1
+                    end = start + len(seg)
+                    if len(pending) >= batch_size:
+                        flush()
+            except AudioError as e:
+                pending[:] = [p for p in pending if p[0] != i]
+                results[i], undecoded[i] = e, 0
+            else:
+                results[i].duration = end / SAMPLE_RATE
+            while done <= i and undecoded[done] == 0:
+                yield _finished(results.pop(done))
+                done += 1
+        if pending:
+            flush()
+        while done in results:
+            yield _finished(results.pop(done))
+            done += 1
 
     def transcribe_waves(self, waves: list[np.ndarray], options: DecodeOptions | None = None, batch_size: int = 16,
                          max_segment_seconds: float = 30.0) -> list[Transcript]:
-        """Cut each waveform into segments, decode all segments in length-sorted batches, and join per waveform."""
-        segments: list[tuple[int, int, np.ndarray]] = []  # (wave index, start sample, samples)
-        for wi, w in enumerate(waves):
-            for start, end in split_points(w, int(max_segment_seconds * SAMPLE_RATE)):
-                segments.append((wi, start, w[start:end]))
+        """Cut waveforms already in memory into segments, decode all segments in length-sorted batches (least padding
+        over the whole set), and join per waveform."""
+        segments = [(wi, start, seg) for wi, w in enumerate(waves)
+                     for start, seg in cut_segments([w], int(max_segment_seconds * SAMPLE_RATE))]
         order = sorted(range(len(segments)), key=lambda k: len(segments[k][2]))
         results: list[Transcript | None] = [None] * len(segments)
         for b in range(0, len(order), batch_size):
@@ -255,14 +298,8 @@ class Recognizer:
                 results[k] = t
         joined = [Transcript(text="", duration=len(w) / SAMPLE_RATE) for w in waves]
         for (wi, start, _), t in zip(segments, results):
-            j = joined[wi]
-            off = start / SAMPLE_RATE
-            j.tokens += t.tokens
-            j.score += t.score
-            j.words += [Word(w.word, w.start + off, w.end + off) for w in t.words]
-        for j in joined:
-            j.text = " ".join(w.word for w in j.words)
-        return joined
+            _append(joined[wi], t, start)
+        return [_finished(j) for j in joined]
 
     def stream(self, cfg=None):
         """A `malsori.streaming.Stream` on this model: feed audio in pieces, read partial and final results."""
@@ -298,21 +335,70 @@ class Recognizer:
         return words
 
 
+def _source_id(item: AudioSource) -> str:
+    return item.id if isinstance(item, Utterance) else str(item) if isinstance(item, (str, os.PathLike)) else ""
+
+
+def _source_blocks(item: AudioSource) -> Iterable[np.ndarray]:
+    if isinstance(item, np.ndarray):
+        return [item.astype(np.float32, copy=False)]
+    if isinstance(item, Iterator):
+        return item
+    if isinstance(item, Utterance):
+        from malsori.data.dataset import utterance_blocks
+
+        return utterance_blocks(item)
+    return iter_audio(item)
+
+
+def _append(joined: Transcript, t: Transcript, start: int) -> None:
+    """Add a segment's result (decoded from sample `start` on) to its file's result."""
+    off = start / SAMPLE_RATE
+    joined.tokens += t.tokens
+    joined.score += t.score
+    joined.words += [Word(w.word, w.start + off, w.end + off) for w in t.words]
+
+
+def _finished(t: Transcript | AudioError) -> Transcript | AudioError:
+    if isinstance(t, Transcript):
+        t.text = " ".join(w.word for w in t.words)
+    return t
+
+
+def cut_segments(blocks: Iterable[np.ndarray], max_len: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(start sample, samples): a stream of blocks cut into pieces of at most max_len samples, each cut at the
+    quietest 10 ms in its last quarter; holds at most max_len samples plus one block."""
+    hop = SAMPLE_RATE // 100
+    buf, start = np.zeros(0, np.float32), 0
+    for x in blocks:
+        buf = np.concatenate([buf, x]) if len(buf) else np.asarray(x, dtype=np.float32)
+        while len(buf) > max_len:
+            lo = 3 * max_len // 4
+            region = buf[lo:max_len]
+            frames = region[: len(region) // hop * hop].reshape(-1, hop)
+            cut = lo + int(np.argmin((frames**2).sum(1))) * hop + hop // 2 if len(frames) else max_len
+            yield start, buf[:cut].copy()
+            start, buf = start + cut, buf[cut:]
+    if len(buf):
+        yield start, buf.copy()
+
+
 def split_points(wave: np.ndarray, max_len: int) -> list[tuple[int, int]]:
-    """Cut a waveform into pieces of at most max_len samples, each cut at the quietest 10 ms in the last quarter."""
-    n = len(wave)
-    if n <= max_len:
-        return [(0, n)]
-    cuts, start, hop = [], 0, SAMPLE_RATE // 100
-    while n - start > max_len:
-        lo, hi = start + 3 * max_len // 4, start + max_len
-        region = wave[lo:hi]
-        frames = region[: len(region) // hop * hop].reshape(-1, hop)
-        cut = lo + int(np.argmin((frames**2).sum(1))) * hop + hop // 2
-        cuts.append((start, cut))
-        start = cut
-    cuts.append((start, n))
-    return cuts
+    """Where `cut_segments` cuts a whole waveform: (start, end) sample pairs."""
+    return [(start, start + len(seg)) for start, seg in cut_segments([wave], max_len)]
+
+
+def bound_heap() -> None:
+    """For a process that decodes long audio (the transcribe, eval and stream commands): glibc gives allocations over
+    128 KiB their own mapping, but raises that threshold as such blocks are freed; the heap then fragments under the
+    ever-changing tensor sizes of decoding and the resident size creeps up (~40 MiB an hour of audio, measured in
+    benchmarks/bench_memory.py). Freezing the threshold at 128 KiB keeps it flat. A no-op where malloc is not glibc's."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def load(path: str | os.PathLike, device: str = "auto") -> Recognizer:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from malsori.checkpoint import average_checkpoints, list_checkpoints, resume_checkpoint, save_checkpoint
 from malsori.config import from_dict, to_dict
-from malsori.data.manifest import atomic_write_text
+from malsori.data.manifest import atomic_write_json
 from malsori.errors import ConfigError
 from malsori.rundir import StepLog, config_differences, with_run_lock
 from malsori.tasks import task_class
@@ -118,7 +118,7 @@ def train(cfg: RunConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     _check_resumable(out, cfg)
     if main_proc:
-        atomic_write_text(out / "train_config.json", json.dumps(to_dict(cfg), indent=1))
+        atomic_write_json(out / "train_config.json", to_dict(cfg), indent=1)
     torch.manual_seed(cfg.seed)
     device = _device(cfg.device, rank)
 
@@ -204,6 +204,7 @@ def train(cfg: RunConfig) -> Path:
                 stop = True
                 break
         bar.close()
+        task.epoch_done(epoch)
         if not stop:
             epoch, pos = epoch + 1, 0
         if main_proc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import sys
 import time
 from pathlib import Path
 
@@ -91,7 +91,9 @@ def decode_options(model: Path, method: str, beam_size: int, lm_path: Path | Non
 def evaluate(model, manifest, method, beam_size, batch_size, device, report, limit, strict, **lm) -> None:
     """Print WER and CER of MODEL on MANIFEST and write a per-utterance report sorted worst first."""
     from malsori.evaluate import evaluate_manifest
+    from malsori.pretrained import bound_heap
 
+    bound_heap()
     res = evaluate_manifest(model, manifest, decode_options(model, method, beam_size, **lm), batch_size=batch_size,
                             device=device, report=report, limit=limit, strict=strict)
     click.echo(res.summary())
@@ -107,16 +109,29 @@ def evaluate(model, manifest, method, beam_size, batch_size, device, report, lim
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file: text, score, duration, word timestamps.")
 @lm_options
 def transcribe(model, files, method, beam_size, batch_size, device, as_json, **lm) -> None:
-    """Transcribe audio FILES (wav/flac/ogg/mp3, any rate) with MODEL; long files are cut into segments."""
+    """Transcribe audio FILES (wav/flac/ogg/mp3, any rate) with MODEL; long files are read in blocks and cut into
+    segments (memory does not grow with their length). An unreadable file is named on stderr, the others are still
+    transcribed, and the exit status is then 2."""
     import malsori
+    from malsori.errors import AudioError
+    from malsori.files import strict_json
+    from malsori.pretrained import bound_heap
 
+    bound_heap()
     options = decode_options(model, method, beam_size, **lm)
     rec = malsori.load(model, device)
-    chunk = max(1, batch_size)
-    for i in range(0, len(files), chunk):  # bounded memory: a chunk of files at a time
+    failed, t0 = 0, time.time()
+    for t in rec.transcribe_each([str(f) for f in files], options, batch_size=batch_size):
+        if isinstance(t, AudioError):
+            failed += 1
+            click.echo(f"error: {t}", err=True)
+        elif as_json:
+            rtf = round((time.time() - t0) / max(t.duration, 1e-9), 4)  # time since the previous result, per second of audio
+            click.echo(strict_json({**t.to_json(), "rtf": rtf}, t.id))
+        else:
+            click.echo(f"{t.id}\t{t.text}")
         t0 = time.time()
-        for t in rec.transcribe([str(f) for f in files[i : i + chunk]], options, batch_size=batch_size):
-            if as_json:
-                click.echo(json.dumps({**t.to_json(), "rtf": round((time.time() - t0) / max(t.duration, 1e-9), 4)}, ensure_ascii=False))
-            else:
-                click.echo(f"{t.id}\t{t.text}")
+    if failed:
+        if len(files) > 1:
+            click.echo(f"{failed} of {len(files)} files could not be transcribed", err=True)
+        sys.exit(2)

@@ -3,7 +3,6 @@ results as they change and final results with timestamps."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import click
 
 from malsori.commands.recognize import decode_options, lm_options
+from malsori.files import strict_json
 
 
 def _show_partial(text: str, last: list[str]) -> None:
@@ -29,7 +29,7 @@ def _show_finals(finals, as_json: bool) -> None:
         if sys.stderr.isatty():
             click.echo("\r\033[K", nl=False, err=True)
         if as_json:
-            click.echo(json.dumps(t.to_json(), ensure_ascii=False))
+            click.echo(strict_json(t.to_json(), t.id or "stream"))
         else:
             start = t.words[0].start if t.words else 0.0
             end = t.words[-1].end if t.words else 0.0
@@ -80,13 +80,15 @@ def stream(model, file, mic, fast, chunk_ms, left_chunks, lookahead_ms, method, 
     import torch
 
     import malsori
-    from malsori.audio import SAMPLE_RATE, load_audio
+    from malsori.audio import SAMPLE_RATE, fixed_blocks, iter_audio
     from malsori.errors import ConfigError
+    from malsori.pretrained import bound_heap
     from malsori.streaming import StreamConfig
 
     if mic == (file is not None):
         raise ConfigError("stream: give either FILE or --mic")
     torch.set_num_threads(threads)
+    bound_heap()
     cfg = StreamConfig(chunk_ms=chunk_ms, left_chunks=left_chunks, lookahead_ms=lookahead_ms,
                        decode=decode_options(model, method, beam_size, **lm),
                        endpoint_silence_s=endpoint_silence, max_utterance_s=max_utterance)
@@ -95,8 +97,7 @@ def stream(model, file, mic, fast, chunk_ms, left_chunks, lookahead_ms, method, 
     if mic:
         blocks = _microphone_blocks(block)
     else:
-        wave = load_audio(file)
-        blocks = (wave[i : i + block] for i in range(0, len(wave), block))
+        blocks = fixed_blocks(iter_audio(file), block)  # read in blocks: memory does not grow with the file
     last, compute, t_start = [""], 0.0, time.perf_counter()
     for piece in blocks:
         if not (fast or mic):  # real time: this piece has fully "arrived" only at its end

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from malsori.audio import SAMPLE_RATE, load_audio
+from malsori.audio import SAMPLE_RATE, iter_audio
 from malsori.data.manifest import Utterance
-from malsori.errors import AudioError
+from malsori.errors import AudioError, MalsoriError
 
 
 @dataclass
@@ -45,6 +45,7 @@ class Batch:
     tokens: torch.Tensor  # [B, U] int64, padded with 0
     token_lens: torch.Tensor  # [B]
     skipped: int = 0  # items dropped from this batch (unreadable audio)
+    skip_reasons: list[str] = field(default_factory=list)  # why, one line per dropped item
 
     @property
     def audio_seconds(self) -> float:
@@ -61,8 +62,10 @@ class SpeechDataset(torch.utils.data.Dataset):
         normalize: Callable[[str], str],
         augmenter: Callable | None = None,
         seed: int = 0,
+        strict: bool = False,
     ):
         self.utts = list(utterances)
+        self.strict = strict  # unreadable audio raises instead of being dropped (and counted) by collate
         self.encode = encode
         self.normalize = normalize
         self.augmenter = augmenter
@@ -83,6 +86,8 @@ class SpeechDataset(torch.utils.data.Dataset):
         try:
             wave = load_utterance_audio(u)
         except AudioError as e:
+            if self.strict:
+                raise
             return {"id": u.id, "index": i, "error": str(e)}
         if self.augmenter is not None:
             rng = np.random.default_rng([self.seed, self.epoch, draw])
@@ -90,16 +95,36 @@ class SpeechDataset(torch.utils.data.Dataset):
         text = self.normalize(u.text)
         return {"id": u.id, "index": i, "wave": torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), "text": text, "tokens": torch.tensor(self.encode(text), dtype=torch.long)}
 
+    def sample_waves(self, count: int) -> Iterator[np.ndarray]:
+        """The audio of up to `count` evenly spaced utterances (feature statistics), without augmentation; unreadable
+        ones are passed over (raised when strict), and none readable at all is a MalsoriError."""
+        n = len(self.utts)
+        read, failed = 0, []
+        for i in range(0, n, max(1, n // max(1, count))):
+            try:
+                wave = load_utterance_audio(self.utts[i])
+            except AudioError as e:
+                if self.strict:
+                    raise
+                failed.append(str(e))
+                continue
+            read += 1
+            yield wave
+        if not read:
+            raise MalsoriError(f"no readable training audio: all {len(failed)} utterances tried failed (first: {failed[0] if failed else 'none'})")
+
+
+def utterance_blocks(u: Utterance, sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """The utterance's samples in blocks (see malsori.audio.iter_audio); a Kaldi-style segment (`offset`,
+    `duration` extras) is read from its recording alone."""
+    if "offset" in u.extra:
+        return iter_audio(u.audio_path, sample_rate, float(u.extra["offset"]), u.duration)
+    return iter_audio(u.audio_path, sample_rate)
+
 
 def load_utterance_audio(u: Utterance, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The utterance's samples; a Kaldi-style segment (`offset`, `duration` extras) is cut from its recording."""
-    wave = load_audio(u.audio_path, sample_rate)
-    if "offset" in u.extra:
-        start = int(round(float(u.extra["offset"]) * sample_rate))
-        wave = wave[start : start + int(round(u.duration * sample_rate))]
-        if wave.size == 0:
-            raise AudioError(f"{u.audio_path}: segment of {u.id} at {u.extra['offset']} s is empty")
-    return wave
+    """The utterance's samples, whole (training utterances are short; long ones are read with utterance_blocks)."""
+    return np.concatenate(list(utterance_blocks(u, sample_rate)))
 
 
 def collate(items: list[dict]) -> Batch:
@@ -114,7 +139,8 @@ def collate(items: list[dict]) -> Batch:
     for j, (w, t) in enumerate(zip(waves, toks)):
         W[j, : len(w)] = w
         T[j, : len(t)] = t
-    return Batch([it["id"] for it in good], [it["index"] for it in good], [it["text"] for it in good], W, wave_lens, T, token_lens, len(items) - len(good))
+    return Batch([it["id"] for it in good], [it["index"] for it in good], [it["text"] for it in good], W, wave_lens, T, token_lens,
+                 len(items) - len(good), [it["error"] for it in items if "error" in it])
 
 
 @dataclass
@@ -129,12 +155,20 @@ class BucketBatchSampler:
     weights: Sequence[float] | None = None  # draws per epoch of each utterance (None = 1 each); fractions drawn at random
     epoch: int = 0  # current epoch; set with set_epoch
     skip: int = 0  # batches to skip at the start of this epoch (exact resume); reset by set_epoch
+    where: str = "training data"  # what the durations come from (the manifests), for error messages
     _kept: list[int] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self._kept = [i for i, d in enumerate(self.durations) if self.cfg.min_duration <= d <= self.cfg.max_duration]
         if self.weights is not None and len(self.weights) != len(self.durations):
             raise ValueError("BucketBatchSampler: one weight per utterance needed")
+        if not self._kept or (self.weights is not None and not any(self.weights[i] > 0 for i in self._kept)):
+            no_dur = sum(1 for d in self.durations if not d > 0)
+            raise MalsoriError(
+                f"{self.where}: no utterance to train on: of {len(self.durations)}, {no_dur} have no duration (write "
+                f"`duration` in the manifest, e.g. with malsori data import) and none of the others lasts between "
+                f"batch.min_duration={self.cfg.min_duration:g} and batch.max_duration={self.cfg.max_duration:g} s"
+                + (" with a weight above 0" if self.weights is not None else ""))
 
     def draws(self) -> list[int]:
         """This epoch's draws, each repeat × N + index: utterance i appears floor(w) or floor(w) + 1 times (the extra

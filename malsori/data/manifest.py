@@ -1,22 +1,27 @@
 """The one manifest format: JSON Lines, one utterance a line (`id`, `audio`, `text`, `speaker`, `duration`, extras).
 
-`audio` is a path relative to the manifest's folder (absolute paths are kept as they are).
-Readers skip malformed lines with a count and a reason per line; `strict=True` turns the first skip into an error.
+`audio` is a path relative to the manifest's folder (absolute paths are kept as they are; paths outside the folder are
+allowed, and named resolved in errors). Readers skip malformed lines with a count and a reason per line (bad JSON, a
+field of the wrong type, NaN, a line or transcript past the caps); `strict=True` turns the first skip into an error.
+Lines are read with a cap, so a huge line costs no more memory than the cap; JSON is written strictly (no NaN).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from malsori.errors import ManifestError
-from malsori.files import follow_umask
+from malsori.files import create_temp_file, strict_json
 
 REQUIRED = ("id", "audio", "text")
+MAX_LINE_BYTES = 1 << 20  # longest manifest line read (1 MiB); longer lines are skipped without being held in memory
+MAX_TEXT_CHARS = 100_000  # longest transcript (about 3 hours of speech)
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -33,9 +38,14 @@ class Utterance:
 
     @property
     def audio_path(self) -> Path:
-        """The audio file's absolute path."""
+        """The audio file's path, its folder resolved (`../x.wav` is named as the file it is; the file name itself is
+        kept, symlink or not)."""
         p = Path(self.audio)
-        return p if p.is_absolute() or self.root is None else self.root / p
+        p = p if p.is_absolute() or self.root is None else self.root / p
+        try:
+            return p.parent.resolve() / p.name
+        except (OSError, RuntimeError):  # a symlink loop among the folders: the open names it
+            return p
 
     def to_json(self) -> dict:
         d = {"id": self.id, "audio": self.audio, "text": self.text, "speaker": self.speaker, "duration": self.duration}
@@ -49,7 +59,7 @@ class Utterance:
             id=str(d["id"]),
             audio=str(d["audio"]),
             text=str(d["text"]),
-            speaker=str(d.get("speaker", "")),
+            speaker=str(d.get("speaker") or ""),
             duration=float(d.get("duration", 0.0) or 0.0),
             extra={k: v for k, v in d.items() if k not in known},
             root=root,
@@ -77,49 +87,96 @@ class Manifest:
         return s
 
 
-def _parse_line(raw: bytes, lineno: int, path: Path) -> dict:
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number (JSON has no NaN or Infinity)")
+
+
+def _number(d: dict, key: str) -> None:
+    """`key`, when present and not null, must be a finite number >= 0 (or a string holding one)."""
+    v = d.get(key)
+    if v is None:
+        return
+    try:
+        x = float(v) if isinstance(v, (int, float, str)) and not isinstance(v, bool) else None
+    except ValueError:
+        x = None
+    if x is None or not math.isfinite(x) or x < 0:
+        raise ManifestError(f"field '{key}' is not a finite number >= 0: {str(v)[:40]!r}")
+
+
+def _parse_line(raw: bytes) -> dict:
+    """One manifest line → its object; ManifestError (without the file:line, which the reader adds) if it is bad."""
+    if len(raw) > MAX_LINE_BYTES:
+        raise ManifestError(f"line longer than {MAX_LINE_BYTES} bytes (limit malsori.data.manifest.MAX_LINE_BYTES)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ManifestError(f"{path}:{lineno}: not UTF-8 ({e.reason} at byte {e.start})") from None
+        raise ManifestError(f"not UTF-8 ({e.reason} at byte {e.start})") from None
     try:
-        d = json.loads(text)
+        d = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as e:
-        raise ManifestError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+        raise ManifestError(f"malformed JSON ({e.msg} at column {e.colno})") from None
+    except (ValueError, RecursionError) as e:
+        raise ManifestError(f"malformed JSON ({str(e)[:80]})") from None
     if not isinstance(d, dict):
-        raise ManifestError(f"{path}:{lineno}: expected a JSON object, got {type(d).__name__}")
+        raise ManifestError(f"expected a JSON object, got {type(d).__name__}")
     missing = [k for k in REQUIRED if k not in d]
     if missing:
-        raise ManifestError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
-    if "duration" in d and d["duration"] is not None:
-        try:
-            float(d["duration"])
-        except (TypeError, ValueError):
-            raise ManifestError(f"{path}:{lineno}: field 'duration' is not a number: {d['duration']!r}") from None
+        raise ManifestError(f"missing field(s) {', '.join(missing)}")
+    for key, types in (("id", (str, int)), ("audio", (str,)), ("text", (str,)), ("speaker", (str, int, type(None)))):
+        if key in d and (not isinstance(d[key], types) or isinstance(d[key], bool)):
+            raise ManifestError(f"field '{key}' must be a {' or '.join(t.__name__ for t in types if t is not type(None))}, "
+                                f"got {json.dumps(d[key])[:40]}")
+    if not str(d["id"]).strip() or not d["audio"].strip():
+        raise ManifestError(f"field '{'audio' if str(d['id']).strip() else 'id'}' is empty")
+    if len(d["text"]) > MAX_TEXT_CHARS:
+        raise ManifestError(f"transcript of {len(d['text'])} characters is longer than {MAX_TEXT_CHARS} "
+                            f"(limit malsori.data.manifest.MAX_TEXT_CHARS)")
+    _number(d, "duration")
+    _number(d, "offset")
     return d
+
+
+def _capped_lines(f) -> Iterable[bytes]:
+    """The lines of a binary file, each cut to at most MAX_LINE_BYTES + 1 bytes (the rest of a longer line is read
+    and dropped in pieces of that size), so memory stays bounded by the cap."""
+    while True:
+        line = f.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while (rest := f.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                pass
+        yield line
 
 
 def read_manifest(path: str | os.PathLike, strict: bool = False) -> Manifest:
     """Read a JSON Lines manifest; malformed lines are skipped and counted (or raise with `strict`)."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise ManifestError(f"{path}: is a directory, not a manifest file")
+    if not path.exists():
         raise ManifestError(f"{path}: manifest not found")
+    if not (path.is_file() or path.is_fifo()):  # a FIFO is fine (`<(zcat m.jsonl.gz)`); a device is not
+        raise ManifestError(f"{path}: not a regular file; a manifest is a JSON Lines file")
     root = path.resolve().parent
     utts: list[Utterance] = []
     skipped: list[tuple[int, str]] = []
     seen: set[str] = set()
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+        for lineno, raw in enumerate(_capped_lines(f), 1):
+            if lineno == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
             if not raw.strip():
                 continue
             try:
-                d = _parse_line(raw, lineno, path)
+                d = _parse_line(raw)
                 if str(d["id"]) in seen:
-                    raise ManifestError(f"{path}:{lineno}: duplicate id {d['id']!r}")
+                    raise ManifestError(f"duplicate id {d['id']!r}")
             except ManifestError as e:
                 if strict:
-                    raise
-                skipped.append((lineno, str(e).split(": ", 1)[-1]))
+                    raise ManifestError(f"{path}:{lineno}: {e}") from None
+                skipped.append((lineno, str(e)))
                 continue
             seen.add(str(d["id"]))
             utts.append(Utterance.from_json(d, root))
@@ -127,24 +184,29 @@ def read_manifest(path: str | os.PathLike, strict: bool = False) -> Manifest:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file so that readers see either the old or the whole new content, never a half."""
+    """Write a text file so that readers see either the old or the whole new content, never a half; the file gets the
+    user's umask like any other."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = create_temp_file(path.parent, f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        follow_umask(tmp)  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def atomic_write_json(path: str | os.PathLike, obj, **kwargs) -> None:
+    """Write strict JSON (no NaN/Infinity: a MalsoriError naming the file) atomically; kwargs go to json.dumps."""
+    atomic_write_text(path, strict_json(obj, str(path), **kwargs) + "\n")
+
+
 def write_manifest(path: str | os.PathLike, utterances: Iterable[Utterance]) -> Path:
-    """Write utterances as JSON Lines, atomically."""
-    lines = [json.dumps(u.to_json(), ensure_ascii=False) for u in utterances]
+    """Write utterances as JSON Lines (strict JSON: a NaN is an error naming the utterance), atomically."""
+    lines = [strict_json(u.to_json(), f"{path}: utterance {u.id}") for u in utterances]
     atomic_write_text(path, "".join(line + "\n" for line in lines))
     return Path(path)

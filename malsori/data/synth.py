@@ -26,7 +26,7 @@ import numpy as np
 from malsori.audio import audio_duration, save_audio
 from malsori.config import from_dict, to_dict
 from malsori.data.augment import AugmentConfig, Augmenter
-from malsori.data.manifest import Utterance, atomic_write_text, write_manifest
+from malsori.data.manifest import Utterance, atomic_write_json, write_manifest
 from malsori.data.sentences import generate_sentences, read_text_sentences
 from malsori.data.tts.engine import SAMPLE_RATE, Engine, engine_class, make_engine
 from malsori.data.tts.espeak import (  # noqa: F401  (eSpeak names this module has always offered)
@@ -240,7 +240,7 @@ def _check_resume(out_dir: Path, saved: dict) -> None:
             )
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"{out_dir}: folder is not empty and has no synth_config.json; use a new or empty folder")
-    atomic_write_text(path, json.dumps(saved, indent=2) + "\n")
+    atomic_write_json(path, saved, indent=2)
 
 
 def synthesize_corpus(cfg: SynthConfig, out_dir: str | os.PathLike, progress: bool = True) -> dict[str, Path]:
@@ -295,7 +295,7 @@ def synthesize_corpus(cfg: SynthConfig, out_dir: str | os.PathLike, progress: bo
         "seconds_synthesized": round(new_seconds, 2), "elapsed_s": round(time.perf_counter() - start, 2),
         "synthesis_s": round(time.perf_counter() - t0, 2), "workers": workers, **notes,
     }
-    atomic_write_text(out_dir / "synth_stats.json", json.dumps(stats, indent=2) + "\n")
+    atomic_write_json(out_dir / "synth_stats.json", stats, indent=2)
     return manifests
 
 

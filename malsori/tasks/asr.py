@@ -12,8 +12,8 @@ import torch
 from tqdm import tqdm
 
 from malsori.data.augment import AugmentConfig, Augmenter
-from malsori.data.dataset import Batch, BatchConfig, BucketBatchSampler, SpeechDataset, collate, load_utterance_audio
-from malsori.data.manifest import atomic_write_text, read_manifest
+from malsori.data.dataset import Batch, BatchConfig, BucketBatchSampler, SpeechDataset, collate
+from malsori.data.manifest import atomic_write_json, read_manifest
 from malsori.errors import ConfigError, MalsoriError
 from malsori.features import CMVNStats, Fbank, FbankConfig, GlobalCMVN, SpecAugment, SpecAugmentConfig
 from malsori.metrics import error_rates
@@ -49,7 +49,7 @@ class DataConfig:
     vocab_size: int = 256  # SentencePiece vocabulary size (ignored for char)
     tokenizer_dir: str = ""  # use this trained tokenizer folder (`malsori tokenizer train`) instead of training one
     cmvn_utts: int = 300  # utterances (evenly spaced) used to estimate the global feature mean/variance
-    strict: bool = False  # malformed manifest lines are errors instead of counted skips
+    strict: bool = False  # malformed manifest lines and unreadable audio are errors instead of counted skips
 
 
 @dataclass
@@ -95,19 +95,13 @@ def prepare_cmvn(cfg: TrainConfig, dataset: SpeechDataset, fbank: Fbank, out: Pa
     if path.exists():
         return GlobalCMVN.from_dict(json.loads(path.read_text()))
     stats = CMVNStats(cfg.features.num_mel_bins)
-    n = len(dataset)
-    step = max(1, n // max(1, cfg.data.cmvn_utts))
     with torch.inference_mode():
-        for i in range(0, n, step):
-            item = dataset.utts[i]
-            try:
-                w = torch.from_numpy(load_utterance_audio(item))
-            except MalsoriError:
-                continue
+        for wave in dataset.sample_waves(cfg.data.cmvn_utts):
+            w = torch.from_numpy(wave)
             f, fl = fbank(w[None], torch.tensor([len(w)]))
             stats.update(f, fl)
     cmvn = GlobalCMVN.from_stats(stats)
-    atomic_write_text(path, json.dumps(cmvn.to_dict()))
+    atomic_write_json(path, cmvn.to_dict())
     return cmvn
 
 
@@ -125,13 +119,14 @@ class SpeechTask(Task):
         self.tokenizer = prepare_tokenizer(cfg.data.tokenizer, cfg.data.vocab_size, cfg.data.tokenizer_dir,
                                            [normalize(u.text) for u in utts], out)
         augmenter = Augmenter.for_training(cfg.augment, utts, cfg.seed) if cfg.augment is not None else None
-        self.dataset = SpeechDataset(utts, self.tokenizer.encode, normalize, augmenter, cfg.seed)
+        self.dataset = SpeechDataset(utts, self.tokenizer.encode, normalize, augmenter, cfg.seed, cfg.data.strict)
         fbank = Fbank(cfg.features)
         self.cmvn = prepare_cmvn(cfg, self.dataset, fbank, out).to(device)
         self.fbank = fbank.to(device)
         self.specaug = SpecAugment(cfg.specaug).to(device)
         self.sampler = BucketBatchSampler([u.duration for u in utts], cfg.batch, cfg.seed, rank, world,
-                                          weights if len(self.sources) > 1 else None)
+                                          weights if len(self.sources) > 1 else None,
+                                          where=", ".join(src.manifest for src in self.sources))
         self.per_source = [f"loss_{s.name}" for s in self.sources] if len(self.sources) > 1 else []
         self._reset_sources()
 
@@ -142,6 +137,7 @@ class SpeechTask(Task):
         return f"{self.cfg.model.encoder}-{self.cfg.model.head}, vocab {self.tokenizer.vocab_size}"
 
     def batches(self, epoch: int, skip: int) -> tuple[Iterable[Batch], int]:
+        self.skipped, self.read = [], 0  # unreadable utterances this epoch (reported at its end), utterances read
         self.sampler.set_epoch(epoch, skip=skip)
         self.dataset.set_epoch(epoch)
         loader = torch.utils.data.DataLoader(
@@ -151,6 +147,8 @@ class SpeechTask(Task):
         return loader, len(self.sampler) + skip
 
     def prepare(self, batch: Batch) -> tuple | None:
+        self.skipped += batch.skip_reasons
+        self.read += len(batch.ids)
         if batch.waves.shape[0] == 0:
             return None
         waves, wave_lens = batch.waves.to(self.device), batch.wave_lens.to(self.device)
@@ -158,6 +156,13 @@ class SpeechTask(Task):
             feats, feat_lens = self.fbank(waves, wave_lens)
             feats = self.specaug(self.cmvn(feats, feat_lens), feat_lens)
         return feats, feat_lens, batch.tokens.to(self.device), batch.token_lens.to(self.device)
+
+    def epoch_done(self, epoch: int) -> None:
+        if self.skipped and not self.read:
+            raise MalsoriError(f"epoch {epoch + 1}: all {len(self.skipped)} utterances drawn were unreadable (first: {self.skipped[0]})")
+        if self.skipped and self.verbose:
+            tqdm.write(f"epoch {epoch + 1}: {len(self.skipped)} utterance(s) skipped, unreadable audio (first: "
+                       f"{self.skipped[0]}; data.strict=true makes this an error)")
 
     def loss(self, model: torch.nn.Module, prepared: tuple) -> tuple[torch.Tensor, dict]:
         return model.compute_loss(*prepared)

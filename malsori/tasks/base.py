@@ -96,6 +96,9 @@ class Task(ABC):
     def prepare(self, batch: Any) -> Any | None:
         """A batch on the device, ready for `loss` (features, masking); None if nothing in it can be used."""
 
+    def epoch_done(self, epoch: int) -> None:
+        """Called after each epoch's batches (or where a run stops inside one): report what the epoch skipped."""
+
     @abstractmethod
     def loss(self, model: torch.nn.Module, prepared: Any) -> tuple[torch.Tensor, dict]:
         """(mean loss, stats) of the model on a prepared batch; runs inside the DDP-wrapped forward."""
