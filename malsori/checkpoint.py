@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from malsori.data.manifest import atomic_write_text
 from malsori.errors import MalsoriError
+from malsori.nn.load import load_state_dict_strict
 
 
 def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -90,7 +91,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     path = Path(path)
     try:
         state = json.loads((path / "state.json").read_text())
-        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        load_state_dict_strict(model, load_file(str(path / "model.safetensors")), str(path))
         if optimizer is not None:
             optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), state["optimizer"]))
             torch.set_rng_state(load_file(str(path / "rng.safetensors"))["torch_rng"])

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from malsori.checkpoint import average_checkpoints, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
-from malsori.config import from_dict, to_dict
+from malsori.config import bounded, from_dict, to_dict
 from malsori.data.augment import AugmentConfig, Augmenter
 from malsori.data.dataset import BatchConfig, BucketBatchSampler, SpeechDataset, collate, load_utterance_audio
 from malsori.data.manifest import atomic_write_text, read_manifest
@@ -40,12 +40,10 @@ class SourceConfig:
     """One training manifest in a weighted mixture."""
 
     manifest: str = ""  # JSON Lines manifest
-    weight: float = 1.0  # draws of each of its utterances per epoch (2 = upsample twice, 0.5 = a random half)
+    weight: float = bounded(1.0, ge=0)  # draws of each of its utterances per epoch (2 = upsample twice, 0.5 = a random half)
     name: str = ""  # name in the logs (default: the manifest's file name without extension)
 
     def __post_init__(self) -> None:
-        if not self.weight >= 0:
-            raise ConfigError(f"data.sources: weight must be >= 0, got {self.weight}")
         self.name = self.name or Path(self.manifest).stem
 
 
@@ -56,11 +54,11 @@ class DataConfig:
     train: str = ""  # training manifest (JSON Lines); or list several in `sources`
     sources: list[SourceConfig] = field(default_factory=list)  # weighted training manifests, each with its own loss column
     valid: str = ""  # validation manifest, scored (WER/CER) after each epoch; "" = none
-    max_valid_utts: int = 200  # validate on at most this many utterances (evenly spaced through the manifest)
+    max_valid_utts: int = bounded(200, ge=1)  # validate on at most this many utterances (evenly spaced through the manifest)
     tokenizer: Literal["char", "bpe", "unigram"] = "char"  # output units
-    vocab_size: int = 256  # SentencePiece vocabulary size (ignored for char)
+    vocab_size: int = bounded(256, ge=1)  # SentencePiece vocabulary size (ignored for char)
     tokenizer_dir: str = ""  # use this trained tokenizer folder (`malsori tokenizer train`) instead of training one
-    cmvn_utts: int = 300  # utterances (evenly spaced) used to estimate the global feature mean/variance
+    cmvn_utts: int = bounded(300, ge=1)  # utterances (evenly spaced) used to estimate the global feature mean/variance
     strict: bool = False  # malformed manifest lines are errors instead of counted skips
 
 
@@ -68,14 +66,14 @@ class DataConfig:
 class OptimConfig:
     """AdamW with linear warmup and inverse-square-root or cosine decay."""
 
-    lr: float = 2e-3  # peak learning rate, reached at the end of warmup
-    betas: tuple[float, float] = (0.9, 0.98)  # AdamW moment coefficients
-    weight_decay: float = 1e-3  # decoupled weight decay
-    warmup_steps: int = 300  # optimizer steps of linear warmup
+    lr: float = bounded(2e-3, gt=0)  # peak learning rate, reached at the end of warmup
+    betas: tuple[float, float] = bounded((0.9, 0.98), ge=0, lt=1)  # AdamW moment coefficients
+    weight_decay: float = bounded(1e-3, ge=0)  # decoupled weight decay
+    warmup_steps: int = bounded(300, ge=0)  # optimizer steps of linear warmup
     schedule: Literal["noam", "cosine", "constant"] = "noam"  # decay after warmup (cosine needs max_steps)
-    min_lr: float = 1e-5  # floor of the cosine schedule
-    grad_clip: float = 5.0  # max global gradient norm (0 = off)
-    accum_grad: int = 1  # batches whose gradients are summed per optimizer step
+    min_lr: float = bounded(1e-5, ge=0)  # floor of the cosine schedule
+    grad_clip: float = bounded(5.0, ge=0)  # max global gradient norm (0 = off)
+    accum_grad: int = bounded(1, ge=1)  # batches whose gradients are summed per optimizer step
 
 
 @dataclass
@@ -83,7 +81,7 @@ class TrainConfig:
     """A whole training run (one YAML recipe)."""
 
     out: str = "exp/run"  # experiment folder: checkpoints, logs, tokenizer, and the final model in out/model
-    seed: int = 0  # seeds model init, batch order, augmentation, dropout
+    seed: int = bounded(0, ge=0)  # seeds model init, batch order, augmentation, dropout
     data: DataConfig = field(default_factory=DataConfig)  # manifests and targets
     features: FbankConfig = field(default_factory=FbankConfig)  # log-mel front-end
     specaug: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)  # feature masking during training
@@ -92,16 +90,16 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # encoder + head
     optim: OptimConfig = field(default_factory=OptimConfig)  # optimizer and schedule
     init_from: str = ""  # model folder whose tensors with matching names and shapes (e.g. the encoder) start a new run
-    max_epochs: int = 30  # passes over the training data
-    max_steps: int = 0  # stop after this many optimizer steps (0 = no limit)
-    max_minutes: float = 0.0  # wall-clock budget for this invocation (0 = none); stops after the current step
+    max_epochs: int = bounded(30, ge=1)  # passes over the training data
+    max_steps: int = bounded(0, ge=0)  # stop after this many optimizer steps (0 = no limit)
+    max_minutes: float = bounded(0.0, ge=0)  # wall-clock budget for this invocation (0 = none); stops after the current step
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for forward/loss (CPU or GPU)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads (0 = torch's default)
-    checkpoint_every: int = 200  # optimizer steps between checkpoints (one is also written after every epoch)
-    keep_last: int = 5  # checkpoints kept on disk
-    average_last: int = 3  # the final model averages this many newest checkpoints
-    log_every: int = 10  # optimizer steps between rows of log.csv
+    threads: int = bounded(0, ge=0)  # torch CPU threads (0 = torch's default)
+    checkpoint_every: int = bounded(200, ge=1)  # optimizer steps between checkpoints (one is also written after every epoch)
+    keep_last: int = bounded(5, ge=0)  # checkpoints kept on disk (0 = all)
+    average_last: int = bounded(3, ge=1)  # the final model averages this many newest checkpoints
+    log_every: int = bounded(10, ge=1)  # optimizer steps between rows of log.csv
     progress: bool = True  # show a progress bar
 
     # Keys that may change between a run and its resumption.

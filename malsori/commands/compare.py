@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from malsori.compare import DEFAULT_REAL, FAMILIES
+from malsori.commands.options import DEVICE, field_type
+from malsori.compare import DEFAULT_REAL, FAMILIES, CompareConfig
 
 
 @click.command()
@@ -15,23 +16,23 @@ from malsori.compare import DEFAULT_REAL, FAMILIES
               help="Folder with train.jsonl, dev.jsonl, test.jsonl; synthesized there first if it has none.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Report folder: compare.md, results.json, PNG plots, runs/<family>/, long_test/.")
-@click.option("--minutes", type=float, default=20.0, show_default=True, help="Wall-clock training minutes per family.")
+@click.option("--minutes", type=field_type(CompareConfig, "minutes"), default=20.0, show_default=True, help="Wall-clock training minutes per family.")
 @click.option("--families", default=",".join(FAMILIES), show_default=True,
               help="Comma-separated names in recipes/compare/ or recipe paths.")
-@click.option("--threads", type=int, default=2, show_default=True, help="CPU threads for training and decoding.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--beam-size", type=int, default=8, show_default=True, help="Beam width of the beam-search measurements.")
-@click.option("--test-limit", type=int, default=0, show_default=True, help="Evenly spaced test utterances to score (0 = all).")
-@click.option("--long-max-concat", type=int, default=6, show_default=True, help="Long set: join up to this many test utterances.")
-@click.option("--long-per-count", type=int, default=24, show_default=True, help="Long set: utterances per number joined.")
-@click.option("--long-min-bucket", type=int, default=5, show_default=True,
+@click.option("--threads", type=field_type(CompareConfig, "threads"), default=2, show_default=True, help="CPU threads for training and decoding.")
+@click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--beam-size", type=field_type(CompareConfig, "beam_size"), default=8, show_default=True, help="Beam width of the beam-search measurements.")
+@click.option("--test-limit", type=field_type(CompareConfig, "test_limit"), default=0, show_default=True, help="Evenly spaced test utterances to score (0 = all).")
+@click.option("--long-max-concat", type=field_type(CompareConfig, "long_max_concat"), default=6, show_default=True, help="Long set: join up to this many test utterances.")
+@click.option("--long-per-count", type=field_type(CompareConfig, "long_per_count"), default=24, show_default=True, help="Long set: utterances per number joined.")
+@click.option("--long-min-bucket", type=field_type(CompareConfig, "long_min_bucket"), default=5, show_default=True,
               help="Long set: widen duration buckets until each holds this many utterances.")
 @click.option("--long-beam", is_flag=True, help="Also beam-search the long set (slow).")
 @click.option("--real-manifest", default=str(DEFAULT_REAL), show_default=True, help="Real-speech manifest (skipped if absent).")
-@click.option("--real-limit", type=int, default=200, show_default=True, help="Evenly spaced real-speech utterances (0 = skip).")
-@click.option("--num-train", type=int, default=2000, show_default=True,
+@click.option("--real-limit", type=field_type(CompareConfig, "real_limit"), default=200, show_default=True, help="Evenly spaced real-speech utterances (0 = skip).")
+@click.option("--num-train", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Train utterances when the corpus has to be synthesized (dev and test get a tenth each).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of training, corpus synthesis and the long set.")
+@click.option("--seed", type=field_type(CompareConfig, "seed"), default=0, show_default=True, help="Seed of training, corpus synthesis and the long set.")
 @click.option("--retrain", is_flag=True, help="Retrain families whose model folder exists (default: reuse them).")
 @click.option("-o", "--override", "overrides", multiple=True,
               help="key=value applied to every recipe, e.g. -o max_steps=50 -o model.conformer.num_layers=2; repeatable.")
@@ -42,7 +43,7 @@ def compare(corpus, out, minutes, families, threads, device, beam_size, test_lim
 
     Re-running reuses finished families (and their cached scores), so an interrupted comparison picks up where it stopped.
     """
-    from malsori.compare import CompareConfig, run_compare, synthesize_missing_corpus
+    from malsori.compare import run_compare, synthesize_missing_corpus
 
     if not (corpus / "train.jsonl").is_file():
         click.echo(f"{corpus}: no corpus yet, synthesizing {num_train} training utterances")

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import click
 
+from malsori.commands.options import DEVICE, field_type
+from malsori.decode.options import DecodeOptions
+
 method_option = click.option("--method", default="greedy", show_default=True,
                              help="Search: greedy | beam (every model); ctc_greedy | ctc_beam | rescore (attention models with CTC); "
                                   "modified_beam (transducers).")
-beam_option = click.option("--beam", "beam_size", type=int, default=8, show_default=True, help="Beam width for --method beam.")
-batch_option = click.option("--batch-size", type=int, default=16, show_default=True, help="Utterances decoded together.")
-device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+beam_option = click.option("--beam", "beam_size", type=field_type(DecodeOptions, "beam_size"), default=8, show_default=True, help="Beam width for --method beam.")
+batch_option = click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Utterances decoded together.")
+device_option = click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 
 
 @click.command(name="eval")
@@ -24,11 +27,10 @@ device_option = click.option("--device", default="auto", show_default=True, help
 @batch_option
 @device_option
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Per-utterance report (TSV, worst first). Default: MODEL/../eval_<manifest>_<method>.tsv")
-@click.option("--limit", type=int, default=0, help="Score only the first N utterances (0 = all).")
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="Score only the first N utterances (0 = all).")
 @click.option("--strict", is_flag=True, help="Malformed manifest lines and unreadable audio are errors, not counted skips.")
 def evaluate(model, manifest, method, beam_size, batch_size, device, report, limit, strict) -> None:
     """Print WER and CER of MODEL on MANIFEST and write a per-utterance report sorted worst first."""
-    from malsori.decode.options import DecodeOptions
     from malsori.evaluate import evaluate_manifest
 
     res = evaluate_manifest(model, manifest, DecodeOptions(method=method, beam_size=beam_size), batch_size=batch_size,
@@ -47,11 +49,10 @@ def evaluate(model, manifest, method, beam_size, batch_size, device, report, lim
 def transcribe(model, files, method, beam_size, batch_size, device, as_json) -> None:
     """Transcribe audio FILES (wav/flac/ogg/mp3, any rate) with MODEL; long files are cut into segments."""
     import malsori
-    from malsori.decode.options import DecodeOptions
 
     options = DecodeOptions(method=method, beam_size=beam_size)
     rec = malsori.load(model, device)
-    chunk = max(1, batch_size)
+    chunk = batch_size
     for i in range(0, len(files), chunk):  # bounded memory: a chunk of files at a time
         t0 = time.time()
         for t in rec.transcribe([str(f) for f in files[i : i + chunk]], options, batch_size=batch_size):
