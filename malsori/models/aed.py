@@ -100,8 +100,6 @@ class AttentionModel(nn.Module):
 
     def __init__(self, encoder: nn.Module, vocab_size: int, cfg: AttentionConfig, special_ids: SpecialIds = SPECIAL_IDS) -> None:
         super().__init__()
-        if not 0.0 <= cfg.ctc_weight <= 1.0:
-            raise ConfigError(f"model.attention.ctc_weight: must be in [0, 1], got {cfg.ctc_weight}")
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.special_ids = special_ids
