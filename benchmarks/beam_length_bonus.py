@@ -15,8 +15,10 @@ from pathlib import Path
 
 import torch
 
-from malsori.compare import decode_set, load_waves
 from malsori.data.manifest import read_manifest
+from malsori.data.select import load_waves
+from malsori.decode.options import DecodeOptions
+from malsori.evaluate import score_waves
 from malsori.pretrained import Recognizer
 
 
@@ -29,7 +31,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    utts, waves = load_waves(read_manifest(Path(args.test)).utterances)
+    utts, waves, _ = load_waves(read_manifest(Path(args.test)).utterances)
     print(f"{len(utts)} utterances of {args.test}, beam {args.beam}, attention scores only")
     for folder in args.model:
         rec = Recognizer.load(folder, "cpu")
@@ -37,9 +39,9 @@ def main() -> None:
             raise SystemExit(f"{folder}: not an attention model (no length_bonus)")
         for bonus in (float(b) for b in args.bonuses.split(",")):
             rec.model.cfg = dataclasses.replace(rec.model.cfg, length_bonus=bonus)
-            d = decode_set(rec, utts, waves, "beam", args.beam, 8)
-            empty = sum(not h for h in d["hyps"])
-            print(f"{folder}  bonus {bonus:g}: WER {100 * d['wer']:.1f}%  CER {100 * d['cer']:.1f}%  empty outputs {empty}", flush=True)
+            s = score_waves(rec, utts, waves, DecodeOptions(method="beam", beam_size=args.beam), 8)
+            empty = sum(not h for h in s.hyps)
+            print(f"{folder}  bonus {bonus:g}: WER {100 * s.rates.wer:.1f}%  CER {100 * s.rates.cer:.1f}%  empty outputs {empty}", flush=True)
 
 
 if __name__ == "__main__":

@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import record  # noqa: E402
 
 from malsori.audio import SAMPLE_RATE  # noqa: E402
-from malsori.data.dataset import load_utterance_audio  # noqa: E402
 from malsori.data.manifest import Utterance, read_manifest  # noqa: E402
+from malsori.data.select import evenly_spaced, load_waves  # noqa: E402
 from malsori.decode.options import DecodeOptions  # noqa: E402
-from malsori.errors import AudioError, MalsoriError  # noqa: E402
+from malsori.errors import MalsoriError  # noqa: E402
 from malsori.metrics import ErrorRates, error_rates  # noqa: E402
 from malsori.pretrained import Recognizer  # noqa: E402
 from malsori.text import normalize  # noqa: E402
@@ -90,28 +90,16 @@ class Result:
         return self.decode_seconds / max(1e-9, self.audio_seconds)
 
 
-def evenly_spaced(items: list, n: int) -> list:
-    """n items at evenly spaced positions (all of them when n <= 0 or n >= len)."""
-    if n <= 0 or n >= len(items):
-        return list(items)
-    return [items[i * len(items) // n] for i in range(n)]
-
-
 def load_set(name: str, manifest: Path, limit: int) -> EvalSet:
     """Read a manifest, keep an evenly spaced subset of `limit` utterances, load their audio and normalize texts."""
     man = read_manifest(manifest)
     chosen = evenly_spaced(man.utterances, limit)
     how = (f"all {len(chosen)} utterances" if len(chosen) == len(man.utterances)
            else f"{len(chosen)} of {len(man.utterances)} utterances, evenly spaced in file order (every ~{len(man.utterances) / len(chosen):.1f}th)")
-    utts, waves, unreadable = [], [], 0
-    for u in chosen:
-        try:
-            waves.append(load_utterance_audio(u))
-            utts.append(u)
-        except AudioError as e:
-            print(f"warning: {e}", file=sys.stderr)
-            unreadable += 1
-    return EvalSet(name, f"`{manifest}`: {how}", utts, waves, [normalize(u.text) for u in utts], unreadable)
+    utts, waves, errors = load_waves(chosen)
+    for e in errors:
+        print(f"warning: {e}", file=sys.stderr)
+    return EvalSet(name, f"`{manifest}`: {how}", utts, waves, [normalize(u.text) for u in utts], len(errors))
 
 
 def run_malsori(rec: Recognizer, s: EvalSet, method: str, beam_size: int, batch_size: int, repeats: int) -> Result:

@@ -40,7 +40,7 @@ def data() -> None:
 
 
 def _register() -> None:
-    from malsori.commands import compare, corpora, demo, lm, recognize, stream, synth, tokenizer, train
+    from malsori.commands import corpora, demo, lm, recognize, stream, synth, tokenizer, train
 
     data.add_command(synth.synth)
     data.add_command(corpora.import_)
@@ -49,7 +49,6 @@ def _register() -> None:
     main.add_command(recognize.evaluate)
     main.add_command(recognize.transcribe)
     main.add_command(demo.demo)
-    main.add_command(compare.compare)
     main.add_command(stream.stream)
     main.add_command(lm.lm)
 

@@ -8,10 +8,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
+from malsori.audio import SAMPLE_RATE
 from malsori.data.dataset import load_utterance_audio
-from malsori.data.manifest import atomic_write_text, read_manifest
+from malsori.data.manifest import Utterance, atomic_write_text, read_manifest
 from malsori.decode.options import DecodeOptions
 from malsori.errors import AudioError
 from malsori.metrics import ErrorRates, error_rates, utterance_errors
@@ -81,3 +83,28 @@ def evaluate_manifest(model: Path | Recognizer, manifest: Path, options: DecodeO
     w.writerows([(r[0], r[1], r[2], f"{r[3]:.3f}", f"{r[4]:.3f}", r[5], r[6]) for r in rows])
     atomic_write_text(report, buf.getvalue())
     return EvalResult(error_rates(refs, hyps), report, skipped, audio_s, decode_s)
+
+
+@dataclass
+class SetScore:
+    """A preloaded set decoded and scored."""
+
+    rates: ErrorRates  # corpus WER/CER against the normalized references
+    hyps: list[str]  # hypotheses, in set order
+    audio_seconds: float  # audio decoded
+    decode_seconds: float  # wall time of features + model + search
+
+    @property
+    def rtf(self) -> float:
+        return self.decode_seconds / max(1e-9, self.audio_seconds)
+
+
+def score_waves(rec: Recognizer, utts: list[Utterance], waves: list[np.ndarray], options: DecodeOptions | None = None,
+                batch_size: int = 16, max_segment_seconds: float = 30.0) -> SetScore:
+    """Decode the preloaded `waves` of `utts` (e.g. from `malsori.data.select.load_waves`) and score them; a large
+    `max_segment_seconds` lets the model see each long input whole."""
+    t0 = time.perf_counter()
+    out = rec.transcribe_waves(waves, options or DecodeOptions(), batch_size, max_segment_seconds=max_segment_seconds)
+    seconds = time.perf_counter() - t0
+    hyps = [t.text for t in out]
+    return SetScore(error_rates([normalize(u.text) for u in utts], hyps), hyps, sum(len(w) for w in waves) / SAMPLE_RATE, seconds)

@@ -1,9 +1,14 @@
-"""A trained model on disk (a folder: config.json, model.safetensors, tokenizer files, feature_stats.json) and the
-`Recognizer` that transcribes audio with it. Loading reads JSON and safetensors only; nothing is unpickled.
+"""A trained model on disk and the `Recognizer` that transcribes audio with it. Loading reads JSON and safetensors
+only; nothing is unpickled.
+
+A model folder holds config.json (format_version, task, the model's config, vocab_size, the weights' sha256),
+model.safetensors and the tokenizer files; a speech model adds its front-end (config.json "features") and
+feature_stats.json (CMVN). Version 1 folders (before tasks; no task, no checksum) load as speech models.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,18 +19,19 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from malsori.audio import SAMPLE_RATE, load_audio
 from malsori.config import from_dict, to_dict
 from malsori.data.manifest import Utterance
 from malsori.decode.options import DecodeOptions
-from malsori.errors import MalsoriError
+from malsori.errors import ConfigError, MalsoriError
 from malsori.features import Fbank, FbankConfig, GlobalCMVN
-from malsori.models.registry import ModelConfig, build_model
+from malsori.models.registry import LMConfig, ModelConfig, build_lm, build_model
 from malsori.tokenizer import Tokenizer, load_tokenizer
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: task and weights_sha256 in config.json; 1: speech only, no checksum
 RELEASED_MODELS = Path(__file__).resolve().parent.parent / "models"  # models released in the repository (en-small, ...)
 
 
@@ -43,22 +49,30 @@ def resolve_model(name: str | os.PathLike) -> Path:
     raise MalsoriError(f"{name}: no such model folder, and no released model of that name (released: {', '.join(known) or 'none'})")
 
 
-def save_model_dir(path: Path, model: torch.nn.Module, model_cfg: ModelConfig, feat_cfg: FbankConfig, tokenizer: Tokenizer,
-                   cmvn: GlobalCMVN, dtype: torch.dtype | None = None) -> Path:
-    """Write the model folder under a temporary name and rename it into place (an old folder is replaced whole);
-    `dtype` (e.g. torch.float16 for a release) stores floating-point tensors at that precision."""
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_model_dir(path: Path, task: str, model: torch.nn.Module, config: dict, tokenizer: Tokenizer,
+                    files: dict[str, str] | None = None, dtype: torch.dtype | None = None) -> Path:
+    """Write a model folder of `task` under a temporary name and rename it into place (an old folder is replaced
+    whole): config.json = format_version, task, vocab_size, weights_sha256 and `config`; the weights; the
+    tokenizer; `files` (name → text). `dtype` (e.g. torch.float16 for a release) stores floating-point tensors at
+    that precision."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
-        config = {"format_version": FORMAT_VERSION, "model": to_dict(model_cfg), "features": to_dict(feat_cfg),
-                  "vocab_size": tokenizer.vocab_size}
-        (tmp / "config.json").write_text(json.dumps(config, indent=1))
         tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         if dtype is not None:
             tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
         save_file(tensors, str(tmp / "model.safetensors"))
-        (tmp / "feature_stats.json").write_text(json.dumps(cmvn.to_dict()))
+        meta = {"format_version": FORMAT_VERSION, "task": task, **config, "vocab_size": tokenizer.vocab_size,
+                "weights_sha256": _sha256(tmp / "model.safetensors")}
+        (tmp / "config.json").write_text(json.dumps(meta, indent=1))
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text)
         tokenizer.save(tmp)
         old = path.with_name(path.name + ".old")
         if path.exists():
@@ -69,6 +83,93 @@ def save_model_dir(path: Path, model: torch.nn.Module, model_cfg: ModelConfig, f
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def save_model_dir(path: Path, model: torch.nn.Module, model_cfg: ModelConfig, feat_cfg: FbankConfig, tokenizer: Tokenizer,
+                   cmvn: GlobalCMVN, dtype: torch.dtype | None = None) -> Path:
+    """Write a speech model's folder: its model and front-end configs, CMVN statistics, tokenizer and weights."""
+    return write_model_dir(path, "asr", model, {"model": to_dict(model_cfg), "features": to_dict(feat_cfg)}, tokenizer,
+                           {"feature_stats.json": json.dumps(cmvn.to_dict())}, dtype)
+
+
+@dataclass
+class ModelDir:
+    """A loaded model folder: the task it was trained for, the model (eval mode, on the CPU) and its tokenizer;
+    the front-end and CMVN for speech models only."""
+
+    path: Path  # the folder
+    task: str  # asr | lm
+    config: dict  # config.json as read
+    model: torch.nn.Module  # weights loaded
+    tokenizer: Tokenizer  # the model's units
+    fbank: Fbank | None = None  # speech front-end (asr)
+    cmvn: GlobalCMVN | None = None  # feature normalization (asr)
+
+
+def _short(keys: Sequence[str], n: int = 4) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def _load_weights(path: Path, model: torch.nn.Module, sha256: str | None) -> None:
+    """Load model.safetensors into `model` after checking its checksum, names and shapes; one-line errors."""
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise MalsoriError(f"{weights}: weights file not found")
+    if sha256 is not None and _sha256(weights) != sha256:
+        raise MalsoriError(f"{weights}: checksum mismatch (sha256 differs from config.json's weights_sha256): the file is corrupt or was replaced")
+    try:
+        saved = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise MalsoriError(f"{weights}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
+    own = model.state_dict()
+    missing, unknown = own.keys() - saved.keys(), saved.keys() - own.keys()
+    if missing or unknown:
+        parts = ([f"missing keys {_short(missing)}"] if missing else []) + ([f"unknown keys {_short(unknown)}"] if unknown else [])
+        raise MalsoriError(f"{weights}: does not match the model config.json describes ({'; '.join(parts)})")
+    shapes = [f"{k} {list(saved[k].shape)} (model: {list(own[k].shape)})" for k in sorted(own) if saved[k].shape != own[k].shape]
+    if shapes:
+        raise MalsoriError(f"{weights}: tensor shapes do not match config.json's model: {'; '.join(shapes[:3])}")
+    model.load_state_dict(saved)
+
+
+def load_model_dir(path: str | os.PathLike) -> ModelDir:
+    """Load any model folder (a path, or a released model's name), checking format version, checksum, tensor names
+    and shapes and vocabulary size; every problem is one MalsoriError naming the file."""
+    path = resolve_model(path)
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise MalsoriError(f"{path}: not a malsori model folder (no config.json)")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MalsoriError(f"{cfg_path}: not valid JSON ({str(e).splitlines()[0]})") from None
+    version = config.get("format_version", 1)
+    if version not in (1, FORMAT_VERSION):
+        raise MalsoriError(f"{cfg_path}: format_version {version!r} is unknown to this malsori (it reads 1 and "
+                           f"{FORMAT_VERSION}); a newer malsori wrote it?")
+    task = config.get("task", "asr") if version >= 2 else "asr"
+    tokenizer = load_tokenizer(path)
+    if "vocab_size" in config and config["vocab_size"] != tokenizer.vocab_size:
+        raise MalsoriError(f"{path / 'tokenizer.json'}: the tokenizer has {tokenizer.vocab_size} tokens, config.json's "
+                           f"vocab_size is {config['vocab_size']}")
+    fbank = cmvn = None
+    try:
+        if task == "asr":
+            feat_cfg = from_dict(FbankConfig, config["features"], "features")
+            model = build_model(from_dict(ModelConfig, config["model"], "model"), feat_cfg.num_mel_bins, tokenizer.vocab_size)
+            fbank = Fbank(feat_cfg)
+            cmvn = GlobalCMVN.from_dict(json.loads((path / "feature_stats.json").read_text()))
+        elif task == "lm":
+            model = build_lm(from_dict(LMConfig, config["model"], "model"), tokenizer.vocab_size)
+        else:
+            raise MalsoriError(f"{cfg_path}: unknown task {task!r} (known: asr, lm)")
+    except ConfigError as e:
+        raise MalsoriError(f"{cfg_path}: {e}") from None
+    except (OSError, KeyError, json.JSONDecodeError) as e:
+        raise MalsoriError(f"{path}: cannot load model ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    _load_weights(path, model, config.get("weights_sha256") if version >= 2 else None)
+    return ModelDir(path, task, config, model.eval(), tokenizer, fbank, cmvn)
 
 
 @dataclass
@@ -110,23 +211,13 @@ class Recognizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> "Recognizer":
-        """Load a model folder written by save_model_dir, or a released model by name (`en-small`)."""
-        path = resolve_model(path)
-        if not (path / "config.json").is_file():
-            raise MalsoriError(f"{path}: not a malsori model folder (no config.json)")
-        try:
-            config = json.loads((path / "config.json").read_text())
-            model_cfg = from_dict(ModelConfig, config["model"], "model")
-            feat_cfg = from_dict(FbankConfig, config["features"], "features")
-            tokenizer = load_tokenizer(path)
-            model = build_model(model_cfg, feat_cfg.num_mel_bins, tokenizer.vocab_size)
-            model.load_state_dict(load_file(str(path / "model.safetensors")))
-            cmvn = GlobalCMVN.from_dict(json.loads((path / "feature_stats.json").read_text()))
-        except (OSError, KeyError, json.JSONDecodeError, RuntimeError) as e:
-            raise MalsoriError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from None
+        """Load a speech model folder, or a released model by name (`en-small`)."""
+        m = load_model_dir(path)
+        if m.task != "asr":
+            raise MalsoriError(f"{m.path}: a model of task {m.task!r}, not a speech recognizer")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        return cls(model, tokenizer, Fbank(feat_cfg), cmvn, device)
+        return cls(m.model, m.tokenizer, m.fbank, m.cmvn, device)
 
     # -- public API ---------------------------------------------------------------------------------------------
     def transcribe(self, audio: str | os.PathLike | np.ndarray | Sequence, options: DecodeOptions | None = None,

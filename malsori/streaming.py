@@ -150,6 +150,8 @@ def make_search(model, options: DecodeOptions, device: torch.device):
         raise ConfigError(f"{head}: this model cannot stream (streaming needs a CTC, transducer or MoChA attention head)")
     if mocha and options.method != "greedy":
         raise ConfigError("stream method: MoChA attention decoders stream with greedy search only")
+    if active(options.rescorers):
+        raise ConfigError("rescorers: a stream keeps no n-best to re-rank (fuse the LM with `scorers` instead)")
     model.check_options(options)
     if head == "CTCModel":
         return _CTCSearch(model, options)

@@ -17,21 +17,10 @@ from malsori.nn.lstm import LSTMConfig, LSTMEncoder
 from malsori.nn.transformer import TransformerEncoder, TransformerEncoderConfig
 from malsori.tokenizer import SPECIAL_IDS
 
+from helpers.attention import F_DIM, FRAMES, LABELS, VOCAB, assert_steps_equal_forward, toy_batch
+
 SOS, EOS = SPECIAL_IDS.sos, SPECIAL_IDS.eos
 
-F_DIM, VOCAB = 20, 10
-LABELS = [[3, 4, 5], [6, 7, 8, 9], [5, 3], [9, 8, 7, 6, 5]]
-FRAMES = [48, 40, 56, 36]
-
-
-def toy_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """4 random feature sequences (padding filled with noise) and 4 short label sequences."""
-    g = torch.Generator().manual_seed(seed)
-    feats = torch.randn(4, max(FRAMES), F_DIM, generator=g)
-    targets = torch.zeros(4, max(map(len, LABELS)), dtype=torch.long)
-    for b, y in enumerate(LABELS):
-        targets[b, : len(y)] = torch.tensor(y)
-    return feats, torch.tensor(FRAMES), targets, torch.tensor([len(y) for y in LABELS])
 
 
 def lstm_encoder(**kw) -> LSTMEncoder:
@@ -116,26 +105,6 @@ def test_step_by_step_equals_teacher_forcing(name: str) -> None:
     assert_steps_equal_forward(dec, memory, memory_lens, ys)
 
 
-REORDER = torch.tensor([2, 0, 0, 1])  # select_state half-way: hypotheses reordered and duplicated
-
-
-def assert_steps_equal_forward(dec, memory: torch.Tensor, memory_lens: torch.Tensor, ys: torch.Tensor) -> dict:
-    """init_state + step over each prefix of ys [3, L] gives forward's log-probs, also after select_state(REORDER)
-    half-way; → the final state (rows = REORDER). Shared with the MoChA decoder tests."""
-    half, length = ys.size(1) // 2, ys.size(1)
-    with torch.no_grad():
-        full = dec(memory, memory_lens, ys, torch.full((ys.size(0),), length)).log_softmax(-1)
-        state = dec.init_state(memory, memory_lens)
-        for i in range(half):
-            lp, state = dec.step(ys[:, : i + 1], state, memory, memory_lens)
-            torch.testing.assert_close(lp, full[:, i], atol=1e-5, rtol=1e-4)
-        state = dec.select_state(state, REORDER)
-        for i in range(half, length):
-            lp, state = dec.step(ys[REORDER, : i + 1], state, memory[REORDER], memory_lens[REORDER])
-            torch.testing.assert_close(lp, full[REORDER, i], atol=1e-5, rtol=1e-4)
-    return state
-
-
 @pytest.mark.parametrize("name", FAMILIES)
 def test_loss_is_padding_invariant(name: str) -> None:
     """Eval-mode loss of the padded batch = mean of the losses of each utterance alone (unpadded)."""
@@ -180,14 +149,23 @@ def test_select_state_keeps_absent_entries() -> None:
     assert out["attn"] is None and out["h"][:, 0].tolist() == [4.0, 4.0, 0.0]
 
 
-@pytest.mark.skipif(not hasattr(ModelConfig(), "attention"), reason="ModelConfig has no attention/lstm/transformer fields yet")
-def test_build_model_from_config() -> None:
-    for encoder in ("lstm", "transformer", "conformer"):
-        cfg = ModelConfig(encoder=encoder, head="attention")
-        cfg.attention = dataclasses.replace(cfg.attention, decoder="las", num_layers=1, hidden_size=32, embed_dim=16)
-        model = build_model(cfg, F_DIM, VOCAB)
-        assert isinstance(model, AttentionModel) and model.ctc is not None
-        assert model.encoder.cfg.input_dim == F_DIM
+@pytest.mark.parametrize("encoder", ["lstm", "transformer", "conformer"])
+def test_build_model_from_config(encoder: str) -> None:
+    """The registry builds, parameter for parameter, the model its config sections describe when put together by
+    hand: the named encoder with the features' input size, the attention head with its decoder and CTC layer."""
+    from malsori.nn.decoders import LASDecoder
+
+    cfg = ModelConfig(encoder=encoder, head="attention")
+    cfg.attention = dataclasses.replace(cfg.attention, decoder="las", num_layers=1, hidden_size=32, embed_dim=16)
+    torch.manual_seed(3)
+    model = build_model(cfg, F_DIM, VOCAB)
+    classes = {"lstm": LSTMEncoder, "transformer": TransformerEncoder, "conformer": ConformerEncoder}
+    torch.manual_seed(3)
+    by_hand = AttentionModel(classes[encoder](dataclasses.replace(getattr(cfg, encoder), input_dim=F_DIM)), VOCAB, cfg.attention)
+    assert type(model.encoder) is classes[encoder] and isinstance(model.decoder, LASDecoder)
+    assert model.ctc is not None and model.ctc.out_features == VOCAB
+    mine, theirs = model.state_dict(), by_hand.state_dict()
+    assert list(mine) == list(theirs) and all(torch.equal(mine[k], theirs[k]) for k in mine)
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -3,7 +3,6 @@ independent recomputation: brute-force enumeration, `ctc_loss`, a hand-written g
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import math
 
@@ -326,7 +325,6 @@ def test_attention_rescoring_picks_the_best_combined_score():
     assert attention_rescore(dec, memory, lens, [[], []], ctc_weight=0.5)[1].tokens == []
 
 
-@pytest.mark.skipif(importlib.util.find_spec("malsori.nn.decoders") is None, reason="attention decoders not written")
 @pytest.mark.parametrize("kind", ["las", "transformer"])
 def test_real_attention_decoder_with_ctc_keeps_the_score_invariant(kind):
     torch.manual_seed(0)

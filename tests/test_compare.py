@@ -1,18 +1,23 @@
-"""`malsori compare`: the whole pipeline in miniature (synthesize → train 7 families → evaluate → report), resuming,
+"""The model-family comparison (experiments/compare, `python -m experiments.compare`): the whole pipeline in miniature (synthesize → train 7 families → evaluate → report), resuming,
 the recipes' parameter budget, long-set bucketing and the report's plain-language findings."""
 
+import itertools
 import json
-import math
 import struct
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from experiments.compare.config import DEFAULT_REAL, FAMILIES, RECIPES, CompareConfig, resolve_family
+from experiments.compare.report import findings
+from experiments.compare.sets import bucket_edges, bucket_of
 from malsori.audio import audio_duration
-from malsori.compare import FAMILIES, RECIPES, bucket_edges, bucket_of, evenly_spaced, findings, resolve_family
 from malsori.config import load_config
+from malsori.data.manifest import read_manifest
+from malsori.data.select import load_waves
 from malsori.errors import ConfigError
+from malsori.metrics import error_rates
 from malsori.models.registry import build_model
 from malsori.pretrained import Recognizer
 from malsori.text import normalize
@@ -35,9 +40,9 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_compare_end_to_end_then_resume(tmp_path, shared_data_optional, monkeypatch):
-    import malsori.compare as compare_module
-    from malsori.commands.compare import compare
+def test_compare_end_to_end_then_resume(tmp_path, monkeypatch):
+    import experiments.compare.run as compare_module
+    from experiments.compare.run import main as compare
 
     corpus, out = tmp_path / "corpus", tmp_path / "cmp"
     args = ["--corpus", str(corpus), "--num-train", "60", "--out", str(out), "--minutes", "1", "--threads", "1",
@@ -50,24 +55,31 @@ def test_compare_end_to_end_then_resume(tmp_path, shared_data_optional, monkeypa
     results = json.loads((out / "results.json").read_text())
     assert list(results["families"]) == list(FAMILIES)
 
-    # every family left a model folder that loads and decodes
-    test_wave = next((corpus / "audio" / "test").glob("*.flac"))
+    # every family left a model folder whose greedy output, decoded again here as the comparison batches it, scores
+    # exactly the WER/CER the report gives it; the duration buckets add up to the whole set
+    test_utts, test_waves, _ = load_waves(read_manifest(corpus / "test.jsonl").utterances)
+    refs = [normalize(u.text) for u in test_utts]
     for name, fam in results["families"].items():
         rec = Recognizer.load(out / "runs" / name / "model", device="cpu")
-        t = rec.transcribe(str(test_wave))
-        assert isinstance(t.text, str) and t.duration > 0
+        again = error_rates(refs, [t.text for t in rec.transcribe_waves(test_waves, batch_size=CompareConfig.batch_size)])
+        g = fam["test"]["greedy"]
+        assert (g["wer"], g["cer"], g["words"], g["utterances"]) == pytest.approx(
+            (again.wer, again.cer, again.words, len(test_utts)), abs=1e-9), name
         assert fam["params"] == sum(p.numel() for p in rec.model.parameters()) > 0
-        assert fam["train"]["steps"] == 3 and len(fam["train"]["curve"]) == 3
-        assert fam["train"]["audio_sec_per_sec"] > 0
-        for split in ("test", "real") if shared_data_optional else ("test",):
-            for method in ("greedy", "beam"):
-                r = fam[split][method]
-                assert math.isfinite(r["wer"]) and math.isfinite(r["cer"]) and r["rtf"] > 0, (name, split, method)
+        assert fam["train"]["steps"] == 3 and [c[0] for c in fam["train"]["curve"]] == [1, 2, 3]
+        assert fam["train"]["final_loss"] == fam["train"]["curve"][-1][2]
+        splits = ("test", "real") if DEFAULT_REAL.is_file() else ("test",)
+        for split, method in itertools.product(splits, ("greedy", "beam")):
+            r = fam[split][method]
+            want = len(test_utts) if split == "test" else 3  # --real-limit 3
+            assert r["utterances"] == want and r["words"] > 0 and r["rtf"] > 0, (name, split, method)
         for key, edges in (("long", results["long_set"]["edges"]), ("test", results["corpus"]["test_edges"])):
-            buckets = fam[key]["greedy"]["buckets"]
-            assert len(buckets) == len(edges) - 1
-            assert all(math.isfinite(b["wer"]) and b["utterances"] > 0 for b in buckets)
-        assert sum(b["utterances"] for b in fam["test"]["greedy"]["buckets"]) == results["corpus"]["test_utterances"]
+            buckets, whole = fam[key]["greedy"]["buckets"], fam[key]["greedy"]
+            assert len(buckets) == len(edges) - 1 and all(b["utterances"] > 0 for b in buckets)
+            assert sum(b["utterances"] for b in buckets) == whole["utterances"]
+            assert sum(b["words"] for b in buckets) == whole["words"]
+            errors = sum(b["substitutions"] + b["deletions"] + b["insertions"] for b in buckets)
+            assert errors == pytest.approx(whole["wer"] * whole["words"], abs=1e-6), (name, key)
 
     # the long set: real FLAC files of joined same-voice utterances, going well beyond the training median
     ls, median = results["long_set"], results["corpus"]["train_median_s"]
@@ -90,7 +102,7 @@ def test_compare_end_to_end_then_resume(tmp_path, shared_data_optional, monkeypa
 
     # report and plots
     md = (out / "compare.md").read_text()
-    assert "## What the numbers show" in md and f"`malsori compare --corpus {corpus} --out {out} --minutes 1.0" in md
+    assert "## What the numbers show" in md and f"`python -m experiments.compare --corpus {corpus} --out {out} --minutes 1.0" in md
     assert all(f"| {n} |" in md for n in FAMILIES)
     for png in ("error_vs_duration.png", "wer_by_family.png", "loss_curves.png"):
         assert (out / png).stat().st_size > 5000 and f"]({png})" in md
@@ -128,14 +140,6 @@ def test_compare_end_to_end_then_resume(tmp_path, shared_data_optional, monkeypa
         CliRunner().invoke(compare, args3 + ["-o", "model.transformer.num_heads=3"], catch_exceptions=False)
 
 
-@pytest.fixture
-def shared_data_optional() -> bool:
-    """Whether the real-speech manifest compare uses by default is present (its columns are then checked too)."""
-    from malsori.compare import DEFAULT_REAL
-
-    return DEFAULT_REAL.is_file()
-
-
 def test_recipes_have_matched_parameter_budgets():
     """Every family recipe (the default ones and the extra ctc_blstm) builds a model of 4.5–5.5 M parameters (char
     vocabulary of ~30 tokens)."""
@@ -157,11 +161,10 @@ def test_bucket_edges_are_monotone_multiples_without_empty_buckets():
     assert counts == [2, 2, 1]
     assert bucket_edges(2.0, durs, min_count=2) == [0.0, 2.0, 12.0]  # widened until each bucket holds 2
     assert bucket_edges(2.0, [4.0]) == [0.0, 4.0]  # a duration on the top edge is in the last (closed) bucket
-    assert evenly_spaced(list(range(10)), 3) == [0, 3, 6] and evenly_spaced([1, 2], 5) == [1, 2]
 
 
 def test_unknown_family_is_a_one_line_config_error():
-    with pytest.raises(ConfigError, match="no recipe 'nope'.*ctc_conformer"):
+    with pytest.raises(ConfigError, match="nope: no such recipe.*ctc_conformer"):
         resolve_family("nope")
     assert resolve_family("las_blstm") == RECIPES / "las_blstm.yaml"
 

@@ -86,13 +86,6 @@ CLI_PROBES = [
     ("data synth --out OUT --text missing.txt --workers -1", "--workers"),
     ("data synth --out OUT --text missing.txt --rate 130 99999", "rate[1]"),
     ("data synth --out OUT --text missing.txt --dev-voices -1", "--dev-voices"),
-    ("compare --corpus CORPUS --out OUT --minutes -1", "--minutes"), ("compare --corpus CORPUS --out OUT --minutes nan", "--minutes"),
-    ("compare --corpus CORPUS --out OUT --threads -1", "--threads"), ("compare --corpus CORPUS --out OUT --beam-size 0", "--beam-size"),
-    ("compare --corpus CORPUS --out OUT --test-limit -1", "--test-limit"),
-    ("compare --corpus CORPUS --out OUT --real-limit -1", "--real-limit"),
-    ("compare --corpus CORPUS --out OUT --long-max-concat 0", "--long-max-concat"),
-    ("compare --corpus CORPUS --out OUT --num-train -1", "--num-train"),
-    ("compare --corpus CORPUS --out OUT --minutes 0", "minutes"),
     ("lm train-ngram a.txt --out lm.arpa --order 0", "--order"), ("lm train-ngram a.txt --out lm.arpa --digits 0", "--digits"),
     ("tokenizer train --kind bpe --vocab-size 0 --out TOK", "--vocab-size"),
     ("demo --steps 0", "--steps"), ("demo --num-train -1", "--num-train"),
@@ -123,6 +116,27 @@ def test_train_refuses_bad_values_before_any_work(tmp_path, recipe, override: st
     assert not out.exists()  # refused before the run folder was made
 
 
+@pytest.mark.parametrize("override,culprit", [
+    ("model.gpt.num_heads=3", "model.gpt"), ("model.gpt.context=0", "model.gpt.context"), ("model.gpt.dropout=nan", "model.gpt.dropout"),
+    ("data.batch_size=0", "data.batch_size"), ("data.holdout_every=-1", "data.holdout_every"), ("valid_every=-1", "valid_every"),
+])
+def test_lm_train_refuses_bad_values_before_any_work(tmp_path, override: str, culprit: str) -> None:
+    recipe = tmp_path / "lm.yaml"
+    recipe.write_text(f"task: lm\ndata: {{train: [{tmp_path / 'missing.txt'}]}}\nprogress: false\n")
+    out = tmp_path / "run"
+    _one_error_line(CliRunner().invoke(main, ["train", str(recipe), f"out={out}", override]), culprit)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option,value", [("--minutes", "-1"), ("--minutes", "nan"), ("--threads", "0"), ("--beam-size", "0"),
+                                          ("--test-limit", "-1"), ("--long-max-concat", "0"), ("--device", "gpu")])
+def test_the_comparison_refuses_bad_options_before_any_work(tmp_path, option: str, value: str) -> None:
+    from experiments.compare.run import main as compare
+
+    result = CliRunner().invoke(compare, ["--corpus", str(tmp_path / "c"), "--out", str(tmp_path / "o"), option, value])
+    assert result.exit_code == 2 and option in result.output and not (tmp_path / "c").exists(), result.output
+
+
 def test_train_refuses_an_out_that_is_a_file(tmp_path, recipe) -> None:
     out = tmp_path / "a_file"
     out.write_text("x")
@@ -148,13 +162,14 @@ def test_click_usage_errors_are_one_line_too() -> None:
 
 # -- from_dict directly ---------------------------------------------------------------------------------------------
 def _config_classes() -> list[type]:
-    from malsori.compare import CompareConfig
+    from experiments.compare.config import CompareConfig
     from malsori.data.synth import SynthConfig
     from malsori.decode.options import DecodeOptions
     from malsori.streaming import StreamConfig
+    from malsori.tasks.lm import LMTrainConfig
     from malsori.train import TrainConfig
 
-    return [TrainConfig, SynthConfig, CompareConfig, StreamConfig, DecodeOptions]
+    return [TrainConfig, LMTrainConfig, SynthConfig, CompareConfig, StreamConfig, DecodeOptions]
 
 
 @pytest.mark.parametrize("cls", _config_classes(), ids=lambda c: c.__name__)

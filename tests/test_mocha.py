@@ -7,29 +7,25 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from malsori.config import load_config
-from malsori.decode.mocha import MonotonicGreedyStream, MonotonicStream, monotonic_stream
+from malsori.decode.mocha import MonotonicGreedyStream, MonotonicStream
 from malsori.decode.options import DecodeOptions
 from malsori.models.aed import AttentionConfig, AttentionModel
 from malsori.models.registry import build_model
-from malsori.nn.lstm import LSTMConfig, LSTMEncoder, stack_frames
+from malsori.recipes import resolve_recipe
+from malsori.nn.lstm import LSTMConfig, LSTMEncoder
 from malsori.nn.mocha import (MonotonicChunkwiseAttention, chunk_attention, expected_alignment, hard_monotonic_step,
                               initial_alignment)
 from malsori.tokenizer import SPECIAL_IDS
-from test_aed import REORDER, assert_steps_equal_forward  # the step = forward contract of every decoder
+
+from helpers.attention import (F_DIM, REORDER, VOCAB, FrameLocalEncoder, Trained, assert_steps_equal_forward,
+                               assert_stream_equals_offline_greedy, feed, overfit, spoken_batch, toy_batch)
 
 SOS, EOS = SPECIAL_IDS.sos, SPECIAL_IDS.eos
-F_DIM, VOCAB = 20, 10
-LABELS = [[3, 4, 5], [6, 7, 8, 9], [5, 3], [9, 8, 7, 6, 5]]
-FRAMES = [48, 40, 56, 36]
 
 
 def loop_alignment(p: list[float], alpha_prev: list[float]) -> list[float]:
@@ -146,15 +142,6 @@ def mocha_model(seed: int = 0, chunk: int = 2, noise: float = 1.0) -> AttentionM
     return AttentionModel(encoder, VOCAB, cfg)
 
 
-def toy_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    feats = torch.randn(4, max(FRAMES), F_DIM, generator=g)
-    targets = torch.zeros(4, max(map(len, LABELS)), dtype=torch.long)
-    for b, y in enumerate(LABELS):
-        targets[b, : len(y)] = torch.tensor(y)
-    return feats, torch.tensor(FRAMES), targets, torch.tensor([len(y) for y in LABELS])
-
-
 def firing(model: AttentionModel, gain: float = 4.0, bias: float = 0.0) -> AttentionModel:
     """An untrained model whose monotonic reader halts on about half the frames (r = 0, larger gain); with a large
     bias it halts at once every step, so the length limit decides when decoding ends."""
@@ -186,74 +173,6 @@ def test_step_by_step_equals_eval_forward_and_select_state(attention: str) -> No
         assert (state["frame"] == state["attn"].argmax(-1)).all()
 
 
-def feed(stream: MonotonicStream, enc: torch.Tensor, sizes: list[int]) -> list[tuple[int, int]]:
-    """Feed enc [1, T, D] in pieces of the given sizes (cycled), then finish; → (tokens emitted, frames fed) after each
-    call, checking on the way that the buffer holds exactly the frames fed and no token halted beyond them."""
-    fed, log, k = 0, [], 0
-    while fed < enc.size(1):
-        size = sizes[k % len(sizes)]
-        k += 1
-        new = stream.accept(enc[:, fed : fed + size])
-        fed = min(fed + size, enc.size(1))
-        assert stream.memory.size(1) == stream.arrived == fed
-        assert all(t.arrived == fed and t.frame < fed for t in new)
-        log.append((len(stream.emitted), fed))
-    stream.finish()
-    log.append((len(stream.emitted), fed))
-    return log
-
-
-class FrameLocalEncoder(nn.Module):
-    """Stacks 4 frames and maps them through one layer: each encoder frame knows only its own 4 input frames, so
-    the decoder must read the utterance where its tokens are (an LSTM's last frame would summarize all of it)."""
-
-    def __init__(self, dim: int = 48) -> None:
-        super().__init__()
-        self.output_dim, self.linear = dim, nn.Linear(4 * F_DIM, dim)
-
-    def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x, lens = stack_frames(feats, lens, 4)
-        return torch.tanh(self.linear(x)), lens
-
-
-def spoken_batch(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[list[int]]]:
-    """n utterances of 2–4 random tokens, each token a segment of 8–12 noisy frames of its own prototype vector,
-    between short stretches of noise ("silence")."""
-    g = torch.Generator().manual_seed(seed)
-    proto = 2 * torch.randn(VOCAB, F_DIM, generator=g)
-    seqs, labels = [], []
-    for _ in range(n):
-        y = torch.randint(3, VOCAB, (int(torch.randint(2, 5, (1,), generator=g)),), generator=g).tolist()
-        parts = [0.5 * torch.randn(int(torch.randint(2, 8, (1,), generator=g)), F_DIM, generator=g)]
-        for tok in y:
-            k = int(torch.randint(8, 13, (1,), generator=g))
-            parts.append(proto[tok] + 0.5 * torch.randn(k, F_DIM, generator=g))
-        parts.append(0.5 * torch.randn(4, F_DIM, generator=g))
-        seqs.append(torch.cat(parts))
-        labels.append(y)
-    lens = torch.tensor([len(x) for x in seqs])
-    feats = torch.zeros(n, int(lens.max()), F_DIM)
-    targets = torch.zeros(n, max(map(len, labels)), dtype=torch.long)
-    for b, (x, y) in enumerate(zip(seqs, labels)):
-        feats[b, : len(x)], targets[b, : len(y)] = x, torch.tensor(y)
-    return feats, lens, targets, torch.tensor([len(y) for y in labels]), labels
-
-
-@dataclass
-class Trained:
-    """The toy LAS + MoChA model after training, its data, and its soft training loss before/after."""
-
-    model: AttentionModel
-    feats: torch.Tensor
-    feat_lens: torch.Tensor
-    targets: torch.Tensor
-    target_lens: torch.Tensor
-    labels: list[list[int]]
-    first: float
-    last: float
-    seconds: float
-
-
 @pytest.fixture(scope="module")
 def trained() -> Trained:
     """Train a tiny LAS + MoChA (soft attention) on 16 toy utterances until hard greedy decoding gets them all.
@@ -261,29 +180,12 @@ def trained() -> Trained:
     Toy settings: r = −1 as the utterances are ~12 encoder frames long, and noise std 4: with unit noise this toy
     is memorized through the fractional soft attention before p ever reaches 0.5, and the hard reader never halts.
     """
-    start = time.perf_counter()
     torch.manual_seed(0)
     cfg = AttentionConfig(decoder="las", las_attention="mocha", mocha_chunk=2, mocha_noise=4.0, mocha_init_bias=-1.0,
                           num_layers=1, embed_dim=32, hidden_size=64, attention_dim=32, dropout=0.0,
                           label_smoothing=0.0, ctc_weight=0.0, max_len_ratio=1.0)
     model = AttentionModel(FrameLocalEncoder(), VOCAB, cfg)
-    feats, feat_lens, targets, target_lens, labels = spoken_batch()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    with torch.no_grad():
-        first = model.compute_loss(feats, feat_lens, targets, target_lens)[0].item()
-    for step in range(1, 401):
-        model.train()
-        loss, _ = model.compute_loss(feats, feat_lens, targets, target_lens)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 25 == 0:
-            model.eval()  # eval = hard attention, what decoding uses
-            if [h.tokens for h in model.decode(feats, feat_lens)] == labels and loss.item() < first / 10:
-                break
-    model.eval()
-    return Trained(model, feats, feat_lens, targets, target_lens, labels, first, loss.item(), time.perf_counter() - start)
+    return overfit(model, spoken_batch(), lr=1e-2, check_every=25, good_enough=lambda m, last, first: last < first / 10)
 
 
 def test_las_mocha_overfits_toy_set_and_streams_it(trained: Trained) -> None:
@@ -325,37 +227,6 @@ def untrained_or_trained(which: str, trained: Trained) -> tuple[AttentionModel, 
 def test_stream_equals_offline_greedy_for_any_piece_sizes(which: str, trained: Trained) -> None:
     model, enc, lens = untrained_or_trained(which, trained)
     assert_stream_equals_offline_greedy(model, enc, lens, which == "always-halts", patterns=[[1], [2], [3, 1, 5], [7]])
-
-
-def assert_stream_equals_offline_greedy(model: AttentionModel, enc: torch.Tensor, lens: torch.Tensor, always_halts: bool,
-                                        patterns: list[list[int]]) -> None:
-    """The online stream (fed whole or in the given piece patterns) emits offline greedy's tokens, frames and score;
-    some tokens come out before the input ends, and some steps wait for frames (unless the reader always halts).
-    Shared by the LAS and Transformer MoChA tests."""
-    model.cfg.max_len_ratio = 1.5
-    with torch.no_grad():
-        offline = model.greedy(enc, lens)
-    waited = early = 0
-    for b in range(enc.size(0)):
-        e = enc[b : b + 1, : int(lens[b])]
-        results = []
-        for sizes in [[int(lens[b])], *patterns]:
-            stream = monotonic_stream(model.decoder, max_len_ratio=1.5)
-            log = feed(stream, e, sizes)
-            hyp = stream.hypothesis()
-            results.append((hyp.tokens, hyp.token_frames, [t.token for t in stream.emitted]))
-            assert hyp.score == pytest.approx(offline[b].score, abs=1e-4)
-            if sizes == [1]:
-                early += sum(t.arrived < e.size(1) for t in stream.emitted)
-                waited += sum(1 for (x, _), (y, _) in zip(log, log[1:]) if x == y)
-        assert stream.done and stream.emitted[-1].token == EOS
-        assert all(r == results[0] for r in results), results
-        assert results[0][:2] == (offline[b].tokens, offline[b].token_frames)
-    assert early > 0  # tokens really came out before the end
-    if always_halts:
-        assert len(stream.emitted) == stream._max_len() + 1  # the length limit ended decoding (at eos)
-    else:
-        assert waited > 0  # and steps really waited for frames
 
 
 @pytest.mark.parametrize("which", ["untrained", "trained"])
@@ -402,7 +273,7 @@ def test_stream_rejects_location_attention_and_input_after_finish() -> None:
 def test_recipe_parses_and_builds() -> None:
     from malsori.train import TrainConfig
 
-    cfg = load_config(TrainConfig, Path(__file__).resolve().parents[1] / "recipes/streaming/mocha_las.yaml")
+    cfg = load_config(TrainConfig, resolve_recipe("streaming/mocha_las"))
     assert cfg.model.head == "attention" and cfg.model.attention.las_attention == "mocha"
     model = build_model(cfg.model, 80, 40)
     assert model.decoder.kind == "mocha"

@@ -5,24 +5,23 @@ for any feeding, and a tiny model that overfits a toy set."""
 from __future__ import annotations
 
 import copy
-import time
-from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from malsori.config import load_config
 from malsori.decode.mocha import TransformerMonotonicStream
 from malsori.decode.options import DecodeOptions
 from malsori.models.aed import AttentionConfig, AttentionModel
 from malsori.models.registry import build_model
+from malsori.recipes import resolve_recipe
 from malsori.tokenizer import SPECIAL_IDS
-from test_mocha import (FrameLocalEncoder, Trained, assert_stream_equals_offline_greedy, feed,  # shared with the LAS tests
-                        spoken_batch)
+
+from helpers.attention import (VOCAB, FrameLocalEncoder, Trained, assert_stream_equals_offline_greedy, feed, overfit,
+                               spoken_batch)
 
 SOS, EOS = SPECIAL_IDS.sos, SPECIAL_IDS.eos
-F_DIM, VOCAB, ENC_DIM = 20, 10, 24
+ENC_DIM = 24
 
 
 def model_for(seed: int = 0, chunk: int = 2, noise: float = 1.0, bias: float = -4.0, layers: int = 2) -> AttentionModel:
@@ -153,27 +152,16 @@ def test_full_cross_attention_is_unchanged_by_the_option() -> None:
 def trained() -> Trained:
     """Train a tiny Transformer + MoChA decoder (soft attention) on 12 toy utterances until hard greedy decoding
     gets them all. Toy settings as for the LAS toy (tests/test_mocha.py): r = −1 for ~12-frame memories, noise 4."""
-    start = time.perf_counter()
     model = model_for(seed=0, chunk=2, noise=4.0, bias=-1.0)
     model.cfg.max_len_ratio = 1.0
-    feats, feat_lens, targets, target_lens, labels = spoken_batch(12)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    with torch.no_grad():
-        first = model.train().compute_loss(feats, feat_lens, targets, target_lens)[0].item()
-    for step in range(1, 401):
-        model.train()
-        loss, _ = model.compute_loss(feats, feat_lens, targets, target_lens)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 20 == 0:
-            model.eval()  # eval = hard readers, what decoding uses
-            with torch.no_grad():
-                hard_loss = model.compute_loss(feats, feat_lens, targets, target_lens)[0].item()
-            if [h.tokens for h in model.decode(feats, feat_lens)] == labels and hard_loss < first / 50:
-                break
-    model.eval()
-    return Trained(model, feats, feat_lens, targets, target_lens, labels, first, loss.item(), time.perf_counter() - start)
+
+    def hard_loss_low(m: AttentionModel, last: float, first: float) -> bool:  # the hard readers' loss, not the soft one
+        feats, feat_lens, targets, target_lens, _ = batch
+        with torch.no_grad():
+            return m.compute_loss(feats, feat_lens, targets, target_lens)[0].item() < first / 50
+
+    batch = spoken_batch(12)
+    return overfit(model, batch, lr=3e-3, check_every=20, good_enough=hard_loss_low)
 
 
 def test_transformer_mocha_overfits_toy_set_and_streams_it(trained: Trained) -> None:
@@ -288,7 +276,7 @@ def test_stream_rejects_full_attention_training_mode_and_input_after_finish() ->
 def test_recipe_parses_and_builds() -> None:
     from malsori.train import TrainConfig
 
-    cfg = load_config(TrainConfig, Path(__file__).resolve().parents[1] / "recipes/streaming/mocha_transformer.yaml")
+    cfg = load_config(TrainConfig, resolve_recipe("streaming/mocha_transformer"))
     att = cfg.model.attention
     assert cfg.model.head == "attention" and att.decoder == "transformer" and att.transformer_cross == "mocha"
     model = build_model(cfg.model, 80, 40)

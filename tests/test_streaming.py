@@ -184,7 +184,15 @@ def test_stream_cli(tiny_corpus, tmp_path, wave):
     assert len(rows) == 1 and rows[0]["words"] and "RTF" in r.stderr
     expected = _stream(_recognizer("ctc"), wave, StreamConfig(**NO_ENDPOINT), [5120])[1][0]
     assert rows[0]["text"] == expected.text
-    cases = [((tmp_path / "offline_model", tmp_path / "a.flac"), "causal"),
+    from malsori.lm import NgramLM  # a word LM and hotwords in the stream's beam search
+
+    NgramLM.train(["a cat sat", "the cat"], order=2).write_arpa(tmp_path / "lm.arpa")
+    (tmp_path / "hot.txt").write_text("cat :1\n")
+    lm = ("--method", "beam", "--lm", tmp_path / "lm.arpa", "--word-bonus", "1", "--hotwords", tmp_path / "hot.txt")
+    r = cli(tmp_path / "stream_model", tmp_path / "a.flac", "--fast", "--json", "--endpoint-silence", "1e9", *lm)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 1, r.stderr
+    cases = [((tmp_path / "stream_model", tmp_path / "a.flac", *lm, "--lm-rescore"), "rescorers"),
+             ((tmp_path / "offline_model", tmp_path / "a.flac"), "causal"),
              ((tmp_path / "stream_model", tmp_path / "a.flac", "--chunk-ms", "30"), "chunk_ms"),
              ((tmp_path / "stream_model",), "FILE or --mic")]
     if not _has_microphone():

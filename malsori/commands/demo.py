@@ -41,7 +41,7 @@ def transcribe_human_recordings(manifest: Path = DEMO_AUDIO, model: str = RELEAS
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo(out: Path, steps: int, num_train: int, seed: int) -> None:
     """The README's main job, start to finish, on a laptop CPU with no downloads."""
-    from malsori.commands.train import resolve_recipe
+    from malsori.recipes import resolve_recipe
     from malsori.config import load_config
     from malsori.data.synth import SynthConfig, synthesize_corpus
     from malsori.decode.options import DecodeOptions

@@ -1,4 +1,5 @@
-"""`malsori lm`: word n-gram LMs, trained to ARPA files (interpolated modified Kneser–Ney) and evaluated."""
+"""`malsori lm`: word n-gram LMs, trained to ARPA files (interpolated modified Kneser–Ney) and evaluated; neural LMs
+(trained by `malsori train` with a `task: lm` recipe) evaluated and sampled."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ _TEXT = click.Path(path_type=Path)
 
 @click.group(name="lm")
 def lm() -> None:
-    """Language models: word n-gram LMs in ARPA files."""
+    """Language models: word n-gram LMs in ARPA files, neural LMs (GPT) in model folders."""
 
 
 def _excluded(paths: tuple[Path, ...], strict: bool) -> set[str]:
@@ -136,3 +137,61 @@ def eval_ngram(arpa: Path, texts: tuple[Path, ...], skip_bad_lines: bool, as_jso
         else:
             click.echo(f"{name}: {r.sentences:,} sentences, {r.words:,} words, OOV {100 * r.oov_rate:.2f}% "
                        f"({r.oovs:,}); perplexity {r.ppl:.2f} (OOVs as <unk>), {r.ppl_known:.2f} without OOVs")
+
+
+def _load_lm(model: str):
+    from malsori.pretrained import load_model_dir
+
+    m = load_model_dir(model)
+    if m.task != "lm":
+        raise MalsoriError(f"{m.path}: a model of task {m.task!r}, not a language model")
+    return m
+
+
+@lm.command("eval")
+@click.argument("model")
+@click.argument("texts", nargs=-1, required=True, type=_TEXT)
+@click.option("--skip-bad-lines", is_flag=True, help="Skip and count lines that are not UTF-8 instead of stopping.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Windows of the model's context scored at once.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per text file instead.")
+def eval_lm(model: str, texts: tuple[Path, ...], skip_bad_lines: bool, batch_size: int, as_json: bool) -> None:
+    """Perplexity per token and per word (each line's end counted as a word) of a neural LM model folder on text
+    files (plain or .gz, one sentence or paragraph a line), normalized as the model's training text was."""
+    from malsori.lm.text_files import iter_text_lines
+    from malsori.tasks.lm import encode_lines, perplexity
+
+    m = _load_lm(model)
+    for path in texts:
+        stream = encode_lines(iter_text_lines([path], not skip_bad_lines), m.tokenizer, m.config.get("normalize", True))
+        if stream.lines == 0:
+            raise MalsoriError(f"{path}: no text to score")
+        start = time.perf_counter()
+        r = perplexity(m.model, stream, batch_size)
+        if as_json:
+            click.echo(json.dumps({"text": str(path), **r.counts, **r.metrics, "seconds": round(time.perf_counter() - start, 2)}))
+        else:
+            click.echo(f"{path}: {r.line}")
+
+
+@lm.command("generate")
+@click.argument("model")
+@click.option("--prompt", default="", help="Text the sample continues (normalized as the training text was).")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="0 = always the most likely token.")
+@click.option("--top-k", type=int, default=0, show_default=True, help="Draw among the k most likely tokens (0 = all).")
+@click.option("--top-p", type=float, default=1.0, show_default=True, help="Draw among the most likely tokens of total probability p.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the draws.")
+@click.option("--max-tokens", type=int, default=200, show_default=True, help="Stop after this many tokens (or at the sentence's end).")
+@click.option("--num", type=int, default=1, show_default=True, help="Samples to draw (seeds seed, seed+1, ...).")
+def generate_cmd(model: str, prompt: str, temperature: float, top_k: int, top_p: float, seed: int, max_tokens: int, num: int) -> None:
+    """Sample sentences from a neural LM model folder, each continuing --prompt, one a line."""
+    from malsori.lm.generate import SamplingOptions, generate
+    from malsori.text import normalize
+
+    m = _load_lm(model)
+    text = normalize(prompt) if m.config.get("normalize", True) else prompt.strip()
+    eos = m.tokenizer.special_ids.eos
+    start = [eos] + (m.tokenizer.encode(text) if text else [])
+    for k in range(num):
+        opts = SamplingOptions(temperature, top_k, top_p, max_tokens, seed + k)
+        new = generate(m.model, start, eos, opts)
+        click.echo(m.tokenizer.decode(start[1:] + new))

@@ -10,6 +10,7 @@ import click
 
 from malsori.commands.options import DEVICE, field_type
 from malsori.decode.options import DecodeOptions
+from malsori.errors import MalsoriError
 
 method_option = click.option("--method", default="greedy", show_default=True,
                              help="Search: greedy | beam (every model); ctc_greedy | ctc_beam | rescore (attention models with CTC); "
@@ -17,6 +18,64 @@ method_option = click.option("--method", default="greedy", show_default=True,
 beam_option = click.option("--beam", "beam_size", type=field_type(DecodeOptions, "beam_size"), default=8, show_default=True, help="Beam width for --method beam.")
 batch_option = click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Utterances decoded together.")
 device_option = click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+
+
+def lm_options(command):
+    """--lm, --lm-weight, --word-bonus, --no-lm-lookahead, --unk-logprob, --lm-rescore: a word n-gram LM in the search;
+    --hotwords, --hotwords-score: contextual biasing."""
+    options = [
+        click.option("--lm", "lm_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Word n-gram LM (ARPA, plain or .gz, e.g. from `malsori lm train-ngram`) fused into the beam "
+                          "method's search (shallow fusion), scored at word ends."),
+        click.option("--lm-weight", type=float, default=0.5, show_default=True, help="λ: weight of the LM's log-probability."),
+        click.option("--word-bonus", type=float, default=0.0, show_default=True, help="β: added per completed word."),
+        click.option("--no-lm-lookahead", is_flag=True,
+                     help="Score a word only when it is complete (default: partial words pay their best completion)."),
+        click.option("--unk-logprob", type=float, default=None,
+                     help="Natural-log score of a word the LM does not know (default: the LM's <unk> probability)."),
+        click.option("--lm-rescore", is_flag=True,
+                     help="Re-rank the beam's n-best with the LM after the search instead of fusing it."),
+        click.option("--hotwords", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Phrases to favour, one a line, optionally ending in ' :BOOST' (sherpa-onnx's format)."),
+        click.option("--hotwords-score", type=float, default=1.5, show_default=True,
+                     help="Boost per token of a hotword phrase without its own ' :BOOST'."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def decode_options(model: Path, method: str, beam_size: int, lm_path: Path | None, lm_weight: float, word_bonus: float,
+                   no_lm_lookahead: bool, unk_logprob: float | None, lm_rescore: bool, hotwords: Path | None,
+                   hotwords_score: float):
+    """The `DecodeOptions` of the command line: the word LM's scorers (built for MODEL's tokenizer), fused or
+    rescoring, and the hotwords' scorer (fused)."""
+
+    if lm_path is None:
+        for name, value, default in (("--lm-weight", lm_weight, 0.5), ("--word-bonus", word_bonus, 0.0),
+                                     ("--no-lm-lookahead", no_lm_lookahead, False), ("--unk-logprob", unk_logprob, None),
+                                     ("--lm-rescore", lm_rescore, False)):
+            if value != default:
+                raise MalsoriError(f"{name}: needs --lm")
+    if hotwords is None and hotwords_score != 1.5:
+        raise MalsoriError("--hotwords-score: needs --hotwords")
+    if lm_path is None and hotwords is None:
+        return DecodeOptions(method=method, beam_size=beam_size)
+    from malsori.decode.hotwords import HotwordScorer
+    from malsori.decode.scorers import WeightedScorer
+    from malsori.decode.word_lm import word_lm_scorers
+    from malsori.lm.ngram import NgramLM
+    from malsori.pretrained import resolve_model
+    from malsori.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(resolve_model(model))
+    lm = () if lm_path is None else word_lm_scorers(NgramLM.read_arpa(lm_path), tokenizer, lm_weight, word_bonus,
+                                                     not no_lm_lookahead, unk_logprob)
+    bias = () if hotwords is None else (
+        WeightedScorer("hotwords", HotwordScorer.from_file(hotwords, tokenizer, hotwords_score), 1.0),)
+    if lm_rescore:
+        return DecodeOptions(method=method, beam_size=beam_size, scorers=bias, rescorers=lm)
+    return DecodeOptions(method=method, beam_size=beam_size, scorers=lm + bias)
 
 
 @click.command(name="eval")
@@ -29,11 +88,12 @@ device_option = click.option("--device", type=DEVICE, default="auto", show_defau
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Per-utterance report (TSV, worst first). Default: MODEL/../eval_<manifest>_<method>.tsv")
 @click.option("--limit", type=click.IntRange(min=0), default=0, help="Score only the first N utterances (0 = all).")
 @click.option("--strict", is_flag=True, help="Malformed manifest lines and unreadable audio are errors, not counted skips.")
-def evaluate(model, manifest, method, beam_size, batch_size, device, report, limit, strict) -> None:
+@lm_options
+def evaluate(model, manifest, method, beam_size, batch_size, device, report, limit, strict, **lm) -> None:
     """Print WER and CER of MODEL on MANIFEST and write a per-utterance report sorted worst first."""
     from malsori.evaluate import evaluate_manifest
 
-    res = evaluate_manifest(model, manifest, DecodeOptions(method=method, beam_size=beam_size), batch_size=batch_size,
+    res = evaluate_manifest(model, manifest, decode_options(model, method, beam_size, **lm), batch_size=batch_size,
                             device=device, report=report, limit=limit, strict=strict)
     click.echo(res.summary())
 
@@ -46,11 +106,12 @@ def evaluate(model, manifest, method, beam_size, batch_size, device, report, lim
 @batch_option
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file: text, score, duration, word timestamps.")
-def transcribe(model, files, method, beam_size, batch_size, device, as_json) -> None:
+@lm_options
+def transcribe(model, files, method, beam_size, batch_size, device, as_json, **lm) -> None:
     """Transcribe audio FILES (wav/flac/ogg/mp3, any rate) with MODEL; long files are cut into segments."""
     import malsori
 
-    options = DecodeOptions(method=method, beam_size=beam_size)
+    options = decode_options(model, method, beam_size, **lm)
     rec = malsori.load(model, device)
     chunk = batch_size
     for i in range(0, len(files), chunk):  # bounded memory: a chunk of files at a time

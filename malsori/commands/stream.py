@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from malsori.commands.options import DEVICE, field_type
+from malsori.commands.recognize import decode_options, lm_options
 from malsori.decode.options import DecodeOptions
 from malsori.streaming import StreamConfig
 
@@ -75,7 +76,9 @@ def _microphone_blocks(block: int):
 @click.option("--json", "as_json", is_flag=True, help="Final results as JSON lines with word timestamps.")
 @click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="CPU threads.")
-def stream(model, file, mic, fast, chunk_ms, left_chunks, lookahead_ms, method, beam_size, endpoint_silence, max_utterance, as_json, device, threads) -> None:
+@lm_options
+def stream(model, file, mic, fast, chunk_ms, left_chunks, lookahead_ms, method, beam_size, endpoint_silence, max_utterance, as_json, device, threads,
+           **lm) -> None:
     """Stream FILE (or --mic) through a streaming MODEL; partial results on stderr, final results on stdout."""
     import torch
 
@@ -87,7 +90,7 @@ def stream(model, file, mic, fast, chunk_ms, left_chunks, lookahead_ms, method, 
         raise ConfigError("stream: give either FILE or --mic")
     torch.set_num_threads(threads)
     cfg = StreamConfig(chunk_ms=chunk_ms, left_chunks=left_chunks, lookahead_ms=lookahead_ms,
-                       decode=DecodeOptions(method=method, beam_size=beam_size),
+                       decode=decode_options(model, method, beam_size, **lm),
                        endpoint_silence_s=endpoint_silence, max_utterance_s=max_utterance)
     s = malsori.load(model, device).stream(cfg)
     block = int(round(chunk_ms / 1000 * SAMPLE_RATE))

@@ -6,16 +6,7 @@ from pathlib import Path
 
 import click
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-
-
-def resolve_recipe(name: str) -> Path:
-    """A YAML path, or the name of a recipe shipped in recipes/ (e.g. `conformer_ctc_demo`)."""
-    p = Path(name)
-    if p.is_file():
-        return p
-    cand = RECIPES / f"{name.removesuffix('.yaml')}.yaml"
-    return cand if cand.is_file() else p
+from malsori.recipes import resolve_recipe
 
 
 def check_run(cfg) -> None:
@@ -34,16 +25,16 @@ def check_run(cfg) -> None:
 @click.argument("recipe")
 @click.argument("overrides", nargs=-1)
 def train(recipe: str, overrides: tuple[str, ...]) -> None:
-    """Train a model from a YAML RECIPE (a path or a name in recipes/), with key=value OVERRIDES.
+    """Train a model from a YAML RECIPE (a path or a name in recipes/), with key=value OVERRIDES. The recipe's
+    `task:` says what is trained: asr (speech recognition, the default) or lm (a language model on text files).
 
     Nested keys use dots, e.g. `malsori train conformer_ctc_demo data.train=corpus/train.jsonl optim.lr=1e-3 out=exp/a`.
     Re-running with the same out= resumes from the last checkpoint; the final model is written to OUT/model.
     """
-    from malsori.config import load_config
-    from malsori.train import TrainConfig
+    from malsori.tasks import load_train_config
     from malsori.train import train as run
 
-    cfg = load_config(TrainConfig, resolve_recipe(recipe), list(overrides))
+    cfg = load_train_config(resolve_recipe(recipe), list(overrides))
     check_run(cfg)
     model_dir = run(cfg)
     click.echo(f"model: {model_dir}")

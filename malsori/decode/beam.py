@@ -12,8 +12,8 @@ Each step advances all B utterances × beam hypotheses together: the weighted fu
 the best `pre_beam` of them (+ eos, always) become candidates, the partial scorers score those candidates, and
 the best `beam` expansions of each utterance survive. Expansions ending in eos leave the beam for the utterance's
 list of ended hypotheses. An utterance stops when no running hypothesis can still beat its nbest-th ended one
-(log-probs are ≤ 0, so a running score can only grow by the length bonus), when nothing runs any more, or at
-its maximum length, where only eos is allowed. The stop is exact: it never drops a hypothesis that could still
+(log-probs are ≤ 0, so a running score can only grow by the length bonus and bonus scorers' `max_score`), when
+nothing runs any more, or at its maximum length, where only eos is allowed. The stop is exact: it never drops a hypothesis that could still
 win. Under `normalize_length` that bound is loose, so the search usually runs to the maximum length; a length
 bonus is the cheaper way to stop favouring short outputs. Beam size 1 is greedy search.
 """
@@ -154,7 +154,9 @@ class BeamSearch:
 
     def _finished(self, ended: list[list[Hypothesis]], score: Tensor, length: int, max_lens: Tensor) -> Tensor:
         """[B] True where no running hypothesis (scores [B, beam], `length` tokens) can enter the n best any more."""
-        gain = max(self.length_bonus, 0.0) * (max_lens - length).clamp(min=0)[:, None]
+        bonuses = sum(max(float(w) * s.max_score, 0.0) for w, s in zip(self.weights, self.scorers.values()))
+        step = self.length_bonus + bonuses
+        gain = max(step, 0.0) * (max_lens - length).clamp(min=0)[:, None]
         bound = score + gain
         if self.normalize_length:  # (score + future) / (tokens + 1) grows with the tokens added: bound at max_len
             bound = bound / (max_lens[:, None] + 1)

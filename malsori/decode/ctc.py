@@ -156,9 +156,14 @@ class PrefixBeamSearch:
         self.advance(top_lp.tolist(), top_ids.tolist(), log_probs[:, self.blank_id].tolist())
 
     def ranked(self, nbest: int = 1) -> list[Hypothesis]:
-        """The best `nbest` prefixes so far, best first; the first carries the list as `.nbest` when nbest > 1."""
-        entries = sorted(self.beams.items(), key=self._rank, reverse=True)[: max(nbest, 1)]
-        alts = [Hypothesis(self.trie.tokens(node), self._rank((node, e)), _unlink(e[2])) for node, e in entries]
+        """The best `nbest` prefixes so far, best first; the first carries the list as `.nbest` when nbest > 1. With
+        `fusion`, each is ranked as if the output ended there (the scorers' final scores added: a word LM's last
+        word)."""
+        ends = self.fusion.end(list(self.beams)) if self.fusion is not None else {}
+        entries = sorted(self.beams.items(), key=lambda item: self._rank(item) + ends.get(item[0], 0.0),
+                         reverse=True)[: max(nbest, 1)]
+        alts = [Hypothesis(self.trie.tokens(node), self._rank((node, e)) + ends.get(node, 0.0), _unlink(e[2]))
+                for node, e in entries]
         if self.fusion is not None:
             for alt, (node, e) in zip(alts, entries):
                 alt.scores = {"ctc": e[4], **self.fusion.parts(node)}

@@ -43,6 +43,7 @@ class _Prefix:
     states: list[State] | None = None  # per scorer, its scored 1-row state (None until first prepared)
     parts: list[list[float]] | None = None  # per scorer, log-probs of every next label (while being extended)
     gain: list[float] | None = None  # weighted next-label scores + length bonus (while being extended)
+    final: tuple[float, ...] | None = None  # per scorer, what ending here adds (`Scorer.final_score`; once asked)
 
 
 class PrefixFusion:
@@ -53,6 +54,7 @@ class PrefixFusion:
     them, weighted, plus the length bonus; `add(key, parent, token)` registers a prefix, whose total is known at once
     from its (prepared) parent; `total(key)` is a prefix's fused score, `parts(key)` each scorer's own sum over its
     labels. memory [1, T, D] (or None) is passed to the scorers for every prefix; `root` is the empty prefix's key.
+    `end(keys)` adds the scorers' final scores (the searches have no eos): a finished prefix ranks by total + end.
     """
 
     def __init__(self, scorers: Sequence[WeightedScorer], vocab_size: int, root: Hashable, length_bonus: float = 0.0,
@@ -99,10 +101,24 @@ class PrefixFusion:
     def total(self, key: Hashable) -> float:
         return self.prefixes[key].total
 
+    def end(self, keys: Sequence[Hashable]) -> dict[Hashable, float]:
+        """Per key, what ending the output there adds: Σ_s w_s · final score of s (`Scorer.final_score`; 0 where a
+        scorer has none). `parts` then include the final scores."""
+        todo = [k for k in dict.fromkeys(keys) if self.prefixes[k].final is None]
+        if todo and self.scorers:
+            self.prepare(todo)
+            finals = []
+            for i, s in enumerate(self.scorers):
+                out = s.scorer.final_score(stack_states([self.prefixes[k].states[i] for k in todo]))
+                finals.append([0.0] * len(todo) if out is None else out.double().tolist())
+            for j, k in enumerate(todo):
+                self.prefixes[k].final = tuple(f[j] for f in finals)
+        return {k: sum(s.weight * f for s, f in zip(self.scorers, self.prefixes[k].final or ())) for k in keys}
+
     def parts(self, key: Hashable) -> dict[str, float]:
-        """Each scorer's own (unweighted) log-probability of the prefix's labels."""
-        sums = [0.0] * len(self.scorers)
+        """Each scorer's own (unweighted) log-probability of the prefix's labels (and of ending, after `end`)."""
         node = self.prefixes[key]
+        sums = list(node.final) if node.final is not None else [0.0] * len(self.scorers)
         while node.parent is not None:
             sums = [acc + step for acc, step in zip(sums, node.steps)]
             node = self.prefixes[node.parent]

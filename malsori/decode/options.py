@@ -32,6 +32,7 @@ class DecodeOptions:
     max_len_ratio: float | None = bounded(None, gt=0)  # attention models: at most this many labels per encoder frame; None = AttentionConfig.max_len_ratio
     max_len: int | None = bounded(None, ge=1)  # attention models: at most this many labels, whatever the input length (instead of max_len_ratio)
     scorers: tuple[WeightedScorer, ...] = ()  # extra scorers (LM, biasing, ...) with weights, added in every search that takes labels one at a time
+    rescorers: tuple[WeightedScorer, ...] = ()  # scorers with weights re-ranking a beam method's n-best afterwards (the search keeps its whole beam)
     prompt: tuple[int, ...] = bounded((), ge=0)  # token ids read before the output by the label-side models (decoder, prediction network, extra scorers); not returned, not scored
 
     def __post_init__(self) -> None:
@@ -41,15 +42,18 @@ class DecodeOptions:
         if self.max_len is not None and self.max_len_ratio is not None:
             raise ConfigError("max_len: give max_len or max_len_ratio, not both")
         object.__setattr__(self, "scorers", tuple(self.scorers))
+        object.__setattr__(self, "rescorers", tuple(self.rescorers))
         object.__setattr__(self, "prompt", tuple(int(t) for t in self.prompt))
-        names = [s.name for s in self.scorers]
-        for s in self.scorers:
-            if not isinstance(s, WeightedScorer):
-                raise ConfigError(f"scorers: each must be a WeightedScorer(name, scorer, weight), got {type(s).__name__}")
-            if s.name in BUILT_IN_SCORERS or names.count(s.name) > 1:
-                raise ConfigError(f"scorers: name {s.name!r} is taken (built-in: {', '.join(BUILT_IN_SCORERS)}; names must differ)")
-            if not math.isfinite(s.weight):
-                raise ConfigError(f"scorers: weight of {s.name!r} must be finite, got {s.weight}")
+        names = [s.name for s in self.scorers + self.rescorers]
+        for field_name in ("scorers", "rescorers"):
+            for s in getattr(self, field_name):
+                if not isinstance(s, WeightedScorer):
+                    raise ConfigError(f"{field_name}: each must be a WeightedScorer(name, scorer, weight), got {type(s).__name__}")
+                if s.name in BUILT_IN_SCORERS or names.count(s.name) > 1:
+                    raise ConfigError(f"{field_name}: name {s.name!r} is taken (built-in: {', '.join(BUILT_IN_SCORERS)}; "
+                                      "names of scorers and rescorers must differ)")
+                if not math.isfinite(s.weight):
+                    raise ConfigError(f"{field_name}: weight of {s.name!r} must be finite, got {s.weight}")
 
     def check(self, model: str, methods: tuple[str, ...], unused: dict[str, str], vocab_size: int) -> None:
         """Raise ConfigError unless `method` is one of `methods`, every field named in `unused` (field → why) changes
@@ -60,7 +64,7 @@ class DecodeOptions:
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name, why in unused.items():
             value = getattr(self, name)
-            if name == "scorers":
+            if name in ("scorers", "rescorers"):
                 neutral = all(s.weight == 0 for s in value)
             else:
                 neutral = value == defaults[name] or (name == "length_bonus" and value == 0)
@@ -68,3 +72,8 @@ class DecodeOptions:
                 raise ConfigError(f"{name}: not used by {model} with method {self.method} ({why})")
         if any(t >= vocab_size for t in self.prompt):
             raise ConfigError(f"prompt: token ids must be < the vocabulary size {vocab_size}, got {list(self.prompt)}")
+
+    @property
+    def search_nbest(self) -> int:
+        """Hypotheses a beam method keeps: `nbest`, or its whole beam when rescorers will re-rank them."""
+        return max(self.nbest, self.beam_size) if any(s.weight != 0 for s in self.rescorers) else self.nbest

@@ -1,4 +1,8 @@
-"""Attention rescoring: re-rank the n-best of a CTC search with the attention decoder (two-pass decoding).
+"""Re-ranking a search's n-best: attention rescoring (the attention decoder over a CTC search's n-best, two-pass
+decoding) and LM rescoring (`DecodeOptions.rescorers`: any scorers, a word n-gram or a neural LM, over any beam
+method's n-best); attention rescoring's output can go through LM rescoring.
+
+Attention rescoring:
 
 Each candidate y gets  score = (1 − ctc_weight) · log p_att(y, eos | x) + ctc_weight · ctc_score,  where
 log p_att is the decoder's teacher-forced log-probability of y followed by eos, and ctc_score is the candidate's
@@ -8,12 +12,15 @@ through the decoder in one batch (put it in eval mode first: dropout would make 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
+from malsori.decode.fusion import active
+from malsori.decode.options import DecodeOptions
 from malsori.decode.result import Hypothesis
+from malsori.decode.scorers import Scorer, WeightedScorer
 from malsori.tokenizer import SPECIAL_IDS, SpecialIds
 
 
@@ -60,3 +67,58 @@ def _rescored(hyp: Hypothesis, att: float, score: float) -> Hypothesis:
     new = Hypothesis(tokens=list(hyp.tokens), score=score, token_frames=list(hyp.token_frames), text=hyp.text)
     new.scores = {"att": att, "ctc": hyp.score}
     return new
+
+
+@torch.no_grad()
+def lm_rescore(nbest: list[list[Hypothesis]], scorers: Sequence[WeightedScorer],
+               eos: int = SPECIAL_IDS.eos) -> list[Hypothesis]:
+    """One candidate list per utterance → the best per utterance, `.nbest` re-ranked by
+    score = the search's score + Σ_s w_s · log p_s(tokens, eos), each scorer reading the tokens then eos (all
+    candidates in one batch); `scores` gain each scorer's own log-probability. Weight-0 scorers are not run."""
+    flat = [hyp for hyps in nbest for hyp in hyps]
+    kept = active(scorers)
+    parts = {s.name: sequence_logprobs(s.scorer, [h.tokens for h in flat], eos).tolist() for s in kept} if flat else {}
+    results, start = [], 0
+    for hyps in nbest:
+        ranked = []
+        for j, hyp in enumerate(hyps, start):
+            extra = {s.name: parts[s.name][j] for s in kept}
+            new = Hypothesis(tokens=list(hyp.tokens), score=hyp.score + sum(s.weight * extra[s.name] for s in kept),
+                             token_frames=list(hyp.token_frames), text=hyp.text, scores={**hyp.scores, **extra})
+            ranked.append(new)
+        start += len(hyps)
+        ranked.sort(key=lambda h: h.score, reverse=True)
+        best = ranked[0] if ranked else Hypothesis(tokens=[], score=float("-inf"), token_frames=[])
+        best.nbest = ranked
+        results.append(best)
+    return results
+
+
+def sequence_logprobs(scorer: Scorer, sequences: list[list[int]], eos: int = SPECIAL_IDS.eos) -> Tensor:
+    """[M] Σ_i log p(y_i | y_<i) + log p(eos | y) of each token sequence under `scorer`, teacher-forced in one batch."""
+    n = len(sequences)
+    longest = max((len(y) for y in sequences), default=0)
+    tokens = torch.full((n, longest + 1), eos, dtype=torch.long)
+    for i, y in enumerate(sequences):
+        tokens[i, : len(y)] = torch.as_tensor(y, dtype=torch.long)
+    lens = torch.tensor([len(y) for y in sequences])
+    rows, total = torch.arange(n), torch.zeros(n, dtype=torch.float64)
+    state = scorer.init_state(n)
+    for t in range(longest + 1):
+        scores, state = scorer.score(state)
+        picked = scores.double().cpu().gather(1, tokens[:, t : t + 1]).squeeze(1)
+        total += torch.where(t <= lens, picked, 0.0)
+        if t < longest:
+            state = scorer.extend(state, rows.to(tokens.device), tokens[:, t])
+    return total
+
+
+def rescore_with_options(hyps: list[Hypothesis], options: DecodeOptions) -> list[Hypothesis]:
+    """A beam method's results (n-best of `options.search_nbest`) → LM-rescored by `options.rescorers`, `.nbest`
+    cut to `options.nbest`; unchanged when there are none."""
+    if not active(options.rescorers):
+        return hyps
+    hyps = lm_rescore([h.nbest or [h] for h in hyps], options.rescorers)
+    for hyp in hyps:
+        hyp.nbest = hyp.nbest[: options.nbest]
+    return hyps

@@ -12,10 +12,13 @@ dimension is the prefix, so a search reorders and duplicates prefixes with `sele
   tokens[m] → a state of M rows, ready to be scored.
 - `select_state(state, index)`: rows `index` of a state, prefixes unchanged.
 - `token_frame(state)`: the encoder frame [N] of each prefix's newest label if the scorer knows it, else None.
+- `final_score(state)`: what ending the output after each prefix adds [N] (log p(eos | prefix) for an LM), for the
+  frame-synchronous searches, which have no eos; None (the default): nothing. A word LM scores its last word here.
 
 A `PartialScorer` can only score the candidates it is given (the CTC prefix scorer: each token costs a pass over
 time); the label-synchronous beam search picks them with its full scorers. Scores are natural-log probabilities,
-so ≤ 0 (the attention beam search's exact early stop relies on it).
+so ≤ 0 (the attention beam search's exact early stop relies on it; a scorer that is a bonus says its
+`max_score`).
 The label-synchronous searches (attention beam, greedy and MoChA streaming) score eos like any label, so a
 scorer's scores summed over a finished hypothesis are its log p(y, eos); the frame-synchronous searches (CTC prefix
 beam, transducer) have no eos and score labels only. A search weights each scorer; a scorer of weight 0 is not run.
@@ -42,6 +45,8 @@ __all__ = ["CTCPrefixScorer", "DecoderScorer", "PartialScorer", "Scorer", "State
 class Scorer(ABC):
     """A stateful label scorer (see the module docstring): init, score all tokens, extend, select rows."""
 
+    max_score: float = 0.0  # the most one step can score: 0 for log-probabilities (a bonus scorer says more)
+
     @abstractmethod
     def init_state(self, n: int, memory: Tensor | None = None, memory_lens: Tensor | None = None,
                    prompt: Sequence[int] = ()) -> State:
@@ -62,6 +67,10 @@ class Scorer(ABC):
 
     def token_frame(self, state: State) -> Tensor | None:
         """The encoder frame [N] of each prefix's newest label, where this scorer knows it."""
+        return None
+
+    def final_score(self, state: State) -> Tensor | None:
+        """What ending after each prefix of a state adds [N], for searches without eos; None: nothing."""
         return None
 
 

@@ -82,10 +82,13 @@ def _fused(fusion: PrefixFusion | None, h: _Hyp) -> float:
 
 
 def _finish(hyps: list[_Hyp], fusion: PrefixFusion | None = None) -> Hypothesis:
-    """Best-first Hypothesis objects; the best one carries the list as `.nbest`."""
+    """Best-first Hypothesis objects, ranked as if the output ended there (with `fusion`, its final scores added);
+    the best one carries the list as `.nbest`."""
     out = []
-    for h in sorted(hyps, key=lambda h: -_fused(fusion, h)):
-        hyp = Hypothesis(tokens=list(h.tokens), score=_fused(fusion, h), token_frames=list(h.frames))
+    ends = fusion.end([h.tokens for h in hyps]) if fusion is not None else {}
+    for h in sorted(hyps, key=lambda h: -(_fused(fusion, h) + ends.get(h.tokens, 0.0))):
+        hyp = Hypothesis(tokens=list(h.tokens), score=_fused(fusion, h) + ends.get(h.tokens, 0.0),
+                         token_frames=list(h.frames))
         if fusion is not None:
             hyp.scores = {"transducer": h.score, **fusion.parts(h.tokens)}
         out.append(hyp)

@@ -18,7 +18,7 @@ from malsori.decode.beam import BeamSearch
 from malsori.decode.ctc import ctc_greedy, ctc_prefix_beam_search
 from malsori.decode.fusion import RowFusion, active
 from malsori.decode.options import DecodeOptions
-from malsori.decode.rescore import attention_rescore
+from malsori.decode.rescore import attention_rescore, rescore_with_options
 from malsori.decode.result import Hypothesis
 from malsori.decode.scorers import CTCPrefixScorer, DecoderScorer, Scorer
 from malsori.config import bounded
@@ -135,7 +135,8 @@ class AttentionModel(nn.Module):
 
         greedy: attention argmax until eos; beam: batched beam search with the decoder scorer and, with a CTC head,
         the CTC prefix scorer weighted `ctc_weight` (joint decoding); ctc_greedy / ctc_beam: the CTC head alone;
-        rescore: CTC prefix beam search n-best re-ranked by the decoder. Extra scorers join greedy, beam and ctc_beam.
+        rescore: CTC prefix beam search n-best re-ranked by the decoder. Extra scorers join greedy, beam and ctc_beam;
+        `options.rescorers` re-rank the n-best of beam, ctc_beam and rescore (after the decoder).
         Call `model.eval()` first.
         """
         self.check_options(options)
@@ -155,20 +156,22 @@ class AttentionModel(nn.Module):
             bonus = self.cfg.length_bonus if options.length_bonus is None else options.length_bonus
             ratio = self.cfg.max_len_ratio if options.max_len_ratio is None else options.max_len_ratio
             search = BeamSearch(scorers, weights, beam_size=options.beam_size, ids=ids, max_len=options.max_len,
-                                max_len_ratio=ratio, length_bonus=bonus, nbest=options.nbest, prompt=options.prompt)
-            return search(enc, lens)
+                                max_len_ratio=ratio, length_bonus=bonus, nbest=options.search_nbest, prompt=options.prompt)
+            return rescore_with_options(search(enc, lens), options)
         log_probs = self.ctc_log_probs(enc)
         if method == "ctc_greedy":
             return ctc_greedy(log_probs, lens, blank_id=ids.blank)
         if method == "ctc_beam":
-            return ctc_prefix_beam_search(log_probs, lens, options.beam_size, nbest=options.nbest, blank_id=ids.blank,
-                                          scorers=options.scorers, length_bonus=options.length_bonus or 0.0,
-                                          prompt=options.prompt, memory=enc, memory_lens=lens)
+            hyps = ctc_prefix_beam_search(log_probs, lens, options.beam_size, nbest=options.search_nbest,
+                                          blank_id=ids.blank, scorers=options.scorers,
+                                          length_bonus=options.length_bonus or 0.0, prompt=options.prompt, memory=enc,
+                                          memory_lens=lens)
+            return rescore_with_options(hyps, options)
         first = ctc_prefix_beam_search(log_probs, lens, options.beam_size, nbest=options.beam_size, blank_id=ids.blank)
         rescored = attention_rescore(self.decoder, enc, lens, [h.nbest or [h] for h in first], w, ids)
         for hyp in rescored:
-            hyp.nbest = hyp.nbest[: options.nbest]
-        return rescored
+            hyp.nbest = hyp.nbest[: options.search_nbest]
+        return rescore_with_options(rescored, options)
 
     def check_options(self, options: DecodeOptions) -> None:
         """ConfigError for a method this model lacks or a setting its method does not use."""
@@ -181,6 +184,8 @@ class AttentionModel(nn.Module):
         if method in ("ctc_greedy", "rescore"):
             unused.update(scorers="extra scorers join greedy, beam and ctc_beam", prompt="no label-side model reads it",
                           length_bonus="no search here ranks hypotheses of different lengths by it")
+        if method in ("greedy", "ctc_greedy"):
+            unused["rescorers"] = "a greedy search has no n-best"
         if method in ("greedy", "beam") and self.ctc is None:
             unused["ctc_weight"] = "this model has no CTC head"
         if method in ("greedy", "ctc_greedy", "ctc_beam"):

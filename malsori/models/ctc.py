@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from malsori.decode.ctc import ctc_greedy, ctc_prefix_beam_search
 from malsori.decode.fusion import active
 from malsori.decode.options import DecodeOptions
+from malsori.decode.rescore import rescore_with_options
 from malsori.decode.result import Hypothesis
 from malsori.tokenizer import SPECIAL_IDS, SpecialIds
 
@@ -56,7 +57,8 @@ class CTCModel(nn.Module):
     @torch.no_grad()
     def decode(self, feats: Tensor, feat_lens: Tensor, options: DecodeOptions = DecodeOptions()) -> list[Hypothesis]:
         """One hypothesis per utterance by `options.method` "greedy" or "beam" (prefix beam search, with the extra
-        scorers and length bonus of `options`; the best carries `options.nbest` alternatives when nbest > 1).
+        scorers and length bonus of `options`, its n-best re-ranked by `options.rescorers`; the best carries
+        `options.nbest` alternatives when nbest > 1).
 
         Call `model.eval()` first: decoding does not change the module's mode.
         """
@@ -65,16 +67,18 @@ class CTCModel(nn.Module):
         log_probs = self.head(enc).float().log_softmax(dim=-1)
         if options.method == "greedy":
             return ctc_greedy(log_probs, enc_lens, blank_id=self.blank_id)
-        return ctc_prefix_beam_search(log_probs, enc_lens, options.beam_size, nbest=options.nbest, blank_id=self.blank_id,
-                                      scorers=options.scorers, length_bonus=options.length_bonus or 0.0,
-                                      prompt=options.prompt, memory=enc, memory_lens=enc_lens)
+        hyps = ctc_prefix_beam_search(log_probs, enc_lens, options.beam_size, nbest=options.search_nbest,
+                                      blank_id=self.blank_id, scorers=options.scorers,
+                                      length_bonus=options.length_bonus or 0.0, prompt=options.prompt, memory=enc,
+                                      memory_lens=enc_lens)
+        return rescore_with_options(hyps, options)
 
     def check_options(self, options: DecodeOptions) -> None:
         """ConfigError for an unknown method or a setting this model's searches do not use."""
         unused = {"ctc_weight": "a CTC model has only CTC", "max_len": "CTC decides the length",
                   "max_len_ratio": "CTC decides the length"}
         if options.method == "greedy":
-            unused.update(scorers="greedy CTC takes no extra scorers (use beam)",
+            unused.update(scorers="greedy CTC takes no extra scorers (use beam)", rescorers="greedy CTC has no n-best (use beam)",
                           length_bonus="greedy CTC ranks nothing (use beam)")
         if not active(options.scorers):
             unused["prompt"] = "only the extra scorers would read it, and there are none"

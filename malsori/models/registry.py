@@ -1,4 +1,5 @@
-"""Model config → model: encoders and heads register builders by name, `build_model` puts them together.
+"""Model config → model: encoders and heads register builders by name, `build_model` puts them together;
+language models register by name too (`register_lm`, `build_lm`).
 
 A new family adds itself without touching this file's logic:
 `@register_encoder("lstm") def build(cfg: ModelConfig, input_dim: int) -> nn.Module` and
@@ -15,6 +16,7 @@ from typing import Callable
 from torch import nn
 
 from malsori.errors import ConfigError
+from malsori.lm.gpt import GPT, GPTConfig
 from malsori.models.aed import AttentionConfig, AttentionModel
 from malsori.models.ctc import CTCModel
 from malsori.models.transducer import TransducerConfig, TransducerModel
@@ -24,8 +26,10 @@ from malsori.nn.transformer import TransformerEncoder, TransformerEncoderConfig
 
 EncoderBuilder = Callable[["ModelConfig", int], nn.Module]
 HeadBuilder = Callable[["ModelConfig", nn.Module, int], nn.Module]
+LMBuilder = Callable[["LMConfig", int], nn.Module]
 ENCODERS: dict[str, EncoderBuilder] = {}
 HEADS: dict[str, HeadBuilder] = {}
+LMS: dict[str, LMBuilder] = {}
 
 
 @dataclass
@@ -41,24 +45,24 @@ class ModelConfig:
     transducer: TransducerConfig = field(default_factory=TransducerConfig)  # used when head == "transducer"
 
 
-def register_encoder(name: str) -> Callable[[EncoderBuilder], EncoderBuilder]:
-    """Decorator: make `builder(cfg, input_dim) -> encoder` available as `ModelConfig.encoder = name`."""
+def _registrar(table: dict[str, Callable], name: str) -> Callable[[Callable], Callable]:
+    """A decorator that files its function in `table` under `name` and returns it unchanged."""
 
-    def wrap(builder: EncoderBuilder) -> EncoderBuilder:
-        ENCODERS[name] = builder
+    def wrap(builder: Callable) -> Callable:
+        table[name] = builder
         return builder
 
     return wrap
+
+
+def register_encoder(name: str) -> Callable[[EncoderBuilder], EncoderBuilder]:
+    """Decorator: make `builder(cfg, input_dim) -> encoder` available as `ModelConfig.encoder = name`."""
+    return _registrar(ENCODERS, name)
 
 
 def register_head(name: str) -> Callable[[HeadBuilder], HeadBuilder]:
     """Decorator: make `builder(cfg, encoder, vocab_size) -> model` available as `ModelConfig.head = name`."""
-
-    def wrap(builder: HeadBuilder) -> HeadBuilder:
-        HEADS[name] = builder
-        return builder
-
-    return wrap
+    return _registrar(HEADS, name)
 
 
 @register_encoder("conformer")
@@ -99,3 +103,30 @@ def build_model(cfg: ModelConfig, input_dim: int, vocab_size: int) -> nn.Module:
         raise ConfigError(f"model.head: unknown head '{cfg.head}' (known: {', '.join(sorted(HEADS))})")
     encoder = ENCODERS[cfg.encoder](cfg, input_dim)
     return HEADS[cfg.head](cfg, encoder, vocab_size)
+
+
+@dataclass
+class LMConfig:
+    """Which language model a text task trains, and its sizes."""
+
+    kind: str = "gpt"  # LM family, a name registered with register_lm
+    gpt: GPTConfig = field(default_factory=GPTConfig)  # used when kind == "gpt"
+
+
+def register_lm(name: str) -> Callable[[LMBuilder], LMBuilder]:
+    """Decorator: make `builder(cfg, vocab_size) -> model` available as `LMConfig.kind = name`. The model maps
+    tokens [B, T] to next-token logits [B, T, V], has `context` (tokens per training block) and
+    `init_cache(batch)` / `forward_cached(tokens, cache) -> (logits, cache)` for incremental decoding."""
+    return _registrar(LMS, name)
+
+
+@register_lm("gpt")
+def _gpt(cfg: LMConfig, vocab_size: int) -> nn.Module:
+    return GPT(cfg.gpt, vocab_size)
+
+
+def build_lm(cfg: LMConfig, vocab_size: int) -> nn.Module:
+    """The language model `cfg` names, over `vocab_size` tokens."""
+    if cfg.kind not in LMS:
+        raise ConfigError(f"model.kind: unknown language model '{cfg.kind}' (known: {', '.join(sorted(LMS))})")
+    return LMS[cfg.kind](cfg, vocab_size)

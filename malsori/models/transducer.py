@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from malsori.decode.options import DecodeOptions
+from malsori.decode.rescore import rescore_with_options
 from malsori.decode.result import Hypothesis
 from malsori.decode.transducer import modified_beam_search, transducer_beam_search, transducer_greedy
 from malsori.config import bounded
@@ -172,7 +173,7 @@ class TransducerModel(nn.Module):
     def decode(self, feats: Tensor, feat_lens: Tensor, options: DecodeOptions = DecodeOptions()) -> list[Hypothesis]:
         """Best hypothesis per utterance; method: greedy, beam (Graves-style), modified_beam (≤ 1 label per frame).
         The beam methods add the extra scorers and length bonus of `options` per label and keep `options.nbest`
-        hypotheses in `.nbest`; every method feeds `options.prompt` to the prediction network first."""
+        hypotheses in `.nbest`, re-ranked by `options.rescorers`; every method feeds `options.prompt` to the prediction network first."""
         self.check_options(options)
         enc, enc_lens = self.encoder(feats, feat_lens)
         m, method, prompt = self.cfg.max_symbols_per_frame, options.method, options.prompt
@@ -184,8 +185,8 @@ class TransducerModel(nn.Module):
         else:
             hyps = modified_beam_search(self, enc, enc_lens, options.beam_size, **fusion)
         for hyp in hyps:
-            hyp.nbest = hyp.nbest[: options.nbest]
-        return hyps
+            hyp.nbest = hyp.nbest[: options.search_nbest]
+        return rescore_with_options(hyps, options)
 
     def check_options(self, options: DecodeOptions) -> None:
         """ConfigError for an unknown method or a setting this model's searches do not use."""
@@ -193,5 +194,6 @@ class TransducerModel(nn.Module):
                   "max_len_ratio": "the frames bound the length"}
         if options.method == "greedy":
             unused.update(scorers="greedy transducer search takes no extra scorers (use beam or modified_beam)",
+                          rescorers="greedy transducer search has no n-best (use beam or modified_beam)",
                           length_bonus="greedy transducer search ranks nothing (use beam or modified_beam)")
         options.check("a transducer model", DECODE_METHODS, unused, self.vocab_size)

@@ -95,16 +95,18 @@ class MultiHeadSelfAttention(nn.Module):
         return self.attend(q, k, v, allowed)
 
     def forward_cached(
-        self, x: Tensor, positions: Tensor, past_keys: Tensor, past_values: Tensor, keep: int = -1, uncached: int = 0
+        self, x: Tensor, positions: Tensor, past_keys: Tensor, past_values: Tensor, keep: int = -1, uncached: int = 0,
+        attn_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """One streaming chunk: x [B, T, D] attends to the cached past [B, H, L, dh] and to all of itself.
+        """One streaming chunk: x [B, T, D] attends to the cached past [B, H, L, dh] and to all of itself, or as
+        `attn_mask` [T, L + T] allows (True = may attend; e.g. causally within x for a decoder-only prompt).
 
         Returns (output [B, T, D], keys, values) holding the last `keep` frames for the next chunk (-1 = all),
         leaving out the last `uncached` frames of x (look-ahead copies, seen again with the next chunk).
         """
         q, k, v = self.project(x, positions)
         k, v = torch.cat((past_keys, k), dim=2), torch.cat((past_values, v), dim=2)
-        y = self.attend(q, k, v)
+        y = self.attend(q, k, v, attn_mask)
         if uncached:
             k, v = k[:, :, : k.size(2) - uncached], v[:, :, : v.size(2) - uncached]
         if keep >= 0:

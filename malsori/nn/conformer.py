@@ -172,5 +172,5 @@ class ConformerEncoder(ChunkedEncoder):
         if not self.cfg.chunk.causal:
             raise ConfigError(
                 "this Conformer's convolutions look ahead (model.conformer.chunk.causal is false), so it cannot "
-                "stream; train a streaming model, e.g. recipes/streaming/conformer_ctc.yaml"
+                "stream; train a streaming model, e.g. `malsori train streaming/conformer_ctc`"
             )

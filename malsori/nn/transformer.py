@@ -66,14 +66,15 @@ class TransformerBlock(nn.Module):
         """x [B, T, D]; mask [B, T] True on real frames; attn_mask [T, T] True = may attend.
 
         Streaming: `cache` = (keys, values, unused conv state) of the past → also returns the next chunk's cache;
-        `lookahead` marks the look-ahead copies at the end of x (kept out of the cache).
+        `lookahead` marks the look-ahead copies at the end of x (kept out of the cache); attn_mask is then
+        [T, L + T] over the cached and new frames (None = all).
         """
         h = self.norm_att(x)
         if cache is None:
             x = x + self.dropout(self.attention(h, mask, attn_mask, positions))
         else:
             uncached = lookahead.copies if lookahead is not None else 0
-            a, keys, values = self.attention.forward_cached(h, positions, cache[0], cache[1], keep, uncached)
+            a, keys, values = self.attention.forward_cached(h, positions, cache[0], cache[1], keep, uncached, attn_mask)
             x, cache = x + self.dropout(a), (keys, values, cache[2])
         return x + self.dropout(self.ff(x)), cache
 

@@ -1,0 +1,99 @@
+"""A decoder-only Transformer language model (GPT): token embedding → pre-norm causal self-attention blocks →
+LayerNorm → logits through the same embedding matrix (tied input/output embeddings).
+
+The blocks are the Transformer encoder's (`malsori.nn.transformer.TransformerBlock`): rotary positions, one fused
+q/k/v projection per block (`attention.qkv`, one Linear giving q, k and v), scaled dot-product attention. A causal
+mask makes them a decoder. Incremental decoding keeps every block's keys and values in a cache [B, layers, 2, H, P,
+dh] (P = positions read so far), so a new token costs O(P) instead of re-running the prefix; `select_state`
+reorders the cache with a beam like any decoder state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from malsori.config import bounded
+from malsori.nn.attention import check_heads
+from malsori.nn.transformer import TransformerBlock
+
+
+@dataclass
+class GPTConfig:
+    """Sizes of a GPT; the defaults give ~3.2 M parameters plus 256 × vocabulary for the embeddings."""
+
+    d_model: int = bounded(256, ge=1)  # width of the embeddings and of every block
+    num_layers: int = bounded(4, ge=1)  # causal self-attention blocks
+    num_heads: int = bounded(4, ge=1)  # attention heads; d_model / num_heads must be even (rotary embeddings)
+    ff_expansion: int = bounded(4, ge=1)  # feed-forward hidden size = ff_expansion × d_model
+    dropout: float = bounded(0.1, ge=0, lt=1)  # dropout on the embeddings and every residual branch
+    attention_dropout: float = bounded(0.0, ge=0, lt=1)  # dropout on attention weights
+    context: int = bounded(256, ge=1)  # tokens per training block: the longest context the model learns to use
+
+    def __post_init__(self) -> None:
+        check_heads(self.d_model, self.num_heads)
+
+
+class GPT(nn.Module):
+    """tokens [B, T] → next-token logits [B, T, V], each position seeing only itself and earlier ones."""
+
+    def __init__(self, cfg: GPTConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.cfg, self.context, self.vocab_size = cfg, cfg.context, vocab_size
+        self.embed = nn.Embedding(vocab_size, cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(
+            TransformerBlock(cfg.d_model, cfg.num_heads, cfg.ff_expansion, cfg.dropout, cfg.attention_dropout)
+            for _ in range(cfg.num_layers)
+        )
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """GPT-2's initialization: N(0, 0.02) weights, zero biases, the projections back into the residual stream
+        scaled by 1/sqrt(2 × layers) so the stream's variance does not grow with depth."""
+        for name, p in self.named_parameters():
+            if p.dim() == 2:
+                std = 0.02 / math.sqrt(2 * self.cfg.num_layers) if name.endswith(("attention.out.weight", "ff.4.weight")) else 0.02
+                nn.init.normal_(p, 0.0, std)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Hidden states [B, T, D] → logits [B, T, V] through the tied embedding."""
+        return F.linear(self.norm(x), self.embed.weight)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """tokens [B, T] → logits [B, T, V] (causal: position t sees tokens 0..t)."""
+        t = tokens.size(1)
+        causal = torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril()
+        x = self.dropout(self.embed(tokens))
+        for layer in self.layers:
+            x, _ = layer(x, attn_mask=causal)
+        return self.logits(x)
+
+    def init_cache(self, batch: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
+        """An empty key/value cache [B, layers, 2, H, 0, dh]."""
+        a = self.layers[0].attention
+        return torch.zeros(batch, len(self.layers), 2, a.num_heads, 0, a.head_dim, device=device, dtype=dtype)
+
+    def forward_cached(self, tokens: Tensor, cache: Tensor) -> tuple[Tensor, Tensor]:
+        """tokens [B, T] continuing the P positions in `cache` → (logits [B, T, V], cache of P + T positions).
+
+        T may be more than 1 (a prompt): the new tokens attend causally among themselves and to all cached ones.
+        """
+        past, t = cache.size(4), tokens.size(1)
+        positions = torch.arange(past, past + t, device=tokens.device)
+        allowed = None
+        if t > 1:  # new token i may see the past and new tokens 0..i
+            allowed = torch.arange(past + t, device=tokens.device)[None, :] <= positions[:, None]
+        x = self.dropout(self.embed(tokens))
+        caches = []
+        for j, layer in enumerate(self.layers):
+            x, (keys, values, _) = layer(x, attn_mask=allowed, positions=positions, cache=(cache[:, j, 0], cache[:, j, 1], None))
+            caches.append(torch.stack((keys, values), 1))
+        return self.logits(x), torch.stack(caches, 1)
