@@ -36,7 +36,7 @@ def run_compare(cfg: CompareConfig, command: str | None = None, log: Callable[[s
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(max(1, cfg.threads))
+    torch.set_num_threads(cfg.threads)
     try:
         train_durs = [u.duration for u in read_manifest(corpus["train"]).utterances]
         if not train_durs:
@@ -65,7 +65,7 @@ def run_compare(cfg: CompareConfig, command: str | None = None, log: Callable[[s
             tcfg = configs[name]
             try:
                 model_dir, _ = train_family(tcfg, cfg.retrain, log)
-                torch.set_num_threads(max(1, cfg.threads))  # train() sets it too; decoding uses the same count
+                torch.set_num_threads(cfg.threads)  # train() sets it too; decoding uses the same count
                 families[name] = {"recipe": str(recipe), "description": recipe_description(recipe), "model_dir": str(model_dir),
                                   "lr": tcfg.optim.lr, "train": training_stats(Path(tcfg.out)),
                                   **evaluate_family(model_dir, cfg, sets, {"test": test_edges, "long": edges}, log)}

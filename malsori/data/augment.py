@@ -218,7 +218,7 @@ class Augmenter:
 
         babble = []
         if "babble" in cfg.noise_types and cfg.noise_prob > 0:
-            n = max(1, len(utterances) // max(1, cfg.babble_utts))
+            n = max(1, len(utterances) // cfg.babble_utts)
             for u in utterances[seed % n :: n][: cfg.babble_utts]:
                 try:
                     babble.append(load_utterance_audio(u))

@@ -95,7 +95,7 @@ def prepare_cmvn(cfg: TrainConfig, dataset: SpeechDataset, fbank: Fbank, out: Pa
         return GlobalCMVN.from_dict(json.loads(path.read_text()))
     stats = CMVNStats(cfg.features.num_mel_bins)
     n = len(dataset)
-    step = max(1, n // max(1, cfg.data.cmvn_utts))
+    step = max(1, n // cfg.data.cmvn_utts)
     with torch.inference_mode():
         for i in range(0, n, step):
             item = dataset.utts[i]

@@ -135,8 +135,6 @@ class TextLMTask(Task):
         d = cfg.data
         if not d.train:
             raise ConfigError("data.train: no training text files given")
-        if d.batch_size < 1 or d.holdout_every < 0:
-            raise ConfigError("data.batch_size must be >= 1 and data.holdout_every >= 0")
         stats = TextReadStats()
         lines = iter_text_lines(d.train, d.strict, stats)
         lines = list(itertools.islice(lines, d.max_lines) if d.max_lines else lines)
