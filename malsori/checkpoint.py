@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from malsori.data.manifest import atomic_write_text
 from malsori.errors import MalsoriError
 from malsori.files import follow_umask, sha256_of
+from malsori.nn.load import load_state_dict_strict
 
 TENSOR_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors")
 
@@ -147,8 +148,8 @@ def _read_checkpoint(path: Path, with_optimizer: bool) -> tuple[dict, dict, dict
 
 def _restore(path: Path, parts: tuple, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
     state, weights, opt, rng = parts
+    load_state_dict_strict(model, weights, str(path))
     try:
-        model.load_state_dict(weights)
         if optimizer is not None:
             optimizer.load_state_dict(opt)
             torch.set_rng_state(rng)

@@ -10,7 +10,8 @@ from malsori.errors import MalsoriError
 
 
 class _Group(click.Group):
-    """A click group that prints user errors (MalsoriError) as one line and exits with status 2."""
+    """A click group that prints user errors (MalsoriError, and click's own usage errors: a bad option value, a
+    missing argument) as one line and exits with status 2."""
 
     def invoke(self, ctx):
         try:
@@ -18,6 +19,10 @@ class _Group(click.Group):
         except MalsoriError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        except click.UsageError as e:
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            click.echo(f"error: {e.format_message()}{hint}", err=True)
+            sys.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)

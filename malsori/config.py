@@ -1,10 +1,14 @@
-"""Typed configs: YAML recipes and `key=value` overrides mapped onto nested dataclasses; unknown keys are errors."""
+"""Typed configs: YAML recipes and `key=value` overrides mapped onto nested dataclasses; unknown keys are errors, and
+numeric fields declare their range beside their comment (`lr: float = bounded(2e-3, gt=0)  # peak learning rate`),
+checked by `from_dict` for every config read from a recipe, an override or a model folder."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,6 +17,74 @@ import yaml
 from malsori.errors import ConfigError
 
 T = TypeVar("T")
+RANGE = "range"  # the metadata key of a field's Range
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field (or each item of a numeric list/tuple field) may take; floats must also be finite."""
+
+    ge: float | None = None  # >=
+    gt: float | None = None  # >
+    le: float | None = None  # <=
+    lt: float | None = None  # <
+    odd: bool = False  # integers only: odd (a centred convolution kernel)
+    one_of: tuple = ()  # or: exactly one of these values (when not empty)
+
+    def describe(self) -> str:
+        if self.one_of:
+            return f"one of {', '.join(map(str, self.one_of))}"
+        lo = f"[{_num(self.ge)}" if self.ge is not None else f"({_num(self.gt)}" if self.gt is not None else None
+        hi = f"{_num(self.le)}]" if self.le is not None else f"{_num(self.lt)})" if self.lt is not None else None
+        if lo and hi:
+            bounds = f"in {lo}, {hi}"
+        elif lo:
+            bounds = f"{'>=' if lo[0] == '[' else '>'} {lo[1:]}"
+        elif hi:
+            bounds = f"{'<=' if hi[-1] == ']' else '<'} {hi[:-1]}"
+        else:
+            bounds = "finite"
+        return f"an odd integer {bounds}" if self.odd else bounds
+
+    def problem(self, value: Any) -> str | None:
+        """None when `value` (a number; None passes) is allowed, else `must be ..., got ...`."""
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        ok = (value in self.one_of) if self.one_of else (
+            math.isfinite(value) and (self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt)
+            and not (self.odd and value % 2 != 1))
+        return None if ok else f"must be {self.describe()}, got {value!r}"
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None, odd: bool = False, one_of: tuple = ()) -> Any:
+    """A dataclass field with `default` whose value (each item, for a list or tuple) must lie in the range given;
+    with no bounds, a float must just be finite. Checked by `from_dict` (and by `check_ranges`)."""
+    meta = {RANGE: Range(ge, gt, le, lt, odd, tuple(one_of))}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _check_value(rng: Range, value: Any, where: str) -> None:
+    for i, v in enumerate(value) if isinstance(value, (list, tuple)) else [(None, value)]:
+        problem = rng.problem(v)
+        if problem:
+            raise ConfigError(f"{where}{'' if i is None else f'[{i}]'} {problem}")
+
+
+def check_ranges(obj: Any, values: dict | None = None, where: str = "") -> None:
+    """ConfigError naming `where.field` for the first field of dataclass `obj` (a class or an instance) whose value
+    (from `values`, else the instance) lies outside its declared range. Python-API configs call it in __post_init__."""
+    for f in dataclasses.fields(obj):
+        if RANGE in f.metadata and (values is None or f.name in values):
+            value = values[f.name] if values is not None else getattr(obj, f.name)
+            _check_value(f.metadata[RANGE], value, f"{where}.{f.name}" if where else f.name)
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -91,8 +163,11 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
         raise ConfigError(f"unknown config key '{key}' (known: {', '.join(sorted(fields))})")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    check_ranges(cls, kwargs, where)
     try:
         return cls(**kwargs)
+    except ConfigError as e:  # a cross-field check in __post_init__: its message starts with the field's own name
+        raise ConfigError(f"{where}.{e}" if where and not str(e).startswith(where) else str(e)) from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where or cls.__name__}: {e}") from None
 

@@ -13,8 +13,8 @@ class ManifestError(MalsoriError):
     """A manifest line is malformed (bad JSON, missing field, wrong type)."""
 
 
-class ConfigError(MalsoriError):
-    """A config key is unknown or its value has the wrong type."""
+class ConfigError(MalsoriError, ValueError):
+    """A config key is unknown, or its value has the wrong type or lies outside the field's range (a ValueError too)."""
 
 
 class EngineUnavailable(MalsoriError):

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from malsori.config import bounded
 from malsori.errors import ConfigError
 
 FLT_EPSILON = float(np.finfo(np.float32).eps)  # Kaldi's log floor: log(max(x, FLT_EPSILON))
@@ -25,21 +26,31 @@ CPU_CHUNK_FRAMES = 512  # frames processed together on CPU (bounded so intermedi
 class FbankConfig:
     """Filterbank options; names and defaults follow Kaldi's `compute-fbank` except where a comment says "deviates"."""
 
-    sample_rate: int = 16000  # Hz; waves must already be at this rate (malsori.audio.load_audio resamples)
-    num_mel_bins: int = 80  # mel bands (deviates: Kaldi's default is 23; 80 is the usual ASR choice)
-    frame_length_ms: float = 25.0  # analysis window length
-    frame_shift_ms: float = 10.0  # hop between frames (100 frames/s)
-    dither: float = 0.0  # std of Gaussian noise added to each frame, in input_scale units (deviates: Kaldi uses 1.0)
-    preemphasis: float = 0.97  # x[i] -= c*x[i-1]; the first sample of a frame uses itself (x[0] -= c*x[0])
+    sample_rate: int = bounded(16000, ge=1000)  # Hz; waves must already be at this rate (malsori.audio.load_audio resamples)
+    num_mel_bins: int = bounded(80, ge=1)  # mel bands (deviates: Kaldi's default is 23; 80 is the usual ASR choice)
+    frame_length_ms: float = bounded(25.0, gt=0)  # analysis window length
+    frame_shift_ms: float = bounded(10.0, gt=0)  # hop between frames (100 frames/s)
+    dither: float = bounded(0.0, ge=0)  # std of Gaussian noise added to each frame, in input_scale units (deviates: Kaldi uses 1.0)
+    preemphasis: float = bounded(0.97, ge=0, le=1)  # x[i] -= c*x[i-1]; the first sample of a frame uses itself (x[0] -= c*x[0])
     remove_dc_offset: bool = True  # subtract each frame's mean before pre-emphasis
     window: Literal["povey", "hanning", "hamming", "rectangular"] = "povey"  # Kaldi's names; povey = hanning**0.85
     round_to_power_of_two: bool = True  # zero-pad each frame to the next power of two before the FFT (400 → 512)
     snip_edges: bool = True  # True: only frames that fit inside the signal; False: frames centred on k*shift, edges mirrored
-    low_freq: float = 20.0  # lowest mel filter edge in Hz
-    high_freq: float = 0.0  # highest mel filter edge in Hz; <= 0 means Nyquist + high_freq (Kaldi's convention)
+    low_freq: float = bounded(20.0, ge=0)  # lowest mel filter edge in Hz
+    high_freq: float = bounded(0.0)  # highest mel filter edge in Hz; <= 0 means Nyquist + high_freq (Kaldi's convention)
     use_log_fbank: bool = True  # log mel energies (False: linear mel energies)
-    log_floor: float = FLT_EPSILON  # energies are floored to this before the log (Kaldi: FLT_EPSILON)
-    input_scale: float = 32768.0  # waves in [-1, 1] × this = Kaldi's 16-bit sample values (Kaldi has no such option)
+    log_floor: float = bounded(FLT_EPSILON, gt=0)  # energies are floored to this before the log (Kaldi: FLT_EPSILON)
+    input_scale: float = bounded(32768.0, gt=0)  # waves in [-1, 1] × this = Kaldi's 16-bit sample values (Kaldi has no such option)
+
+    def __post_init__(self) -> None:
+        nyquist = 0.5 * self.sample_rate
+        high = self.high_freq if self.high_freq > 0 else nyquist + self.high_freq
+        if not (0.0 <= self.low_freq < high <= nyquist):
+            raise ConfigError(f"low_freq/high_freq: need 0 <= low_freq < high_freq <= {nyquist:g} Hz, "
+                              f"got low={self.low_freq:g}, high={high:g}")
+        length, shift, _ = frame_sizes(self)
+        if length < 2 or shift < 1:
+            raise ConfigError(f"frame_length_ms/frame_shift_ms: too small for {self.sample_rate} Hz")
 
 
 def frame_sizes(cfg: FbankConfig) -> tuple[int, int, int]:
@@ -105,10 +116,6 @@ def mel_filterbank(cfg: FbankConfig) -> torch.Tensor:
     _, _, n_fft = frame_sizes(cfg)
     nyquist = 0.5 * cfg.sample_rate
     high = cfg.high_freq if cfg.high_freq > 0 else nyquist + cfg.high_freq
-    if not (0.0 <= cfg.low_freq < high <= nyquist):
-        raise ConfigError(f"fbank: need 0 <= low_freq < high_freq <= {nyquist:g} Hz, got low={cfg.low_freq}, high={high}")
-    if cfg.num_mel_bins < 1:
-        raise ConfigError(f"fbank.num_mel_bins: must be >= 1, got {cfg.num_mel_bins}")
     mel_low, mel_high = mel_scale(cfg.low_freq), mel_scale(high)
     delta = (mel_high - mel_low) / (cfg.num_mel_bins + 1)
     edges = mel_low + delta * torch.arange(cfg.num_mel_bins + 2, dtype=torch.float64)
@@ -132,8 +139,6 @@ class Fbank(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or FbankConfig()
         self.frame_length, self.frame_shift, self.n_fft = frame_sizes(cfg)
-        if self.frame_length < 2 or self.frame_shift < 1:
-            raise ConfigError(f"fbank: frame_length_ms/frame_shift_ms too small for {cfg.sample_rate} Hz")
         self.register_buffer("window", window_function(cfg), persistent=False)
         self.register_buffer("mel_weights", mel_filterbank(cfg) * cfg.input_scale**2, persistent=False)  # × scale²
 
@@ -394,13 +399,13 @@ class GlobalCMVN(nn.Module):
 class SpecAugmentConfig:
     """SpecAugment policy (Park et al. 2019); defaults are close to the paper's LibriSpeech-double policy, warp off."""
 
-    num_freq_masks: int = 2  # frequency masks per utterance
-    max_freq_width: int = 27  # each frequency mask covers 0 … this many mel bins
-    num_time_masks: int = 2  # time masks per utterance
-    max_time_width: int = 100  # each time mask covers 0 … this many frames ...
-    max_time_fraction: float = 0.2  # ... and at most this fraction of the utterance's own length
-    time_warp: int = 0  # max warp distance in frames (0 = no time warp; the paper used 80)
-    mask_value: float = 0.0  # value written into masked cells (0 = the mean after global CMVN)
+    num_freq_masks: int = bounded(2, ge=0)  # frequency masks per utterance
+    max_freq_width: int = bounded(27, ge=0)  # each frequency mask covers 0 … this many mel bins
+    num_time_masks: int = bounded(2, ge=0)  # time masks per utterance
+    max_time_width: int = bounded(100, ge=0)  # each time mask covers 0 … this many frames ...
+    max_time_fraction: float = bounded(0.2, ge=0, le=1)  # ... and at most this fraction of the utterance's own length
+    time_warp: int = bounded(0, ge=0)  # max warp distance in frames (0 = no time warp; the paper used 80)
+    mask_value: float = bounded(0.0)  # value written into masked cells (0 = the mean after global CMVN)
 
 
 class SpecAugment(nn.Module):

@@ -30,6 +30,7 @@ from malsori.errors import AudioError, ConfigError, MalsoriError
 from malsori.features import Fbank, FbankConfig, GlobalCMVN
 from malsori.files import follow_umask, sha256_of
 from malsori.models.registry import LMConfig, ModelConfig, build_lm, build_model
+from malsori.nn.load import load_state_dict_strict
 from malsori.tokenizer import Tokenizer, load_tokenizer
 
 FORMAT_VERSION = 2  # 2: task and weights_sha256 in config.json; 1: speech only, no checksum
@@ -103,11 +104,6 @@ class ModelDir:
     cmvn: GlobalCMVN | None = None  # feature normalization (asr)
 
 
-def _short(keys: Sequence[str], n: int = 4) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
-
-
 def _load_weights(path: Path, model: torch.nn.Module, sha256: str | None) -> None:
     """Load model.safetensors into `model` after checking its checksum, names and shapes; one-line errors."""
     weights = path / "model.safetensors"
@@ -119,15 +115,7 @@ def _load_weights(path: Path, model: torch.nn.Module, sha256: str | None) -> Non
         saved = load_file(str(weights))
     except (SafetensorError, OSError) as e:
         raise MalsoriError(f"{weights}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
-    own = model.state_dict()
-    missing, unknown = own.keys() - saved.keys(), saved.keys() - own.keys()
-    if missing or unknown:
-        parts = ([f"missing keys {_short(missing)}"] if missing else []) + ([f"unknown keys {_short(unknown)}"] if unknown else [])
-        raise MalsoriError(f"{weights}: does not match the model config.json describes ({'; '.join(parts)})")
-    shapes = [f"{k} {list(saved[k].shape)} (model: {list(own[k].shape)})" for k in sorted(own) if saved[k].shape != own[k].shape]
-    if shapes:
-        raise MalsoriError(f"{weights}: tensor shapes do not match config.json's model: {'; '.join(shapes[:3])}")
-    model.load_state_dict(saved)
+    load_state_dict_strict(model, saved, str(weights))
 
 
 def load_model_dir(path: str | os.PathLike) -> ModelDir:

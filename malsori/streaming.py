@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from malsori.audio import SAMPLE_RATE
+from malsori.config import bounded, check_ranges
 from malsori.decode.ctc import PrefixBeamSearch, ctc_greedy
 from malsori.decode.fusion import PrefixFusion, active
 from malsori.decode.mocha import monotonic_stream
@@ -36,14 +37,17 @@ from malsori.pretrained import Transcript, Word
 class StreamConfig:
     """Latency and endpointing choices of a stream; the model was trained once for all chunk sizes (dynamic chunks)."""
 
-    chunk_ms: float = 320.0  # encoder chunk in ms (a multiple of the encoder frame, e.g. 40 ms at ×4 subsampling)
-    left_chunks: int = 4  # chunks of cached left context per layer (the carried memory); 0 = none, -1 = unbounded
-    lookahead_ms: float = 0.0  # right look-ahead per chunk in ms (a multiple of the encoder frame); adds to latency
+    chunk_ms: float = bounded(320.0, gt=0)  # encoder chunk in ms (a multiple of the encoder frame, e.g. 40 ms at ×4 subsampling)
+    left_chunks: int = bounded(4, ge=-1)  # chunks of cached left context per layer (the carried memory); 0 = none, -1 = unbounded
+    lookahead_ms: float = bounded(0.0, ge=0)  # right look-ahead per chunk in ms (a multiple of the encoder frame); adds to latency
     decode: DecodeOptions = field(default_factory=lambda: DecodeOptions(beam_size=4))  # method greedy, or beam (CTC prefix beam / transducer modified beam); extra scorers get no memory
-    endpoint_silence_s: float = 1.0  # finalize an utterance after this long without a new token (once it has tokens)
-    endpoint_idle_s: float = 5.0  # with nothing recognized yet, restart after this long (keeps silence cheap)
-    max_utterance_s: float = 20.0  # finalize an utterance that reaches this length in any case
+    endpoint_silence_s: float = bounded(1.0, gt=0)  # finalize an utterance after this long without a new token (once it has tokens)
+    endpoint_idle_s: float = bounded(5.0, gt=0)  # with nothing recognized yet, restart after this long (keeps silence cheap)
+    max_utterance_s: float = bounded(20.0, gt=0)  # finalize an utterance that reaches this length in any case
     keep_snapshots: bool = False  # record the partial words after every piece in `Stream.snapshots` (latency studies)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)  # built directly by the Python API and the CLI
 
 
 @dataclass

@@ -158,7 +158,7 @@ def train(cfg: RunConfig) -> Path:
             vlog.write({"epoch": epoch, "step": step, **{k: f"{v:.4f}" for k, v in result.metrics.items()}, **result.counts})
             tqdm.write(f"epoch {epoch}, step {step}: valid {result.line}")
 
-    accum = max(1, cfg.optim.accum_grad)
+    accum = cfg.optim.accum_grad
     while epoch < cfg.max_epochs and not stop:
         batches, total = task.batches(epoch, pos)
         bar = tqdm(batches, total=total, initial=pos, desc=f"epoch {epoch + 1}/{cfg.max_epochs}",
@@ -215,7 +215,7 @@ def train(cfg: RunConfig) -> Path:
         dist.barrier()
     model_dir = out / "model"
     if main_proc:
-        ckpts = list_checkpoints(out)[-max(1, cfg.average_last):]
+        ckpts = list_checkpoints(out)[-cfg.average_last:]
         model.load_state_dict(average_checkpoints(ckpts))
         task.save_model(model_dir, model)
         tqdm.write(f"averaged {len(ckpts)} checkpoint(s) into {model_dir}")

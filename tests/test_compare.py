@@ -40,7 +40,8 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_compare_end_to_end_then_resume(tmp_path):
+def test_compare_end_to_end_then_resume(tmp_path, monkeypatch):
+    import experiments.compare.run as compare_module
     from experiments.compare.run import main as compare
 
     corpus, out = tmp_path / "corpus", tmp_path / "cmp"
@@ -118,15 +119,25 @@ def test_compare_end_to_end_then_resume(tmp_path):
     assert again["families"]["ctc_conformer"]["test"] == results["families"]["ctc_conformer"]["test"]
 
     # a family that fails at run time is reported and left out; the others still are compared
-    args3 = args + ["--families", "ctc_conformer,transformer_aed", "-o", "model.transformer.num_heads=3"]
+    train_family = compare_module.train_family
+
+    def fails_for_transformer_aed(tcfg, retrain, log):
+        if Path(tcfg.out).name == "transformer_aed":
+            raise RuntimeError("out of memory (a stand-in run-time failure)")
+        return train_family(tcfg, retrain, log)
+
+    monkeypatch.setattr(compare_module, "train_family", fails_for_transformer_aed)
+    args3 = args + ["--families", "ctc_conformer,transformer_aed"]
     res3 = CliRunner().invoke(compare, args3, catch_exceptions=False)
     assert res3.exit_code == 0, res3.output
     third = json.loads((out / "results.json").read_text())
-    assert list(third["families"]) == ["ctc_conformer"] and "not divisible" in third["failed"]["transformer_aed"]
+    assert list(third["families"]) == ["ctc_conformer"] and "out of memory" in third["failed"]["transformer_aed"]
     assert "**transformer_aed failed**" in (out / "compare.md").read_text()
-    # a bad key in the overrides is a config error before anything trains
+    # a bad key or value in the overrides is a config error before anything trains
     with pytest.raises(ConfigError, match="no_such_key"):
         CliRunner().invoke(compare, args + ["-o", "model.no_such_key=1"], catch_exceptions=False)
+    with pytest.raises(ConfigError, match="model.transformer.num_heads 3 must divide d_model"):
+        CliRunner().invoke(compare, args3 + ["-o", "model.transformer.num_heads=3"], catch_exceptions=False)
 
 
 def test_recipes_have_matched_parameter_budgets():

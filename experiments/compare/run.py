@@ -13,6 +13,7 @@ from typing import Callable
 import click
 import torch
 
+from malsori.commands.options import DEVICE, field_type
 from malsori.config import to_dict
 from malsori.data.manifest import read_manifest
 from malsori.data.select import evenly_spaced, load_waves
@@ -35,7 +36,7 @@ def run_compare(cfg: CompareConfig, command: str | None = None, log: Callable[[s
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(max(1, cfg.threads))
+    torch.set_num_threads(cfg.threads)
     try:
         train_durs = [u.duration for u in read_manifest(corpus["train"]).utterances]
         if not train_durs:
@@ -64,7 +65,7 @@ def run_compare(cfg: CompareConfig, command: str | None = None, log: Callable[[s
             tcfg = configs[name]
             try:
                 model_dir, _ = train_family(tcfg, cfg.retrain, log)
-                torch.set_num_threads(max(1, cfg.threads))  # train() sets it too; decoding uses the same count
+                torch.set_num_threads(cfg.threads)  # train() sets it too; decoding uses the same count
                 families[name] = {"recipe": str(recipe), "description": recipe_description(recipe), "model_dir": str(model_dir),
                                   "lr": tcfg.optim.lr, "train": training_stats(Path(tcfg.out)),
                                   **evaluate_family(model_dir, cfg, sets, {"test": test_edges, "long": edges}, log)}
@@ -103,23 +104,23 @@ def run_compare(cfg: CompareConfig, command: str | None = None, log: Callable[[s
               help="Folder with train.jsonl, dev.jsonl, test.jsonl; synthesized there first if it has none.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Report folder: compare.md, results.json, PNG plots, runs/<family>/, long_test/.")
-@click.option("--minutes", type=float, default=20.0, show_default=True, help="Wall-clock training minutes per family.")
+@click.option("--minutes", type=field_type(CompareConfig, "minutes"), default=20.0, show_default=True, help="Wall-clock training minutes per family.")
 @click.option("--families", default=",".join(FAMILIES), show_default=True,
               help="Comma-separated names in recipes/compare/ or recipe paths.")
-@click.option("--threads", type=int, default=2, show_default=True, help="CPU threads for training and decoding.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--beam-size", type=int, default=8, show_default=True, help="Beam width of the beam-search measurements.")
-@click.option("--test-limit", type=int, default=0, show_default=True, help="Evenly spaced test utterances to score (0 = all).")
-@click.option("--long-max-concat", type=int, default=6, show_default=True, help="Long set: join up to this many test utterances.")
-@click.option("--long-per-count", type=int, default=24, show_default=True, help="Long set: utterances per number joined.")
-@click.option("--long-min-bucket", type=int, default=5, show_default=True,
+@click.option("--threads", type=field_type(CompareConfig, "threads"), default=2, show_default=True, help="CPU threads for training and decoding.")
+@click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--beam-size", type=field_type(CompareConfig, "beam_size"), default=8, show_default=True, help="Beam width of the beam-search measurements.")
+@click.option("--test-limit", type=field_type(CompareConfig, "test_limit"), default=0, show_default=True, help="Evenly spaced test utterances to score (0 = all).")
+@click.option("--long-max-concat", type=field_type(CompareConfig, "long_max_concat"), default=6, show_default=True, help="Long set: join up to this many test utterances.")
+@click.option("--long-per-count", type=field_type(CompareConfig, "long_per_count"), default=24, show_default=True, help="Long set: utterances per number joined.")
+@click.option("--long-min-bucket", type=field_type(CompareConfig, "long_min_bucket"), default=5, show_default=True,
               help="Long set: widen duration buckets until each holds this many utterances.")
 @click.option("--long-beam", is_flag=True, help="Also beam-search the long set (slow).")
 @click.option("--real-manifest", default=str(DEFAULT_REAL), show_default=True, help="Real-speech manifest (skipped if absent).")
-@click.option("--real-limit", type=int, default=200, show_default=True, help="Evenly spaced real-speech utterances (0 = skip).")
-@click.option("--num-train", type=int, default=2000, show_default=True,
+@click.option("--real-limit", type=field_type(CompareConfig, "real_limit"), default=200, show_default=True, help="Evenly spaced real-speech utterances (0 = skip).")
+@click.option("--num-train", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Train utterances when the corpus has to be synthesized (dev and test get a tenth each).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of training, corpus synthesis and the long set.")
+@click.option("--seed", type=field_type(CompareConfig, "seed"), default=0, show_default=True, help="Seed of training, corpus synthesis and the long set.")
 @click.option("--retrain", is_flag=True, help="Retrain families whose model folder exists (default: reuse them).")
 @click.option("-o", "--override", "overrides", multiple=True,
               help="key=value applied to every recipe, e.g. -o max_steps=50 -o model.conformer.num_layers=2; repeatable.")

@@ -37,7 +37,7 @@ def transcribe_human_recordings(manifest: Path = DEMO_AUDIO, model: str = RELEAS
 @click.option("--out", type=click.Path(path_type=Path), default=Path("exp/demo"), show_default=True, help="Folder for the corpus, the run and the model.")
 @click.option("--steps", type=click.IntRange(min=1), default=1680, show_default=True,
               help="Training steps (about 8 minutes on 2 idle cores; a busy machine gets the same model, later).")
-@click.option("--num-train", type=int, default=3000, show_default=True, help="Training utterances to synthesize.")
+@click.option("--num-train", type=click.IntRange(min=1), default=3000, show_default=True, help="Training utterances to synthesize.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo(out: Path, steps: int, num_train: int, seed: int) -> None:
     """The README's main job, start to finish, on a laptop CPU with no downloads."""

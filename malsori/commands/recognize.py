@@ -8,14 +8,16 @@ from pathlib import Path
 
 import click
 
+from malsori.commands.options import DEVICE, field_type
+from malsori.decode.options import DecodeOptions
 from malsori.errors import MalsoriError
 
 method_option = click.option("--method", default="greedy", show_default=True,
                              help="Search: greedy | beam (every model); ctc_greedy | ctc_beam | rescore (attention models with CTC); "
                                   "modified_beam (transducers).")
-beam_option = click.option("--beam", "beam_size", type=int, default=8, show_default=True, help="Beam width for --method beam.")
-batch_option = click.option("--batch-size", type=int, default=16, show_default=True, help="Utterances decoded together.")
-device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+beam_option = click.option("--beam", "beam_size", type=field_type(DecodeOptions, "beam_size"), default=8, show_default=True, help="Beam width for --method beam.")
+batch_option = click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Utterances decoded together.")
+device_option = click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 
 
 def lm_options(command):
@@ -48,7 +50,6 @@ def decode_options(model: Path, method: str, beam_size: int, lm_path: Path | Non
                    hotwords_score: float):
     """The `DecodeOptions` of the command line: the word LM's scorers (built for MODEL's tokenizer), fused or
     rescoring, and the hotwords' scorer (fused)."""
-    from malsori.decode.options import DecodeOptions
 
     if lm_path is None:
         for name, value, default in (("--lm-weight", lm_weight, 0.5), ("--word-bonus", word_bonus, 0.0),
@@ -85,7 +86,7 @@ def decode_options(model: Path, method: str, beam_size: int, lm_path: Path | Non
 @batch_option
 @device_option
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Per-utterance report (TSV, worst first). Default: MODEL/../eval_<manifest>_<method>.tsv")
-@click.option("--limit", type=int, default=0, help="Score only the first N utterances (0 = all).")
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="Score only the first N utterances (0 = all).")
 @click.option("--strict", is_flag=True, help="Malformed manifest lines and unreadable audio are errors, not counted skips.")
 @lm_options
 def evaluate(model, manifest, method, beam_size, batch_size, device, report, limit, strict, **lm) -> None:

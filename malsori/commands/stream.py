@@ -9,8 +9,11 @@ from pathlib import Path
 
 import click
 
+from malsori.commands.options import DEVICE, field_type
 from malsori.commands.recognize import decode_options, lm_options
+from malsori.decode.options import DecodeOptions
 from malsori.files import strict_json
+from malsori.streaming import StreamConfig
 
 
 def _show_partial(text: str, last: list[str]) -> None:
@@ -63,16 +66,16 @@ def _microphone_blocks(block: int):
 @click.argument("file", required=False, type=click.Path(path_type=Path))
 @click.option("--mic", is_flag=True, help="Read the default microphone instead of FILE (needs sounddevice + PortAudio).")
 @click.option("--fast", is_flag=True, help="Feed the file as fast as possible instead of in real time.")
-@click.option("--chunk-ms", type=float, default=320.0, show_default=True, help="Encoder chunk: latency vs accuracy.")
-@click.option("--left-chunks", type=int, default=4, show_default=True, help="Chunks of carried left context (-1 = unbounded, 0 = none).")
-@click.option("--lookahead-ms", type=float, default=0.0, show_default=True, help="Right look-ahead per chunk (adds latency, helps accuracy).")
+@click.option("--chunk-ms", type=field_type(StreamConfig, "chunk_ms"), default=320.0, show_default=True, help="Encoder chunk: latency vs accuracy.")
+@click.option("--left-chunks", type=field_type(StreamConfig, "left_chunks"), default=4, show_default=True, help="Chunks of carried left context (-1 = unbounded, 0 = none).")
+@click.option("--lookahead-ms", type=field_type(StreamConfig, "lookahead_ms"), default=0.0, show_default=True, help="Right look-ahead per chunk (adds latency, helps accuracy).")
 @click.option("--method", default="greedy", show_default=True, help="greedy or beam.")
-@click.option("--beam", "beam_size", type=int, default=4, show_default=True, help="Beam width for --method beam.")
-@click.option("--endpoint-silence", type=float, default=1.0, show_default=True, help="Seconds without a new token that end an utterance.")
-@click.option("--max-utterance", type=float, default=20.0, show_default=True, help="Seconds after which an utterance is ended anyway.")
+@click.option("--beam", "beam_size", type=field_type(DecodeOptions, "beam_size"), default=4, show_default=True, help="Beam width for --method beam.")
+@click.option("--endpoint-silence", type=field_type(StreamConfig, "endpoint_silence_s"), default=1.0, show_default=True, help="Seconds without a new token that end an utterance.")
+@click.option("--max-utterance", type=field_type(StreamConfig, "max_utterance_s"), default=20.0, show_default=True, help="Seconds after which an utterance is ended anyway.")
 @click.option("--json", "as_json", is_flag=True, help="Final results as JSON lines with word timestamps.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--threads", type=int, default=1, show_default=True, help="CPU threads.")
+@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="CPU threads.")
 @lm_options
 def stream(model, file, mic, fast, chunk_ms, left_chunks, lookahead_ms, method, beam_size, endpoint_silence, max_utterance, as_json, device, threads,
            **lm) -> None:
@@ -83,7 +86,6 @@ def stream(model, file, mic, fast, chunk_ms, left_chunks, lookahead_ms, method, 
     from malsori.audio import SAMPLE_RATE, fixed_blocks, iter_audio
     from malsori.errors import ConfigError
     from malsori.pretrained import bound_heap
-    from malsori.streaming import StreamConfig
 
     if mic == (file is not None):
         raise ConfigError("stream: give either FILE or --mic")

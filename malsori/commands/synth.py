@@ -8,6 +8,10 @@ from pathlib import Path
 
 import click
 
+from malsori.commands.options import field_type
+from malsori.data.augment import AugmentConfig
+from malsori.data.synth import SynthConfig
+
 DOMAINS_HELP = "numbers,commands,weather,conversation,codes,navigation,shopping"
 
 
@@ -26,16 +30,16 @@ def _csv(value: str | None) -> list[str] | None:
               help="Kokoro: folder of voice packs (voices/ of npm kokoro-js@1.2.1).  [default: $MALSORI_KOKORO_VOICES]")
 @click.option("--kokoro-voices", help="Kokoro: voice packs to use, comma-separated (e.g. af_heart,bm_george).  "
                                       "[default: all 54]")
-@click.option("--mix-prob", type=click.FloatRange(0, 1),
+@click.option("--mix-prob", type=field_type(SynthConfig, "mix_prob"),
               help="Kokoro: share of train utterances spoken by a blend of two train voices.  [default: 0.4]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="YAML file with SynthConfig fields; the options below override it.")
-@click.option("--num-train", type=int, help="Train utterances.  [default: 2000]")
-@click.option("--num-dev", type=int, help="Dev utterances (voices and sentences unseen in train).  [default: 200]")
-@click.option("--num-test", type=int,
+@click.option("--num-train", type=field_type(SynthConfig, "num_train"), help="Train utterances.  [default: 2000]")
+@click.option("--num-dev", type=field_type(SynthConfig, "num_dev"), help="Dev utterances (voices and sentences unseen in train).  [default: 200]")
+@click.option("--num-test", type=field_type(SynthConfig, "num_test"),
               help="Test utterances (voices and sentences unseen in train and dev).  [default: 200]")
-@click.option("--hours", type=float, help="Make about this many hours of train audio instead of --num-train.")
-@click.option("--seed", type=int, help="Seed for sentences, voices, prosody and augmentation.  [default: 0]")
+@click.option("--hours", type=field_type(SynthConfig, "train_hours"), help="Make about this many hours of train audio instead of --num-train.")
+@click.option("--seed", type=field_type(SynthConfig, "seed"), help="Seed for sentences, voices, prosody and augmentation.  [default: 0]")
 @click.option("--text", "text_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Sentence file, one a line (.txt or .txt.gz, UTF-8); repeatable. "
                    "Without it the built-in sentence generator is used.")
@@ -45,20 +49,20 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--accents", help="eSpeak English accents, comma-separated (e.g. en-us,en-gb-x-rp).  [default: all]")
 @click.option("--variants",
               help="eSpeak voice variants, comma-separated (e.g. m1,f3,klatt2).  [default: all but effect voices]")
-@click.option("--dev-voices", type=int,
+@click.option("--dev-voices", type=field_type(SynthConfig, "dev_voices"),
               help="Voices reserved for dev (eSpeak: accent+variant combinations).  [default: eSpeak 12, Kokoro 3]")
-@click.option("--test-voices", type=int, help="Voices reserved for test.  [default: eSpeak 12, Kokoro 4]")
+@click.option("--test-voices", type=field_type(SynthConfig, "test_voices"), help="Voices reserved for test.  [default: eSpeak 12, Kokoro 4]")
 @click.option("--rate", type=(int, int), help="Speaking rate range LOW HIGH, words per minute.  [default: 130 240]")
 @click.option("--pitch", type=(int, int), help="Base pitch range LOW HIGH, 0-100.  [default: 20 80]")
 @click.option("--noise-snr", type=(float, float),
               help="Add noise at an SNR drawn from LOW HIGH dB (probability 0.5 unless --noise-prob).")
-@click.option("--noise-prob", type=click.FloatRange(0, 1), help="Probability of added noise.  [default: 0]")
+@click.option("--noise-prob", type=field_type(AugmentConfig, "noise_prob"), help="Probability of added noise.  [default: 0]")
 @click.option("--noise-types", help="Noise kinds, comma-separated: white,pink,brown,babble.  [default: white,pink,brown]")
-@click.option("--reverb-prob", type=click.FloatRange(0, 1), help="Probability of room reverberation.  [default: 0]")
+@click.option("--reverb-prob", type=field_type(AugmentConfig, "reverb_prob"), help="Probability of room reverberation.  [default: 0]")
 @click.option("--speed", help="Speed perturbation factors, comma-separated, e.g. 0.9,1.1 "
                               "(probability 0.5 unless --speed-prob).")
-@click.option("--speed-prob", type=click.FloatRange(0, 1), help="Probability of speed perturbation.  [default: 0]")
-@click.option("--workers", type=int, help="Processes (0 = all CPUs); the output does not depend on it.  [default: 0]")
+@click.option("--speed-prob", type=field_type(AugmentConfig, "speed_prob"), help="Probability of speed perturbation.  [default: 0]")
+@click.option("--workers", type=field_type(SynthConfig, "workers"), help="Processes (0 = all CPUs); the output does not depend on it.  [default: 0]")
 @click.option("--strict", is_flag=True, help="Stop at the first bad line of a --text file instead of skipping it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def synth(out: Path, engine, voices_dir, kokoro_voices, mix_prob, config_file: Path | None, num_train, num_dev,
@@ -68,7 +72,7 @@ def synth(out: Path, engine, voices_dir, kokoro_voices, mix_prob, config_file: P
     or Piper's one voice, with prosody drawn from the seed; dev and test get voices (Piper: only sentences) and
     sentences that train never has; resumable; optional noise, reverberation and speed augmentation."""
     from malsori.config import from_dict, load_yaml
-    from malsori.data.synth import SynthConfig, corpus_summary, synthesize_corpus
+    from malsori.data.synth import corpus_summary, synthesize_corpus
 
     d = load_yaml(config_file) if config_file else {}  # fields left out take their (engine's) defaults
     given = {

@@ -34,7 +34,7 @@ def _texts(manifests: tuple[Path, ...], text_files: tuple[Path, ...]) -> Iterato
 
 @tokenizer.command()
 @click.option("--kind", type=click.Choice(KINDS), required=True, help="char, or SentencePiece bpe / unigram.")
-@click.option("--vocab-size", type=int, default=None,
+@click.option("--vocab-size", type=click.IntRange(min=1), default=None,
               help="Number of ids, the 3 reserved ones included. Required for bpe/unigram; char keeps all if absent.")
 @click.option("--manifest", "manifests", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Manifest whose transcripts to train on (repeatable).")

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from malsori.recipes import resolve_recipe
+
+
+def check_run(cfg) -> None:
+    """What the config's own ranges cannot know: that this machine has `device` and that `out` can be a folder."""
+    from malsori.commands.options import device_problem
+    from malsori.errors import ConfigError
+
+    problem = device_problem(cfg.device)
+    if problem:
+        raise ConfigError(f"device: {problem}")
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise ConfigError(f"out: {cfg.out} is a file, not a run folder")
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -21,5 +35,6 @@ def train(recipe: str, overrides: tuple[str, ...]) -> None:
     from malsori.train import train as run
 
     cfg = load_train_config(resolve_recipe(recipe), list(overrides))
+    check_run(cfg)
     model_dir = run(cfg)
     click.echo(f"model: {model_dir}")

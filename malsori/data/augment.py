@@ -18,6 +18,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from malsori.config import bounded, check_ranges
 from malsori.errors import ConfigError
 
 NOISE_TYPES = ("white", "pink", "brown", "babble", "file")
@@ -29,41 +30,38 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 class AugmentConfig:
     """Probabilities and ranges of each augmentation; all off by default."""
 
-    speed_prob: float = 0.0  # probability of speed perturbation
-    speeds: list[float] = field(default_factory=lambda: [0.9, 1.1])  # factors to pick from (>1 = faster, shorter)
-    reverb_prob: float = 0.0  # probability of convolving with a synthetic room impulse response
-    rt60: tuple[float, float] = (0.15, 0.7)  # reverberation time range in seconds (decay by 60 dB)
-    drr_db: tuple[float, float] = (0.0, 12.0)  # direct-to-reverberant energy ratio range in dB (lower = more echo)
-    noise_prob: float = 0.0  # probability of adding noise
+    speed_prob: float = bounded(0.0, ge=0, le=1)  # probability of speed perturbation
+    speeds: list[float] = bounded([0.9, 1.1], gt=0)  # factors to pick from (>1 = faster, shorter)
+    reverb_prob: float = bounded(0.0, ge=0, le=1)  # probability of convolving with a synthetic room impulse response
+    rt60: tuple[float, float] = bounded((0.15, 0.7), gt=0)  # reverberation time range in seconds (decay by 60 dB)
+    drr_db: tuple[float, float] = bounded((0.0, 12.0))  # direct-to-reverberant energy ratio range in dB (lower = more echo)
+    noise_prob: float = bounded(0.0, ge=0, le=1)  # probability of adding noise
     noise_types: list[str] = field(default_factory=lambda: ["white", "pink", "brown"])  # from NOISE_TYPES
-    snr_db: tuple[float, float] = (5.0, 30.0)  # signal-to-noise ratio range in dB
+    snr_db: tuple[float, float] = bounded((5.0, 30.0))  # signal-to-noise ratio range in dB
     noise_dir: str = ""  # folder of noise recordings for noise type "file" (searched recursively)
     rir_dir: str = ""  # folder of measured room impulse responses; when set, reverb uses them instead of synthetic rooms
-    babble_utts: int = 32  # training utterances (evenly spaced) loaded as babble talkers for noise type "babble"
-    bandlimit_prob: float = 0.0  # probability of a band limit: telephone band or a random low-pass
-    lowpass_hz: tuple[float, float] = (3000.0, 7000.0)  # low-pass cutoff range (a telephone band is 300-3400 Hz)
-    telephone_share: float = 0.3  # share of band limits that are the telephone band instead of a low-pass
-    codec_prob: float = 0.0  # probability of a lossy codec round trip
+    babble_utts: int = bounded(32, ge=1)  # training utterances (evenly spaced) loaded as babble talkers for noise type "babble"
+    bandlimit_prob: float = bounded(0.0, ge=0, le=1)  # probability of a band limit: telephone band or a random low-pass
+    lowpass_hz: tuple[float, float] = bounded((3000.0, 7000.0), gt=0, lt=8000)  # low-pass cutoff range (a telephone band is 300-3400 Hz)
+    telephone_share: float = bounded(0.3, ge=0, le=1)  # share of band limits that are the telephone band instead of a low-pass
+    codec_prob: float = bounded(0.0, ge=0, le=1)  # probability of a lossy codec round trip
     codecs: list[str] = field(default_factory=lambda: ["mulaw", "opus", "mp3"])  # from CODECS (mulaw = G.711 at 8 kHz)
-    gain_prob: float = 0.0  # probability of a level change
-    gain_db: tuple[float, float] = (-20.0, 10.0)  # level change range in dB; samples beyond ±1 are clipped, as a recorder does
+    gain_prob: float = bounded(0.0, ge=0, le=1)  # probability of a level change
+    gain_db: tuple[float, float] = bounded((-20.0, 10.0))  # level change range in dB; samples beyond ±1 are clipped, as a recorder does
 
     def __post_init__(self) -> None:
-        for name in ("speed_prob", "reverb_prob", "noise_prob", "bandlimit_prob", "codec_prob", "gain_prob", "telephone_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"augment.{name}: must be between 0 and 1, got {getattr(self, name)}")
+        check_ranges(self)  # also built directly in Python (synthesis, tests), not only by from_dict
         bad = [t for t in self.noise_types if t not in NOISE_TYPES]
         if bad or not self.noise_types:
             raise ConfigError(f"augment.noise_types: unknown {bad or 'empty list'} (known: {', '.join(NOISE_TYPES)})")
-        if any(s <= 0 for s in self.speeds) or not self.speeds:
-            raise ConfigError(f"augment.speeds: factors must be positive, got {self.speeds}")
-        if self.rt60[0] <= 0 or self.rt60[0] > self.rt60[1]:
-            raise ConfigError(f"augment.rt60: need 0 < low <= high, got {self.rt60}")
+        if not self.speeds:
+            raise ConfigError("augment.speeds: no speed factors given")
+        for name in ("rt60", "drr_db", "snr_db", "lowpass_hz", "gain_db"):
+            if getattr(self, name)[0] > getattr(self, name)[1]:
+                raise ConfigError(f"augment.{name}: need low <= high, got {list(getattr(self, name))}")
         bad = [c for c in self.codecs if c not in CODECS]
         if bad or not self.codecs:
             raise ConfigError(f"augment.codecs: unknown {bad or 'empty list'} (known: {', '.join(CODECS)})")
-        if not 0 < self.lowpass_hz[0] <= self.lowpass_hz[1] < 8000:
-            raise ConfigError(f"augment.lowpass_hz: need 0 < low <= high < 8000, got {self.lowpass_hz}")
         if "file" in self.noise_types and not self.noise_dir:
             raise ConfigError("augment.noise_types: 'file' needs augment.noise_dir")
         for name in ("noise_dir", "rir_dir"):
@@ -220,7 +218,7 @@ class Augmenter:
 
         babble = []
         if "babble" in cfg.noise_types and cfg.noise_prob > 0:
-            n = max(1, len(utterances) // max(1, cfg.babble_utts))
+            n = max(1, len(utterances) // cfg.babble_utts)
             for u in utterances[seed % n :: n][: cfg.babble_utts]:
                 try:
                     babble.append(load_utterance_audio(u))

@@ -16,21 +16,26 @@ import numpy as np
 import torch
 
 from malsori.audio import SAMPLE_RATE, iter_audio
+from malsori.config import bounded
 from malsori.data.manifest import Utterance
-from malsori.errors import AudioError, MalsoriError
+from malsori.errors import AudioError, ConfigError, MalsoriError
 
 
 @dataclass
 class BatchConfig:
     """How utterances are grouped into batches."""
 
-    max_frames: int = 24000  # padded feature frames per batch (batch size × longest utterance, at 100 frames/s)
-    max_batch_size: int = 64  # upper bound on utterances per batch
-    num_buckets: int = 20  # duration buckets; batches are formed inside a bucket so padding stays small
-    max_duration: float = 30.0  # training utterances longer than this (seconds) are left out
-    min_duration: float = 0.1  # ... and shorter than this
+    max_frames: int = bounded(24000, ge=1)  # padded feature frames per batch (batch size × longest utterance, at 100 frames/s)
+    max_batch_size: int = bounded(64, ge=1)  # upper bound on utterances per batch
+    num_buckets: int = bounded(20, ge=1)  # duration buckets; batches are formed inside a bucket so padding stays small
+    max_duration: float = bounded(30.0, gt=0)  # training utterances longer than this (seconds) are left out
+    min_duration: float = bounded(0.1, ge=0)  # ... and shorter than this
     shuffle: bool = True  # shuffle utterances within buckets and the order of batches (seeded)
-    num_workers: int = 0  # DataLoader worker processes for audio decoding (0 = in the training process)
+    num_workers: int = bounded(0, ge=0)  # DataLoader worker processes for audio decoding (0 = in the training process)
+
+    def __post_init__(self) -> None:
+        if self.min_duration > self.max_duration:
+            raise ConfigError(f"min_duration {self.min_duration:g} is above max_duration {self.max_duration:g}")
 
 
 @dataclass

@@ -13,6 +13,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from malsori.config import bounded, check_ranges
 from malsori.decode.scorers import WeightedScorer
 from malsori.errors import ConfigError
 
@@ -24,31 +25,20 @@ class DecodeOptions:
     """The search and its settings; None means "the model's default" where a model has one."""
 
     method: str = "greedy"  # search: greedy | beam (every model); ctc_greedy | ctc_beam | rescore (attention + CTC head); modified_beam (transducer)
-    beam_size: int = 8  # hypotheses kept by the beam methods
-    nbest: int = 1  # hypotheses returned best first in the best one's `.nbest` (beam methods)
-    length_bonus: float | None = None  # added to the score per output label; None = the model's default (attention beam: AttentionConfig.length_bonus), else 0
-    ctc_weight: float | None = None  # attention models: CTC weight in joint decoding and rescoring, in [0, 1]; None = AttentionConfig.decode_ctc_weight
-    max_len_ratio: float | None = None  # attention models: at most this many labels per encoder frame; None = AttentionConfig.max_len_ratio
-    max_len: int | None = None  # attention models: at most this many labels, whatever the input length (instead of max_len_ratio)
+    beam_size: int = bounded(8, ge=1)  # hypotheses kept by the beam methods
+    nbest: int = bounded(1, ge=1)  # hypotheses returned best first in the best one's `.nbest` (beam methods)
+    length_bonus: float | None = bounded(None)  # added to the score per output label; None = the model's default (attention beam: AttentionConfig.length_bonus), else 0
+    ctc_weight: float | None = bounded(None, ge=0, le=1)  # attention models: CTC weight in joint decoding and rescoring, in [0, 1]; None = AttentionConfig.decode_ctc_weight
+    max_len_ratio: float | None = bounded(None, gt=0)  # attention models: at most this many labels per encoder frame; None = AttentionConfig.max_len_ratio
+    max_len: int | None = bounded(None, ge=1)  # attention models: at most this many labels, whatever the input length (instead of max_len_ratio)
     scorers: tuple[WeightedScorer, ...] = ()  # extra scorers (LM, biasing, ...) with weights, added in every search that takes labels one at a time
     rescorers: tuple[WeightedScorer, ...] = ()  # scorers with weights re-ranking a beam method's n-best afterwards (the search keeps its whole beam)
-    prompt: tuple[int, ...] = ()  # token ids read before the output by the label-side models (decoder, prediction network, extra scorers); not returned, not scored
+    prompt: tuple[int, ...] = bounded((), ge=0)  # token ids read before the output by the label-side models (decoder, prediction network, extra scorers); not returned, not scored
 
     def __post_init__(self) -> None:
         if not isinstance(self.method, str) or not self.method:
             raise ConfigError(f"decode method: must be a non-empty name, got {self.method!r}")
-        if self.beam_size < 1:
-            raise ConfigError(f"beam_size: must be >= 1, got {self.beam_size}")
-        if self.nbest < 1:
-            raise ConfigError(f"nbest: must be >= 1, got {self.nbest}")
-        if self.length_bonus is not None and not math.isfinite(self.length_bonus):
-            raise ConfigError(f"length_bonus: must be finite, got {self.length_bonus}")
-        if self.ctc_weight is not None and not 0.0 <= self.ctc_weight <= 1.0:
-            raise ConfigError(f"ctc_weight: must be in [0, 1], got {self.ctc_weight}")
-        if self.max_len_ratio is not None and not (math.isfinite(self.max_len_ratio) and self.max_len_ratio > 0):
-            raise ConfigError(f"max_len_ratio: must be > 0, got {self.max_len_ratio}")
-        if self.max_len is not None and self.max_len < 1:
-            raise ConfigError(f"max_len: must be >= 1, got {self.max_len}")
+        check_ranges(self)
         if self.max_len is not None and self.max_len_ratio is not None:
             raise ConfigError("max_len: give max_len or max_len_ratio, not both")
         object.__setattr__(self, "scorers", tuple(self.scorers))
@@ -64,8 +54,6 @@ class DecodeOptions:
                                       "names of scorers and rescorers must differ)")
                 if not math.isfinite(s.weight):
                     raise ConfigError(f"{field_name}: weight of {s.name!r} must be finite, got {s.weight}")
-        if any(t < 0 for t in self.prompt):
-            raise ConfigError(f"prompt: token ids must be >= 0, got {list(self.prompt)}")
 
     def check(self, model: str, methods: tuple[str, ...], unused: dict[str, str], vocab_size: int) -> None:
         """Raise ConfigError unless `method` is one of `methods`, every field named in `unused` (field → why) changes

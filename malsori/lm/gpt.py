@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from malsori.config import bounded
+from malsori.nn.attention import check_heads
 from malsori.nn.transformer import TransformerBlock
 
 
@@ -24,13 +26,16 @@ from malsori.nn.transformer import TransformerBlock
 class GPTConfig:
     """Sizes of a GPT; the defaults give ~3.2 M parameters plus 256 × vocabulary for the embeddings."""
 
-    d_model: int = 256  # width of the embeddings and of every block
-    num_layers: int = 4  # causal self-attention blocks
-    num_heads: int = 4  # attention heads; d_model / num_heads must be even (rotary embeddings)
-    ff_expansion: int = 4  # feed-forward hidden size = ff_expansion × d_model
-    dropout: float = 0.1  # dropout on the embeddings and every residual branch
-    attention_dropout: float = 0.0  # dropout on attention weights
-    context: int = 256  # tokens per training block: the longest context the model learns to use
+    d_model: int = bounded(256, ge=1)  # width of the embeddings and of every block
+    num_layers: int = bounded(4, ge=1)  # causal self-attention blocks
+    num_heads: int = bounded(4, ge=1)  # attention heads; d_model / num_heads must be even (rotary embeddings)
+    ff_expansion: int = bounded(4, ge=1)  # feed-forward hidden size = ff_expansion × d_model
+    dropout: float = bounded(0.1, ge=0, lt=1)  # dropout on the embeddings and every residual branch
+    attention_dropout: float = bounded(0.0, ge=0, lt=1)  # dropout on attention weights
+    context: int = bounded(256, ge=1)  # tokens per training block: the longest context the model learns to use
+
+    def __post_init__(self) -> None:
+        check_heads(self.d_model, self.num_heads)
 
 
 class GPT(nn.Module):

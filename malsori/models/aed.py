@@ -21,7 +21,9 @@ from malsori.decode.options import DecodeOptions
 from malsori.decode.rescore import attention_rescore, rescore_with_options
 from malsori.decode.result import Hypothesis
 from malsori.decode.scorers import CTCPrefixScorer, DecoderScorer, Scorer
+from malsori.config import bounded
 from malsori.errors import ConfigError
+from malsori.nn.attention import check_heads
 from malsori.nn.decoders import FixedVectorDecoder, LASDecoder
 from malsori.nn.mask import length_mask
 from malsori.nn.transformer import MochaSettings, TransformerDecoder
@@ -35,28 +37,32 @@ class AttentionConfig:
     """The attention decoder, the joint CTC weight and decoding defaults of an attention encoder–decoder."""
 
     decoder: Literal["fixed", "las", "transformer"] = "transformer"  # fixed-vector LSTM, LAS, or Transformer decoder
-    num_layers: int = 2  # decoder layers: LSTM layers (fixed, las) or Transformer blocks
-    embed_dim: int = 128  # token embedding size of the LSTM decoders
-    hidden_size: int = 320  # LSTM cells of the fixed-vector and LAS decoders
+    num_layers: int = bounded(2, ge=1)  # decoder layers: LSTM layers (fixed, las) or Transformer blocks
+    embed_dim: int = bounded(128, ge=1)  # token embedding size of the LSTM decoders
+    hidden_size: int = bounded(320, ge=1)  # LSTM cells of the fixed-vector and LAS decoders
     summary: Literal["auto", "bilstm", "last", "mean"] = "auto"  # fixed: input summary; auto = bilstm for BiLSTMs, else mean
-    attention_dim: int = 128  # LAS (and Transformer MoChA): size of the attention's hidden layer
-    location_filters: int = 16  # LAS: channels of the conv over the previous attention weights
-    location_kernel: int = 31  # LAS: width of that conv in encoder frames (odd)
+    attention_dim: int = bounded(128, ge=1)  # LAS (and Transformer MoChA): size of the attention's hidden layer
+    location_filters: int = bounded(16, ge=1)  # LAS: channels of the conv over the previous attention weights
+    location_kernel: int = bounded(31, ge=1, odd=True)  # LAS: width of that conv in encoder frames (odd)
     las_attention: Literal["location", "mocha"] = "location"  # LAS: location-aware (offline) or MoChA (streamable)
     transformer_cross: Literal["full", "mocha"] = "full"  # Transformer: full multi-head cross-attention or one MoChA head per block
-    mocha_chunk: int = 4  # MoChA: chunk width w, the encoder frames softly attended up to the monotonic halt
-    mocha_noise: float = 1.0  # MoChA: std of the Gaussian noise on the monotonic energies in training (0 = none)
-    mocha_init_bias: float = -4.0  # MoChA: initial energy offset r; −4 suits long inputs, nearer 0 for very short ones
-    d_model: int = 256  # Transformer decoder width
-    num_heads: int = 4  # Transformer decoder heads (d_model / num_heads must be even)
-    ff_expansion: int = 4  # Transformer decoder feed-forward size = ff_expansion × d_model
-    dropout: float = 0.1  # dropout in the decoder
-    attention_dropout: float = 0.1  # Transformer decoder: dropout on attention weights
-    label_smoothing: float = 0.1  # probability mass spread uniformly over the vocabulary in the attention loss
-    ctc_weight: float = 0.3  # joint training: weight of the CTC loss in [0, 1]; 0 = no CTC head at all
-    decode_ctc_weight: float = 0.3  # default CTC weight in joint decoding and attention rescoring
-    length_bonus: float = 0.0  # default beam-search reward per emitted token (counters the bias to short outputs)
-    max_len_ratio: float = 1.0  # at most this many tokens per encoder frame (greedy and beam search)
+    mocha_chunk: int = bounded(4, ge=1)  # MoChA: chunk width w, the encoder frames softly attended up to the monotonic halt
+    mocha_noise: float = bounded(1.0, ge=0)  # MoChA: std of the Gaussian noise on the monotonic energies in training (0 = none)
+    mocha_init_bias: float = bounded(-4.0)  # MoChA: initial energy offset r; −4 suits long inputs, nearer 0 for very short ones
+    d_model: int = bounded(256, ge=1)  # Transformer decoder width
+    num_heads: int = bounded(4, ge=1)  # Transformer decoder heads (d_model / num_heads must be even)
+    ff_expansion: int = bounded(4, ge=1)  # Transformer decoder feed-forward size = ff_expansion × d_model
+    dropout: float = bounded(0.1, ge=0, lt=1)  # dropout in the decoder
+    attention_dropout: float = bounded(0.1, ge=0, lt=1)  # Transformer decoder: dropout on attention weights
+    label_smoothing: float = bounded(0.1, ge=0, lt=1)  # probability mass spread uniformly over the vocabulary in the attention loss
+    ctc_weight: float = bounded(0.3, ge=0, le=1)  # joint training: weight of the CTC loss in [0, 1]; 0 = no CTC head at all
+    decode_ctc_weight: float = bounded(0.3, ge=0, le=1)  # default CTC weight in joint decoding and attention rescoring
+    length_bonus: float = bounded(0.0)  # default beam-search reward per emitted token (counters the bias to short outputs)
+    max_len_ratio: float = bounded(1.0, gt=0)  # at most this many tokens per encoder frame (greedy and beam search)
+
+    def __post_init__(self) -> None:
+        if self.decoder == "transformer":
+            check_heads(self.d_model, self.num_heads)
 
 
 def build_decoder(cfg: AttentionConfig, encoder: nn.Module, vocab_size: int) -> nn.Module:
@@ -94,8 +100,6 @@ class AttentionModel(nn.Module):
 
     def __init__(self, encoder: nn.Module, vocab_size: int, cfg: AttentionConfig, special_ids: SpecialIds = SPECIAL_IDS) -> None:
         super().__init__()
-        if not 0.0 <= cfg.ctc_weight <= 1.0:
-            raise ConfigError(f"model.attention.ctc_weight: must be in [0, 1], got {cfg.ctc_weight}")
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.special_ids = special_ids

@@ -18,6 +18,7 @@ from malsori.decode.options import DecodeOptions
 from malsori.decode.rescore import rescore_with_options
 from malsori.decode.result import Hypothesis
 from malsori.decode.transducer import modified_beam_search, transducer_beam_search, transducer_greedy
+from malsori.config import bounded
 from malsori.errors import ConfigError
 from malsori.losses import rnnt_loss
 from malsori.tokenizer import SPECIAL_IDS, SpecialIds
@@ -32,10 +33,10 @@ class PredictorConfig:
     """The prediction network (the transducer's label-side "language model")."""
 
     kind: Literal["lstm", "stateless"] = "lstm"  # LSTM over all past labels, or a conv over the last `context` labels
-    embed_dim: int = 256  # label embedding size (also the output size of the stateless network)
-    hidden_size: int = 320  # LSTM cells (lstm only)
-    context: int = 2  # labels of left context seen by the stateless network (1 = bigram-like, 2 = trigram-like)
-    dropout: float = 0.1  # dropout on embeddings and on the output
+    embed_dim: int = bounded(256, ge=1)  # label embedding size (also the output size of the stateless network)
+    hidden_size: int = bounded(320, ge=1)  # LSTM cells (lstm only)
+    context: int = bounded(2, ge=1)  # labels of left context seen by the stateless network (1 = bigram-like, 2 = trigram-like)
+    dropout: float = bounded(0.1, ge=0, lt=1)  # dropout on embeddings and on the output
 
 
 @dataclass
@@ -43,9 +44,9 @@ class TransducerConfig:
     """Transducer head: prediction network, joiner, optional auxiliary CTC loss, search limits."""
 
     predictor: PredictorConfig = field(default_factory=PredictorConfig)  # label-side network
-    joiner_dim: int = 320  # width of the joiner's tanh layer
-    ctc_weight: float = 0.0  # loss = (1 - w)·RNN-T + w·CTC on the encoder output (0 = no CTC layer at all)
-    max_symbols_per_frame: int = 3  # search: labels one encoder frame may emit before moving on
+    joiner_dim: int = bounded(320, ge=1)  # width of the joiner's tanh layer
+    ctc_weight: float = bounded(0.0, ge=0, le=1)  # loss = (1 - w)·RNN-T + w·CTC on the encoder output (0 = no CTC layer at all)
+    max_symbols_per_frame: int = bounded(3, ge=1)  # search: labels one encoder frame may emit before moving on
 
 
 class LSTMPredictor(nn.Module):

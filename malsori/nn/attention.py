@@ -11,6 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from malsori.errors import ConfigError
+
+
+def check_heads(d_model: int, num_heads: int) -> None:
+    """A config's cross-field check: `num_heads` must split `d_model` into heads of even size (rotary embeddings
+    rotate pairs of channels)."""
+    if d_model % num_heads or (d_model // num_heads) % 2:
+        raise ConfigError(f"num_heads {num_heads} must divide d_model {d_model} into heads of even size")
+
 
 class RotaryEmbedding(nn.Module):
     """cos/sin tables for rotating pairs of channels by angle position × frequency (geometric frequencies)."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from malsori.config import bounded
 from malsori.nn.mask import length_mask
 
 
@@ -32,11 +33,11 @@ class ChunkConfig:
     """How an encoder limits self-attention to chunks (training) and what streaming it supports."""
 
     causal: bool = False  # causal convolutions (Conformer conv module sees only past frames); needed to stream exactly
-    chunk_size: int = 0  # training chunk in encoder frames (after subsampling); 0 = full context
+    chunk_size: int = bounded(0, ge=0)  # training chunk in encoder frames (after subsampling); 0 = full context
     dynamic_chunk: bool = False  # training: per batch, full context half the time, else a chunk in [1, max_dynamic_chunk]
-    max_dynamic_chunk: int = 25  # largest sampled chunk in encoder frames (25 × 40 ms = 1 s)
-    max_dynamic_left: int = -1  # training: left context in chunks sampled in [0, this] per batch; -1 = all the past
-    right_context: int = 0  # training look-ahead in encoder frames after each chunk (dynamic: sampled in [0, this])
+    max_dynamic_chunk: int = bounded(25, ge=1)  # largest sampled chunk in encoder frames (25 × 40 ms = 1 s)
+    max_dynamic_left: int = bounded(-1, ge=-1)  # training: left context in chunks sampled in [0, this] per batch; -1 = all the past
+    right_context: int = bounded(0, ge=0)  # training look-ahead in encoder frames after each chunk (dynamic: sampled in [0, this])
 
 
 @dataclass

@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from malsori.config import bounded
 from malsori.errors import ConfigError
-from malsori.nn.attention import MultiHeadSelfAttention
+from malsori.nn.attention import MultiHeadSelfAttention, check_heads
 from malsori.nn.chunked import ChunkConfig, ChunkedEncoder, LookAhead
-from malsori.nn.subsampling import Conv2dSubsampling
+from malsori.nn.subsampling import LAYOUTS, Conv2dSubsampling
 
 LayerCache = tuple[Tensor, Tensor, Tensor]  # (attention keys, attention values, conv inputs) of one block
 
@@ -25,17 +26,20 @@ LayerCache = tuple[Tensor, Tensor, Tensor]  # (attention keys, attention values,
 class ConformerConfig:
     """Sizes of a Conformer encoder; the defaults give 5.16M parameters (5.20M with a 256-token CTC head)."""
 
-    input_dim: int = 80  # feature bins per input frame (log-mel); build_model sets it from the features
-    d_model: int = 176  # width of every block (attention, conv and residual stream)
-    num_layers: int = 7  # number of Conformer blocks
-    num_heads: int = 4  # attention heads; d_model / num_heads must be even (rotary embeddings)
-    ff_expansion: int = 4  # feed-forward hidden size = ff_expansion × d_model
-    conv_kernel: int = 15  # depthwise conv kernel in frames after subsampling (odd; 15 × 40 ms = 0.6 s)
-    dropout: float = 0.1  # dropout on every residual branch and after subsampling
-    attention_dropout: float = 0.0  # dropout on attention weights; >0 makes CPU attention ~3x slower (no fused kernel)
-    subsampling_factor: int = 4  # time reduction of the conv front-end: 4, 6 or 8
-    subsampling_channels: int = 32  # channels of the front-end convs; they run on every input frame, 64 costs +20% time
+    input_dim: int = bounded(80, ge=1)  # feature bins per input frame (log-mel); build_model sets it from the features
+    d_model: int = bounded(176, ge=1)  # width of every block (attention, conv and residual stream)
+    num_layers: int = bounded(7, ge=1)  # number of Conformer blocks
+    num_heads: int = bounded(4, ge=1)  # attention heads; d_model / num_heads must be even (rotary embeddings)
+    ff_expansion: int = bounded(4, ge=1)  # feed-forward hidden size = ff_expansion × d_model
+    conv_kernel: int = bounded(15, ge=1, odd=True)  # depthwise conv kernel in frames after subsampling (odd; 15 × 40 ms = 0.6 s)
+    dropout: float = bounded(0.1, ge=0, lt=1)  # dropout on every residual branch and after subsampling
+    attention_dropout: float = bounded(0.0, ge=0, lt=1)  # dropout on attention weights; >0 makes CPU attention ~3x slower (no fused kernel)
+    subsampling_factor: int = bounded(4, one_of=tuple(LAYOUTS))  # time reduction of the conv front-end: 4, 6 or 8
+    subsampling_channels: int = bounded(32, ge=1)  # channels of the front-end convs; they run on every input frame, 64 costs +20% time
     chunk: ChunkConfig = field(default_factory=ChunkConfig)  # chunked attention / causal conv for streaming
+
+    def __post_init__(self) -> None:
+        check_heads(self.d_model, self.num_heads)
 
 
 class FeedForward(nn.Module):

@@ -13,6 +13,8 @@ from typing import Literal
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from malsori.config import bounded
+from malsori.errors import ConfigError
 from malsori.nn.mask import length_mask
 
 
@@ -20,14 +22,20 @@ from malsori.nn.mask import length_mask
 class LSTMConfig:
     """Sizes of an LSTM encoder; the defaults give ~5.9M parameters (BiLSTM, 4 layers, ×4 stacking)."""
 
-    input_dim: int = 80  # feature bins per input frame (log-mel); build_model sets it from the features
-    hidden_size: int = 256  # LSTM cells per direction
-    num_layers: int = 4  # stacked LSTM layers
+    input_dim: int = bounded(80, ge=1)  # feature bins per input frame (log-mel); build_model sets it from the features
+    hidden_size: int = bounded(256, ge=1)  # LSTM cells per direction
+    num_layers: int = bounded(4, ge=1)  # stacked LSTM layers
     bidirectional: bool = True  # BiLSTM (offline) or forward-only LSTM (streamable)
-    dropout: float = 0.1  # dropout between layers and on the output
+    dropout: float = bounded(0.1, ge=0, lt=1)  # dropout between layers and on the output
     reduction: Literal["stack", "pyramid", "none"] = "stack"  # stack frames before layer 1, or pair them between layers
-    reduction_factor: int = 4  # total time reduction, a power of 2 for "pyramid" (at most 2^(num_layers-1))
-    projection: int = 0  # if > 0, a linear map to this size after every layer (smaller next-layer inputs)
+    reduction_factor: int = bounded(4, ge=1)  # total time reduction, a power of 2 for "pyramid" (at most 2^(num_layers-1))
+    projection: int = bounded(0, ge=0)  # if > 0, a linear map to this size after every layer (smaller next-layer inputs)
+
+    def __post_init__(self) -> None:
+        k = self.reduction_factor
+        if self.reduction == "pyramid" and (k & (k - 1) or k.bit_length() - 1 > self.num_layers - 1):
+            raise ConfigError(f"reduction_factor {k} does not fit reduction 'pyramid' with {self.num_layers} layers "
+                              "(a power of 2, at most 2^(num_layers-1))")
 
 
 def stack_frames(x: Tensor, lengths: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -50,8 +58,6 @@ class LSTMEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         k = cfg.reduction_factor if cfg.reduction != "none" else 1
-        if k < 1 or (cfg.reduction == "pyramid" and (k & (k - 1) or k.bit_length() - 1 > cfg.num_layers - 1)):
-            raise ValueError(f"reduction_factor={k} does not fit reduction={cfg.reduction!r} with {cfg.num_layers} layers")
         self.stack = k if cfg.reduction == "stack" else 1
         # pyramid: pairs of frames are concatenated before layers 1 .. log2(k) (0-based), as in LAS
         self.pairs_before = set(range(1, k.bit_length())) if cfg.reduction == "pyramid" else set()

@@ -13,28 +13,32 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from malsori.nn.attention import MultiHeadSelfAttention
+from malsori.config import bounded
+from malsori.nn.attention import MultiHeadSelfAttention, check_heads
 from malsori.nn.chunked import ChunkConfig, ChunkedEncoder, LookAhead
 from malsori.nn.mask import length_mask
 from malsori.nn.mocha import MonotonicChunkwiseAttention, initial_alignment
 from malsori.nn.state import select_state
-from malsori.nn.subsampling import Conv2dSubsampling
+from malsori.nn.subsampling import LAYOUTS, Conv2dSubsampling
 
 
 @dataclass
 class TransformerEncoderConfig:
     """Sizes of a Transformer encoder; the defaults give ~5.1M parameters."""
 
-    input_dim: int = 80  # feature bins per input frame (log-mel); build_model sets it from the features
-    d_model: int = 256  # width of every block
-    num_layers: int = 6  # number of self-attention blocks
-    num_heads: int = 4  # attention heads; d_model / num_heads must be even (rotary embeddings)
-    ff_expansion: int = 4  # feed-forward hidden size = ff_expansion × d_model
-    dropout: float = 0.1  # dropout on every residual branch and after subsampling
-    attention_dropout: float = 0.1  # dropout on attention weights
-    subsampling_factor: int = 4  # time reduction of the conv front-end: 4, 6 or 8
-    subsampling_channels: int = 64  # channels of the front-end convs
+    input_dim: int = bounded(80, ge=1)  # feature bins per input frame (log-mel); build_model sets it from the features
+    d_model: int = bounded(256, ge=1)  # width of every block
+    num_layers: int = bounded(6, ge=1)  # number of self-attention blocks
+    num_heads: int = bounded(4, ge=1)  # attention heads; d_model / num_heads must be even (rotary embeddings)
+    ff_expansion: int = bounded(4, ge=1)  # feed-forward hidden size = ff_expansion × d_model
+    dropout: float = bounded(0.1, ge=0, lt=1)  # dropout on every residual branch and after subsampling
+    attention_dropout: float = bounded(0.1, ge=0, lt=1)  # dropout on attention weights
+    subsampling_factor: int = bounded(4, one_of=tuple(LAYOUTS))  # time reduction of the conv front-end: 4, 6 or 8
+    subsampling_channels: int = bounded(64, ge=1)  # channels of the front-end convs
     chunk: ChunkConfig = field(default_factory=ChunkConfig)  # chunked attention for streaming (`causal` is unused)
+
+    def __post_init__(self) -> None:
+        check_heads(self.d_model, self.num_heads)
 
 
 def feed_forward(d_model: int, expansion: int, dropout: float) -> nn.Sequential:

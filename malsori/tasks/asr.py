@@ -11,6 +11,7 @@ from typing import Iterable, Literal
 import torch
 from tqdm import tqdm
 
+from malsori.config import bounded
 from malsori.data.augment import AugmentConfig, Augmenter
 from malsori.data.dataset import Batch, BatchConfig, BucketBatchSampler, SpeechDataset, collate
 from malsori.data.manifest import atomic_write_json, read_manifest
@@ -28,12 +29,10 @@ class SourceConfig:
     """One training manifest in a weighted mixture."""
 
     manifest: str = ""  # JSON Lines manifest
-    weight: float = 1.0  # draws of each of its utterances per epoch (2 = upsample twice, 0.5 = a random half)
+    weight: float = bounded(1.0, ge=0)  # draws of each of its utterances per epoch (2 = upsample twice, 0.5 = a random half)
     name: str = ""  # name in the logs (default: the manifest's file name without extension)
 
     def __post_init__(self) -> None:
-        if not self.weight >= 0:
-            raise ConfigError(f"data.sources: weight must be >= 0, got {self.weight}")
         self.name = self.name or Path(self.manifest).stem
 
 
@@ -44,11 +43,11 @@ class DataConfig:
     train: str = ""  # training manifest (JSON Lines); or list several in `sources`
     sources: list[SourceConfig] = field(default_factory=list)  # weighted training manifests, each with its own loss column
     valid: str = ""  # validation manifest, scored (WER/CER) after each epoch; "" = none
-    max_valid_utts: int = 200  # validate on at most this many utterances (evenly spaced through the manifest)
+    max_valid_utts: int = bounded(200, ge=1)  # validate on at most this many utterances (evenly spaced through the manifest)
     tokenizer: Literal["char", "bpe", "unigram"] = "char"  # output units
-    vocab_size: int = 256  # SentencePiece vocabulary size (ignored for char)
+    vocab_size: int = bounded(256, ge=1)  # SentencePiece vocabulary size (ignored for char)
     tokenizer_dir: str = ""  # use this trained tokenizer folder (`malsori tokenizer train`) instead of training one
-    cmvn_utts: int = 300  # utterances (evenly spaced) used to estimate the global feature mean/variance
+    cmvn_utts: int = bounded(300, ge=1)  # utterances (evenly spaced) used to estimate the global feature mean/variance
     strict: bool = False  # malformed manifest lines and unreadable audio are errors instead of counted skips
 
 

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Iterable, Literal
 
 import torch
 
+from malsori.config import bounded
 from malsori.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
 
@@ -20,14 +21,14 @@ from malsori.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 class OptimConfig:
     """AdamW with linear warmup and inverse-square-root or cosine decay."""
 
-    lr: float = 2e-3  # peak learning rate, reached at the end of warmup
-    betas: tuple[float, float] = (0.9, 0.98)  # AdamW moment coefficients
-    weight_decay: float = 1e-3  # decoupled weight decay
-    warmup_steps: int = 300  # optimizer steps of linear warmup
+    lr: float = bounded(2e-3, gt=0)  # peak learning rate, reached at the end of warmup
+    betas: tuple[float, float] = bounded((0.9, 0.98), ge=0, lt=1)  # AdamW moment coefficients
+    weight_decay: float = bounded(1e-3, ge=0)  # decoupled weight decay
+    warmup_steps: int = bounded(300, ge=0)  # optimizer steps of linear warmup
     schedule: Literal["noam", "cosine", "constant"] = "noam"  # decay after warmup (cosine needs max_steps)
-    min_lr: float = 1e-5  # floor of the cosine schedule
-    grad_clip: float = 5.0  # max global gradient norm (0 = off)
-    accum_grad: int = 1  # batches whose gradients are summed per optimizer step
+    min_lr: float = bounded(1e-5, ge=0)  # floor of the cosine schedule
+    grad_clip: float = bounded(5.0, ge=0)  # max global gradient norm (0 = off)
+    accum_grad: int = bounded(1, ge=1)  # batches whose gradients are summed per optimizer step
 
 
 @dataclass
@@ -36,20 +37,20 @@ class RunConfig:
 
     task: str = "asr"  # which task trains: asr (speech recognition) or lm (language model); picks the config class
     out: str = "exp/run"  # experiment folder: checkpoints, logs, tokenizer, and the final model in out/model
-    seed: int = 0  # seeds model init, batch order, augmentation, dropout
+    seed: int = bounded(0, ge=0)  # seeds model init, batch order, augmentation, dropout
     optim: OptimConfig = field(default_factory=OptimConfig)  # optimizer and schedule
     init_from: str = ""  # model folder whose tensors with matching names and shapes (e.g. the encoder) start a new run
-    max_epochs: int = 30  # passes over the training data
-    max_steps: int = 0  # stop after this many optimizer steps (0 = no limit)
-    max_minutes: float = 0.0  # wall-clock budget for this invocation (0 = none); stops after the current step
+    max_epochs: int = bounded(30, ge=1)  # passes over the training data
+    max_steps: int = bounded(0, ge=0)  # stop after this many optimizer steps (0 = no limit)
+    max_minutes: float = bounded(0.0, ge=0)  # wall-clock budget for this invocation (0 = none); stops after the current step
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for forward/loss (CPU or GPU)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads (0 = torch's default)
-    checkpoint_every: int = 200  # optimizer steps between checkpoints (one is also written after every epoch)
-    keep_last: int = 5  # checkpoints kept on disk
-    average_last: int = 3  # the final model averages this many newest checkpoints
-    log_every: int = 10  # optimizer steps between rows of log.csv (a row also at each checkpoint and the last step)
-    valid_every: int = 0  # optimizer steps between validations (0 = only after each epoch and where the run stops)
+    threads: int = bounded(0, ge=0)  # torch CPU threads (0 = torch's default)
+    checkpoint_every: int = bounded(200, ge=1)  # optimizer steps between checkpoints (one is also written after every epoch)
+    keep_last: int = bounded(5, ge=0)  # checkpoints kept on disk (0 = all)
+    average_last: int = bounded(3, ge=1)  # the final model averages this many newest checkpoints
+    log_every: int = bounded(10, ge=1)  # optimizer steps between rows of log.csv (a row also at each checkpoint and the last step)
+    valid_every: int = bounded(0, ge=0)  # optimizer steps between validations (0 = only after each epoch and where the run stops)
     progress: bool = True  # show a progress bar
 
     # Keys that may change between a run and its resumption (`out`: the folder may be moved or named another way).

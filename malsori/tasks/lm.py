@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from malsori.config import to_dict
+from malsori.config import bounded, to_dict
 from malsori.errors import ConfigError, MalsoriError
 from malsori.lm.text_files import TextReadStats, iter_text_lines
 from malsori.models.registry import LMConfig, build_lm
@@ -33,16 +33,16 @@ class TextDataConfig:
 
     train: list[str] = field(default_factory=list)  # text files (plain or .gz, one sentence or paragraph a line)
     valid: list[str] = field(default_factory=list)  # held-out text files, scored by perplexity
-    holdout_every: int = 0  # also hold out every N-th line of the training files for validation (0 = none)
-    max_lines: int = 0  # read at most this many lines of the training files, from the start (0 = all)
-    max_valid_tokens: int = 50000  # validate on the first whole lines of held-out text up to about this many tokens
+    holdout_every: int = bounded(0, ge=0)  # also hold out every N-th line of the training files for validation (0 = none)
+    max_lines: int = bounded(0, ge=0)  # read at most this many lines of the training files, from the start (0 = all)
+    max_valid_tokens: int = bounded(50000, ge=1)  # validate on the first whole lines of held-out text up to about this many tokens
     normalize: bool = True  # normalize lines like ASR transcripts (malsori.text.normalize), so the LM scores what recognizers write
     tokenizer: Literal["char", "bpe", "unigram"] = "char"  # units, trained on the training lines
-    vocab_size: int = 256  # SentencePiece vocabulary size (ignored for char)
+    vocab_size: int = bounded(256, ge=1)  # SentencePiece vocabulary size (ignored for char)
     tokenizer_dir: str = ""  # use this tokenizer folder instead (e.g. an ASR model's, so the LM scores its units)
-    tokenizer_lines: int = 100000  # a new tokenizer learns from at most this many training lines (evenly spaced)
+    tokenizer_lines: int = bounded(100000, ge=1)  # a new tokenizer learns from at most this many training lines (evenly spaced)
     strict: bool = True  # a line that is not UTF-8 stops the run (false: skipped and counted)
-    batch_size: int = 32  # blocks per batch; a block is the model's context + 1 tokens
+    batch_size: int = bounded(32, ge=1)  # blocks per batch; a block is the model's context + 1 tokens
 
 
 @dataclass
@@ -135,8 +135,6 @@ class TextLMTask(Task):
         d = cfg.data
         if not d.train:
             raise ConfigError("data.train: no training text files given")
-        if d.batch_size < 1 or d.holdout_every < 0:
-            raise ConfigError("data.batch_size must be >= 1 and data.holdout_every >= 0")
         stats = TextReadStats()
         lines = iter_text_lines(d.train, d.strict, stats)
         lines = list(itertools.islice(lines, d.max_lines) if d.max_lines else lines)
