@@ -333,11 +333,13 @@ def test_training_on_no_usable_utterance_is_an_error(mdir, case):
     assert not (mdir / "exp" / "model").exists()
 
 
-def test_training_counts_unreadable_audio_and_strict_refuses_it(mdir):
+@pytest.mark.parametrize("workers", [0, 1])  # a loader worker's error must come back as the same one line
+def test_training_counts_unreadable_audio_and_strict_refuses_it(mdir, workers):
     man = _manifest(mdir, [_line(f"u{i}") for i in range(6)] + [_line("bad", audio="missing.wav")])
-    r = ok(run("train", "conformer_ctc_demo", f"data.train={man}", f"out={mdir / 'exp'}", *TINY, "max_steps=0", "max_epochs=1"))
+    loader = f"batch.num_workers={workers}"
+    r = ok(run("train", "conformer_ctc_demo", f"data.train={man}", f"out={mdir / 'exp'}", *TINY, loader, "max_steps=0", "max_epochs=1"))
     assert "1 utterance" in r.output and "missing.wav" in r.output
-    r = run("train", "conformer_ctc_demo", f"data.train={man}", f"out={mdir / 'exp2'}", *TINY, "data.strict=true")
+    r = run("train", "conformer_ctc_demo", f"data.train={man}", f"out={mdir / 'exp2'}", *TINY, loader, "data.strict=true")
     clean_error(r, "missing.wav")
 
 

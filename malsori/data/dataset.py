@@ -70,7 +70,7 @@ class SpeechDataset(torch.utils.data.Dataset):
         strict: bool = False,
     ):
         self.utts = list(utterances)
-        self.strict = strict  # unreadable audio raises instead of being dropped (and counted) by collate
+        self.strict = strict  # unreadable audio raises (in sample_waves; the trainer raises batch.skip_reasons) instead of being counted
         self.encode = encode
         self.normalize = normalize
         self.augmenter = augmenter
@@ -90,9 +90,7 @@ class SpeechDataset(torch.utils.data.Dataset):
         u = self.utts[i]
         try:
             wave = load_utterance_audio(u)
-        except AudioError as e:
-            if self.strict:
-                raise
+        except AudioError as e:  # raised by the trainer in the main process when strict (a worker's would be a traceback)
             return {"id": u.id, "index": i, "error": str(e)}
         if self.augmenter is not None:
             rng = np.random.default_rng([self.seed, self.epoch, draw])

@@ -15,7 +15,7 @@ from malsori.config import bounded
 from malsori.data.augment import AugmentConfig, Augmenter
 from malsori.data.dataset import Batch, BatchConfig, BucketBatchSampler, SpeechDataset, collate
 from malsori.data.manifest import atomic_write_json, read_manifest
-from malsori.errors import ConfigError, MalsoriError
+from malsori.errors import AudioError, ConfigError, MalsoriError
 from malsori.features import CMVNStats, Fbank, FbankConfig, GlobalCMVN, SpecAugment, SpecAugmentConfig
 from malsori.metrics import error_rates
 from malsori.models.registry import ModelConfig, build_model
@@ -146,6 +146,8 @@ class SpeechTask(Task):
         return loader, len(self.sampler) + skip
 
     def prepare(self, batch: Batch) -> tuple | None:
+        if batch.skip_reasons and self.cfg.data.strict:
+            raise AudioError(f"{batch.skip_reasons[0]} (data.strict=true)")
         self.skipped += batch.skip_reasons
         self.read += len(batch.ids)
         if batch.waves.shape[0] == 0:
