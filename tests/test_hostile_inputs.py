@@ -388,7 +388,7 @@ def test_disk_full_while_writing_the_model_keeps_the_previous_one(mdir, monkeypa
 # ---- data synth: an unreadable synth_config.json --------------------------------------------------------------------
 @pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe"])
 def test_synth_names_an_unreadable_config_and_never_advises_deleting(tmp_path, content):
-    (tmp_path / "t.txt").write_text("hello world\n")
+    (tmp_path / "t.txt").write_text("".join(f"sentence number {i} is here\n" for i in range(30)))
     out = tmp_path / "corpus"
     out.mkdir()
     (out / "synth_config.json").write_bytes(content)
