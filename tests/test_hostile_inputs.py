@@ -408,3 +408,14 @@ def test_lm_eval_ngram_json_never_writes_nan(tmp_path, monkeypatch):
     monkeypatch.setattr(Perplexity, "ppl", property(lambda self: float("inf")))
     line = clean_error(run("lm", "eval-ngram", tmp_path / "lm.arpa", tmp_path / "t.txt", "--json"), "t.txt", "ppl")
     assert "Infinity" in line
+
+
+def test_a_diverged_run_in_the_comparison_is_null_in_strict_json(tmp_path):
+    from experiments.compare.runs import training_stats
+    from malsori.data.manifest import atomic_write_json
+
+    (tmp_path / "log.csv").write_text("step,elapsed,loss,audio_sec_per_sec\n1,1.0,3.5,10\n2,2.0,nan,10\n")
+    stats = training_stats(tmp_path)
+    assert stats["final_loss"] is None and stats["diverged"] and stats["curve"] == [[1, 1.0, 3.5]]
+    atomic_write_json(tmp_path / "results.json", {"train": stats})
+    assert json.loads((tmp_path / "results.json").read_text())["train"]["final_loss"] is None
