@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from malsori.data.manifest import atomic_write_text
 from malsori.errors import MalsoriError
-from malsori.files import follow_umask, sha256_of
+from malsori.files import follow_umask, sha256_of, strict_json
 from malsori.nn.load import load_state_dict_strict
 
 TENSOR_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors")
@@ -70,7 +70,8 @@ def save_checkpoint(exp_dir: Path, step: int, model: torch.nn.Module, optimizer:
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         save_file({"torch_rng": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
         sums = {name: sha256_of(tmp / name) for name in TENSOR_FILES}
-        (tmp / "state.json").write_text(json.dumps({**state, "step": step, "optimizer": opt_meta, "sha256": sums}, indent=1))
+        (tmp / "state.json").write_text(strict_json({**state, "step": step, "optimizer": opt_meta, "sha256": sums},
+                                                    str(final / "state.json"), indent=1), encoding="utf-8")
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())

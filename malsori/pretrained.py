@@ -25,10 +25,11 @@ from safetensors.torch import load_file, save_file
 from malsori.audio import SAMPLE_RATE, iter_audio
 from malsori.config import from_dict, to_dict
 from malsori.data.manifest import Utterance
+from malsori.device import check_device
 from malsori.decode.options import DecodeOptions
 from malsori.errors import AudioError, ConfigError, MalsoriError
 from malsori.features import Fbank, FbankConfig, GlobalCMVN
-from malsori.files import follow_umask, sha256_of
+from malsori.files import follow_umask, sha256_of, strict_json
 from malsori.models.registry import LMConfig, ModelConfig, build_lm, build_model
 from malsori.nn.load import load_state_dict_strict
 from malsori.tokenizer import Tokenizer, load_tokenizer
@@ -58,27 +59,37 @@ def write_model_dir(path: Path, task: str, model: torch.nn.Module, config: dict,
     tokenizer; `files` (name → text). `dtype` (e.g. torch.float16 for a release) stores floating-point tensors at
     that precision."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    old = path.with_name(path.name + ".old")
+    tmp = moved = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
         tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         if dtype is not None:
             tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
         save_file(tensors, str(tmp / "model.safetensors"))
         meta = {"format_version": FORMAT_VERSION, "task": task, **config, "vocab_size": tokenizer.vocab_size,
                 "weights_sha256": sha256_of(tmp / "model.safetensors")}
-        (tmp / "config.json").write_text(json.dumps(meta, indent=1))
+        (tmp / "config.json").write_text(strict_json(meta, str(path / "config.json"), indent=1), encoding="utf-8")
         for name, text in (files or {}).items():
-            (tmp / name).write_text(text)
+            (tmp / name).write_text(text, encoding="utf-8")
         tokenizer.save(tmp)
         follow_umask(tmp)  # mkdtemp and safetensors make it private; the folder is shared like any other
-        old = path.with_name(path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)  # what a run killed between the two renames below left
         if path.exists():
             os.replace(path, old)
+            moved = old
         os.replace(tmp, path)
+        moved = None
         shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if moved is not None and not path.exists():
+            os.replace(moved, path)  # the previous model goes back where it was
+        if isinstance(e, OSError):
+            kept = "the previous model folder there is unchanged" if path.exists() else "nothing was written there"
+            raise MalsoriError(f"{path}: cannot write the model folder ({e.strerror or e}); {kept}") from None
         raise
     return path
 
@@ -87,7 +98,7 @@ def save_model_dir(path: Path, model: torch.nn.Module, model_cfg: ModelConfig, f
                    cmvn: GlobalCMVN, dtype: torch.dtype | None = None) -> Path:
     """Write a speech model's folder: its model and front-end configs, CMVN statistics, tokenizer and weights."""
     return write_model_dir(path, "asr", model, {"model": to_dict(model_cfg), "features": to_dict(feat_cfg)}, tokenizer,
-                           {"feature_stats.json": json.dumps(cmvn.to_dict())}, dtype)
+                           {"feature_stats.json": strict_json(cmvn.to_dict(), str(path / "feature_stats.json"))}, dtype)
 
 
 @dataclass
@@ -126,7 +137,7 @@ def load_model_dir(path: str | os.PathLike) -> ModelDir:
     if not cfg_path.is_file():
         raise MalsoriError(f"{path}: not a malsori model folder (no config.json)")
     try:
-        config = json.loads(cfg_path.read_text())
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MalsoriError(f"{cfg_path}: not valid JSON ({str(e).splitlines()[0]})") from None
     version = config.get("format_version", 1)
@@ -144,7 +155,7 @@ def load_model_dir(path: str | os.PathLike) -> ModelDir:
             feat_cfg = from_dict(FbankConfig, config["features"], "features")
             model = build_model(from_dict(ModelConfig, config["model"], "model"), feat_cfg.num_mel_bins, tokenizer.vocab_size)
             fbank = Fbank(feat_cfg)
-            cmvn = GlobalCMVN.from_dict(json.loads((path / "feature_stats.json").read_text()))
+            cmvn = GlobalCMVN.from_dict(json.loads((path / "feature_stats.json").read_text(encoding="utf-8")))
         elif task == "lm":
             model = build_lm(from_dict(LMConfig, config["model"], "model"), tokenizer.vocab_size)
         else:
@@ -202,7 +213,9 @@ class Recognizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> "Recognizer":
-        """Load a speech model folder, or a released model by name (`en-small`)."""
+        """Load a speech model folder, or a released model by name (`en-small`), onto `device` (auto, cpu, cuda,
+        cuda:N; one the machine lacks is a ConfigError)."""
+        check_device(str(device))
         m = load_model_dir(path)
         if m.task != "asr":
             raise MalsoriError(f"{m.path}: a model of task {m.task!r}, not a speech recognizer")

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from malsori.checkpoint import average_checkpoints, list_checkpoints, resume_checkpoint, save_checkpoint
 from malsori.config import from_dict, to_dict
 from malsori.data.manifest import atomic_write_json
+from malsori.device import check_device
 from malsori.errors import ConfigError
 from malsori.rundir import StepLog, config_differences, with_run_lock
 from malsori.tasks import task_class
@@ -82,6 +83,7 @@ def _setup_distributed() -> tuple[int, int]:
 
 
 def _device(name: str, rank: int) -> torch.device:
+    check_device(name)
     if name == "auto":
         return torch.device(f"cuda:{rank % torch.cuda.device_count()}") if torch.cuda.is_available() else torch.device("cpu")
     return torch.device(name)

@@ -265,3 +265,55 @@ def dict_lstm():
     from malsori.nn.lstm import LSTMConfig
 
     return LSTMConfig(hidden_size=8, num_layers=1)
+
+
+# -- leftovers: a device the machine lacks, `out=` a file, the LM and hotword options --------------------------------
+@pytest.fixture
+def no_cuda(monkeypatch):
+    """A CPU-only machine, whatever this one has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_loading_onto_a_missing_device_is_one_error(no_cuda, tmp_path, monkeypatch) -> None:
+    import malsori
+    from malsori.pretrained import Recognizer
+
+    for load in (lambda: malsori.load(tmp_path / "no_model", "cuda"), lambda: Recognizer.load(tmp_path / "no_model", device="cuda:1")):
+        with pytest.raises(ConfigError, match="device: cuda.*(no CUDA|no CUDA GPU)"):
+            load()  # refused before the (missing) folder is read
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.wav").write_bytes(b"")
+    _one_error_line(CliRunner().invoke(main, ["transcribe", str(tmp_path / "no_model"), "a.wav", "--device", "cuda"]), "--device")
+
+
+def test_train_itself_refuses_a_missing_device_and_an_out_that_is_a_file(no_cuda, tmp_path) -> None:
+    from malsori.tasks import load_train_config
+    from malsori.train import train
+
+    out = tmp_path / "a_file"
+    out.write_text("x")
+    with pytest.raises(MalsoriError, match=f"out={out}: is a file"):
+        train(load_train_config(None, ["task=lm", f"out={out}", f"data.train=[{tmp_path / 't.txt'}]"]))
+    assert out.read_text() == "x"
+    (tmp_path / "t.txt").write_text("hello world\n" * 20)
+    with pytest.raises(ConfigError, match="device: cuda"):
+        train(load_train_config(None, ["task=lm", f"out={tmp_path / 'run'}", f"data.train=[{tmp_path / 't.txt'}]", "device=cuda"]))
+
+
+LM_OPTION_PROBES = [
+    ("--lm-weight", "-1"), ("--lm-weight", "nan"), ("--lm-weight", "inf"), ("--word-bonus", "nan"), ("--word-bonus", "-inf"),
+    ("--unk-logprob", "1"), ("--unk-logprob", "nan"), ("--hotwords-score", "nan"), ("--hotwords-score", "inf"),
+]
+
+
+@pytest.mark.parametrize("command", ["transcribe MODEL a.wav", "eval MODEL m.jsonl"])
+@pytest.mark.parametrize("option,value", LM_OPTION_PROBES)
+def test_lm_and_hotword_options_out_of_range_are_one_line(tmp_path, command: str, option: str, value: str) -> None:
+    args = [a.replace("MODEL", str(tmp_path / "no_model")) for a in command.split()] + ["--lm", "lm.arpa", option, value]
+    _one_error_line(CliRunner().invoke(main, args), option)
+
+
+def test_lm_and_hotword_options_in_range_pass_option_checking(tmp_path) -> None:
+    args = ["transcribe", str(tmp_path / "no_model"), "a.wav", "--lm", "lm.arpa", "--hotwords", "h.txt", "--lm-weight", "0", "--word-bonus", "-2", "--unk-logprob", "-10",
+            "--hotwords-score", "-1"]
+    _one_error_line(CliRunner().invoke(main, args), "no_model")  # got past the options to the missing model

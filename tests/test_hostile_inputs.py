@@ -359,3 +359,65 @@ def test_written_files_follow_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "a.flac").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o600
+
+
+# ---- disk full while writing a model folder -----------------------------------------------------------------------
+def test_disk_full_while_writing_the_model_keeps_the_previous_one(mdir, monkeypatch):
+    import errno
+
+    import malsori.pretrained
+
+    man = _manifest(mdir, [_line(f"u{i}") for i in range(4)])
+    args = ("train", "conformer_ctc_demo", f"data.train={man}", f"out={mdir / 'exp'}", *TINY)
+    ok(run(*args))
+    model = mdir / "exp" / "model"
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    save_file = malsori.pretrained.save_file
+
+    def full(tensors, filename):  # half the file reaches the disk, then it is full
+        save_file(tensors, filename)
+        with open(filename, "r+b") as f:
+            f.truncate(os.path.getsize(filename) // 2)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+
+    monkeypatch.setattr(malsori.pretrained, "save_file", full)
+    line = clean_error(run(*args), model)  # the rerun resumes at its last checkpoint and writes the model again
+    assert "No space left" in line and "unchanged" in line
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+    assert sorted(p.name for p in model.parent.iterdir() if p.name.startswith(".model") or p.name.endswith(".old")) == []
+
+
+# ---- data synth: an unreadable synth_config.json --------------------------------------------------------------------
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe"])
+def test_synth_names_an_unreadable_config_and_never_advises_deleting(tmp_path, content):
+    (tmp_path / "t.txt").write_text("".join(f"sentence number {i} is here\n" for i in range(30)))
+    out = tmp_path / "corpus"
+    out.mkdir()
+    (out / "synth_config.json").write_bytes(content)
+    line = clean_error(run("data", "synth", "--out", out, "--text", tmp_path / "t.txt"), out / "synth_config.json", "--out")
+    assert "delete" not in line
+    assert (out / "synth_config.json").read_bytes() == content
+
+
+# ---- strict JSON from `lm eval-ngram --json` ----------------------------------------------------------------------
+def test_lm_eval_ngram_json_never_writes_nan(tmp_path, monkeypatch):
+    from malsori.lm.ngram import Perplexity
+
+    (tmp_path / "t.txt").write_text("a b c\na b\nb c a\n")
+    ok(run("lm", "train-ngram", tmp_path / "t.txt", "--out", tmp_path / "lm.arpa"))
+    r = ok(run("lm", "eval-ngram", tmp_path / "lm.arpa", tmp_path / "t.txt", "--json"))
+    assert math.isfinite(json.loads(r.stdout.splitlines()[0])["ppl"])
+    monkeypatch.setattr(Perplexity, "ppl", property(lambda self: float("inf")))
+    line = clean_error(run("lm", "eval-ngram", tmp_path / "lm.arpa", tmp_path / "t.txt", "--json"), "t.txt", "ppl")
+    assert "Infinity" in line
+
+
+def test_a_diverged_run_in_the_comparison_is_null_in_strict_json(tmp_path):
+    from experiments.compare.runs import training_stats
+    from malsori.data.manifest import atomic_write_json
+
+    (tmp_path / "log.csv").write_text("step,elapsed,loss,audio_sec_per_sec\n1,1.0,3.5,10\n2,2.0,nan,10\n")
+    stats = training_stats(tmp_path)
+    assert stats["final_loss"] is None and stats["diverged"] and stats["curve"] == [[1, 1.0, 3.5]]
+    atomic_write_json(tmp_path / "results.json", {"train": stats})
+    assert json.loads((tmp_path / "results.json").read_text())["train"]["final_loss"] is None

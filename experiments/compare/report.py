@@ -173,7 +173,7 @@ def render_report(results: dict, plots: dict[str, str]) -> str:
     ]
     for n, f in fams.items():
         t = f["train"]
-        loss = "–" if t["final_loss"] is None else f"{t['final_loss']:.3g}"
+        loss = "diverged (NaN)" if t.get("diverged") else "–" if t["final_loss"] is None else f"{t['final_loss']:.3g}"
         L.append(f"| {n} | {f['description']} | {f['params'] / 1e6:.2f} M | {f['lr']:g} | {t['minutes']:.2f} | {t['steps']} | "
                  f"{t['epochs']} | {t['audio_sec_per_sec']:.1f} | {loss} |")
     L += ["", f"## Test split (WER / CER %, RTF; beam width {c['beam_size']})", "",

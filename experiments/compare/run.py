@@ -4,7 +4,6 @@ command line, `python -m experiments.compare`."""
 from __future__ import annotations
 
 import datetime
-import json
 import shlex
 import statistics
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 
 from malsori.commands.options import DEVICE, field_type
 from malsori.config import to_dict
-from malsori.data.manifest import read_manifest
+from malsori.data.manifest import atomic_write_json, read_manifest
 from malsori.data.select import evenly_spaced, load_waves
 from malsori.errors import ConfigError, MalsoriError
 from malsori.provenance import git_commit, machine
@@ -90,7 +89,7 @@ def run_compare(cfg: CompareConfig, command: str | None = None, log: Callable[[s
             "families": families,
             "failed": failed,
         }
-        (out / "results.json").write_text(json.dumps(results, indent=1))
+        atomic_write_json(out / "results.json", results, indent=1)
         plots = write_plots(results, out)
         (out / "compare.md").write_text(render_report(results, plots))
         log(f"report: {out / 'compare.md'}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import shutil
 import statistics
 import time
@@ -14,6 +15,7 @@ from typing import Callable
 
 from malsori.checkpoint import list_checkpoints
 from malsori.config import load_config, to_dict
+from malsori.data.manifest import atomic_write_json
 from malsori.decode.options import DecodeOptions
 from malsori.evaluate import score_waves
 from malsori.pretrained import Recognizer
@@ -54,7 +56,7 @@ def train_family(tcfg: TrainConfig, retrain: bool, log: Callable[[str], None]) -
     log(f"{run.name}: training for {tcfg.max_minutes:g} min on {tcfg.threads} thread(s)")
     t0 = time.perf_counter()
     model_dir = train(tcfg)
-    (run / "compare_train.json").write_text(json.dumps({"seconds": time.perf_counter() - t0}))
+    atomic_write_json(run / "compare_train.json", {"seconds": time.perf_counter() - t0})
     return model_dir, True
 
 
@@ -67,13 +69,17 @@ def training_stats(run: Path) -> dict:
     timing = run / "compare_train.json"
     seconds = json.loads(timing.read_text())["seconds"] if timing.is_file() else float(rows[-1]["elapsed"]) if rows else 0.0
     speeds = [float(r["audio_sec_per_sec"]) for r in rows[1:] or rows]
+    final = float(rows[-1]["loss"]) if rows else None
+    diverged = final is not None and not math.isfinite(final)
     return {
         "steps": int(state.get("step", 0)),
         "epochs": int(state.get("epoch", 0)),  # completed passes over the training data
         "minutes": seconds / 60.0,
         "audio_sec_per_sec": statistics.median(speeds) if speeds else 0.0,
-        "final_loss": float(rows[-1]["loss"]) if rows else None,
-        "curve": [[int(r["step"]), float(r["elapsed"]), float(r["loss"])] for r in rows],
+        # a diverged run's NaN/Infinity loss is written as null (strict JSON) and flagged; its curve keeps finite points
+        "final_loss": None if diverged else final,
+        "diverged": diverged,
+        "curve": [[int(r["step"]), float(r["elapsed"]), float(r["loss"])] for r in rows if math.isfinite(float(r["loss"]))],
     }
 
 
@@ -116,7 +122,7 @@ def evaluate_family(model_dir: Path, cfg: CompareConfig, sets: dict, edges: dict
                 d["joined"] = len(joined)
                 d["stopped_at_first_join"] = sum(h == u.extra.get("first_text") for u, h in joined)
             res[name][m] = d
-    cache.write_text(json.dumps({"key": key, "result": res}))
+    atomic_write_json(cache, {"key": key, "result": res})
     return res
 
 

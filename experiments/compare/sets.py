@@ -13,7 +13,7 @@ import numpy as np
 
 from malsori.audio import SAMPLE_RATE, save_audio
 from malsori.data.dataset import load_utterance_audio
-from malsori.data.manifest import Utterance, read_manifest, write_manifest
+from malsori.data.manifest import Utterance, atomic_write_json, read_manifest, write_manifest
 from malsori.errors import MalsoriError
 from malsori.metrics import error_rates
 from malsori.text import normalize
@@ -76,7 +76,7 @@ def build_long_set(test: Path, folder: Path, max_concat: int, per_count: int, ga
     if not out:
         raise MalsoriError(f"{test}: no test utterances to build the long set from")
     write_manifest(manifest, out)
-    stamp.write_text(json.dumps(settings))
+    atomic_write_json(stamp, settings)
     return read_manifest(manifest).utterances
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Iterator
@@ -11,6 +10,7 @@ from typing import Iterator
 import click
 
 from malsori.errors import MalsoriError
+from malsori.files import strict_json
 
 _TEXT = click.Path(path_type=Path)
 
@@ -131,9 +131,9 @@ def eval_ngram(arpa: Path, texts: tuple[Path, ...], skip_bad_lines: bool, as_jso
         rows.append(("total", total))
     for name, r in rows:
         if as_json:
-            click.echo(json.dumps({"text": name, "sentences": r.sentences, "words": r.words, "oovs": r.oovs,
-                                   "oov_rate": r.oov_rate, "ppl": r.ppl, "ppl_without_oovs": r.ppl_known,
-                                   "log10_prob": r.log10_prob}))
+            click.echo(strict_json({"text": name, "sentences": r.sentences, "words": r.words, "oovs": r.oovs,
+                                    "oov_rate": r.oov_rate, "ppl": r.ppl, "ppl_without_oovs": r.ppl_known,
+                                    "log10_prob": r.log10_prob}, name))
         else:
             click.echo(f"{name}: {r.sentences:,} sentences, {r.words:,} words, OOV {100 * r.oov_rate:.2f}% "
                        f"({r.oovs:,}); perplexity {r.ppl:.2f} (OOVs as <unk>), {r.ppl_known:.2f} without OOVs")
@@ -168,7 +168,7 @@ def eval_lm(model: str, texts: tuple[Path, ...], skip_bad_lines: bool, batch_siz
         start = time.perf_counter()
         r = perplexity(m.model, stream, batch_size)
         if as_json:
-            click.echo(json.dumps({"text": str(path), **r.counts, **r.metrics, "seconds": round(time.perf_counter() - start, 2)}))
+            click.echo(strict_json({"text": str(path), **r.counts, **r.metrics, "seconds": round(time.perf_counter() - start, 2)}, str(path)))
         else:
             click.echo(f"{path}: {r.line}")
 

@@ -9,6 +9,7 @@ import typing
 import click
 
 from malsori.config import RANGE, Range
+from malsori.device import device_problem
 
 
 class Bounded(click.ParamType):
@@ -32,25 +33,6 @@ def field_type(cls: type, name: str) -> Bounded:
     hint = typing.get_type_hints(cls)[name]
     base = int if int in (typing.get_args(hint) or (hint,)) else float
     return Bounded(f.metadata[RANGE], base)
-
-
-def device_problem(name: str) -> str | None:
-    """None when `name` (auto, cpu, cuda, cuda:N, ...) is a device torch can use here, else why not."""
-    import torch
-
-    if name == "auto":
-        return None
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        return f"unknown device {name!r} (auto, cpu, cuda or cuda:N)"
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            build = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            return f"{name}: {build} (use cpu or auto)"
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            return f"{name}: only {torch.cuda.device_count()} CUDA device(s)"
-    return None
 
 
 class Device(click.ParamType):

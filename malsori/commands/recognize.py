@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from malsori.commands.options import DEVICE, field_type
+from malsori.commands.options import DEVICE, Bounded, field_type
+from malsori.config import Range
 from malsori.decode.options import DecodeOptions
 from malsori.errors import MalsoriError
 
@@ -27,17 +28,17 @@ def lm_options(command):
         click.option("--lm", "lm_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Word n-gram LM (ARPA, plain or .gz, e.g. from `malsori lm train-ngram`) fused into the beam "
                           "method's search (shallow fusion), scored at word ends."),
-        click.option("--lm-weight", type=float, default=0.5, show_default=True, help="λ: weight of the LM's log-probability."),
-        click.option("--word-bonus", type=float, default=0.0, show_default=True, help="β: added per completed word."),
+        click.option("--lm-weight", type=Bounded(Range(ge=0), float), default=0.5, show_default=True, help="λ: weight of the LM's log-probability."),
+        click.option("--word-bonus", type=Bounded(Range(), float), default=0.0, show_default=True, help="β: added per completed word."),
         click.option("--no-lm-lookahead", is_flag=True,
                      help="Score a word only when it is complete (default: partial words pay their best completion)."),
-        click.option("--unk-logprob", type=float, default=None,
+        click.option("--unk-logprob", type=Bounded(Range(le=0), float), default=None,
                      help="Natural-log score of a word the LM does not know (default: the LM's <unk> probability)."),
         click.option("--lm-rescore", is_flag=True,
                      help="Re-rank the beam's n-best with the LM after the search instead of fusing it."),
         click.option("--hotwords", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Phrases to favour, one a line, optionally ending in ' :BOOST' (sherpa-onnx's format)."),
-        click.option("--hotwords-score", type=float, default=1.5, show_default=True,
+        click.option("--hotwords-score", type=Bounded(Range(), float), default=1.5, show_default=True,
                      help="Boost per token of a hotword phrase without its own ' :BOOST'."),
     ]
     for option in reversed(options):

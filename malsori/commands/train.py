@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from malsori.recipes import resolve_recipe
 
 
 def check_run(cfg) -> None:
-    """What the config's own ranges cannot know: that this machine has `device` and that `out` can be a folder."""
-    from malsori.commands.options import device_problem
-    from malsori.errors import ConfigError
+    """What the config's own ranges cannot know, checked before the run folder is made: that this machine has
+    `device` (train() checks it too, later; an `out` that is a file is refused by train() itself)."""
+    from malsori.device import check_device
 
-    problem = device_problem(cfg.device)
-    if problem:
-        raise ConfigError(f"device: {problem}")
-    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
-        raise ConfigError(f"out: {cfg.out} is a file, not a run folder")
+    check_device(cfg.device)
 
 
 @click.command(context_settings={"ignore_unknown_options": True})

@@ -221,8 +221,11 @@ def _check_resume(out_dir: Path, saved: dict) -> None:
     if path.exists():
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: unreadable ({e}); delete it or use a new output folder") from None
+            if not isinstance(old, dict) or not isinstance(old.get("config", {}), dict):
+                raise ValueError("not a JSON object with a 'config' object")
+        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise ConfigError(f"{path}: not readable ({str(e).splitlines()[0]}), so this folder's settings are unknown and it cannot be "
+                              "resumed: restore the file from the run that made the folder to resume, or choose another --out") from None
         # a field added to SynthConfig after the folder was made counts as having its default there
         added = json.loads(json.dumps(_saved_config(SynthConfig())["config"]))
         old_cfg, new_cfg = _flat({**added, **old.get("config", {})}), _flat(json.loads(json.dumps(saved["config"])))
@@ -232,7 +235,7 @@ def _check_resume(out_dir: Path, saved: dict) -> None:
             more = f", and {len(diff) - 1} more" if len(diff) > 1 else ""
             raise ConfigError(
                 f"{path}: folder was made with different arguments ({k}: {old_cfg.get(k)!r} there, "
-                f"{new_cfg.get(k)!r} now{more}); use a new --out folder or delete this one"
+                f"{new_cfg.get(k)!r} now{more}); resume it with its own arguments, or choose another --out"
             )
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"{out_dir}: folder is not empty and has no synth_config.json; use a new or empty folder")
