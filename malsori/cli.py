@@ -21,7 +21,8 @@ class _Group(click.Group):
             sys.exit(2)
         except click.UsageError as e:
             hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
-            click.echo(f"error: {e.format_message()}{hint}", err=True)
+            message = " ".join(e.format_message().split())  # click lists choices on several lines: keep one
+            click.echo(f"error: {message}{hint}", err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

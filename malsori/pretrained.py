@@ -140,6 +140,8 @@ def load_model_dir(path: str | os.PathLike) -> ModelDir:
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MalsoriError(f"{cfg_path}: not valid JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise MalsoriError(f"{cfg_path}: not a JSON object, but {type(config).__name__}")
     version = config.get("format_version", 1)
     if version not in (1, FORMAT_VERSION):
         raise MalsoriError(f"{cfg_path}: format_version {version!r} is unknown to this malsori (it reads 1 and "

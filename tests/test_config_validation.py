@@ -158,6 +158,7 @@ def test_cli_options_out_of_range_are_one_line(tmp_path, monkeypatch, line: str,
 def test_click_usage_errors_are_one_line_too() -> None:
     _one_error_line(CliRunner().invoke(main, ["eval", "only_a_model"]), "MANIFEST")
     _one_error_line(CliRunner().invoke(main, ["transcribe", "m", "a.wav", "--no-such-option"]), "--no-such-option")
+    _one_error_line(CliRunner().invoke(main, ["tokenizer", "train", "--out", "tk"]), "--kind")  # click lists the choices on lines
 
 
 # -- from_dict directly ---------------------------------------------------------------------------------------------

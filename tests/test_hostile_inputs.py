@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -421,3 +422,17 @@ def test_a_diverged_run_in_the_comparison_is_null_in_strict_json(tmp_path):
     assert stats["final_loss"] is None and stats["diverged"] and stats["curve"] == [[1, 1.0, 3.5]]
     atomic_write_json(tmp_path / "results.json", {"train": stats})
     assert json.loads((tmp_path / "results.json").read_text())["train"]["final_loss"] is None
+
+
+# ---- model folders with a broken config.json -----------------------------------------------------------------------
+@pytest.mark.parametrize("config, needle", [
+    ("[1, 2]", "not a JSON object"),
+    ('{"format_version": 2, "task": "asr", "model": [1], "features": {}}', "model: expected a mapping"),
+    ('{"format_version": "2"}', "format_version '2' is unknown"),
+    ('{"format_version": 2, "task": 7}', "unknown task 7"),
+])
+def test_a_model_folder_with_a_broken_config_is_named_in_one_line(model_dir, files, tmp_path, config, needle):
+    broken = tmp_path / "model"
+    shutil.copytree(model_dir, broken)
+    (broken / "config.json").write_text(config)
+    assert needle in clean_error(run("transcribe", str(broken), str(files["good"])), "config.json")
