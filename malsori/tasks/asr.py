@@ -15,6 +15,7 @@ from malsori.config import bounded
 from malsori.data.augment import AugmentConfig, Augmenter
 from malsori.data.dataset import Batch, BatchConfig, BucketBatchSampler, SpeechDataset, collate
 from malsori.data.manifest import atomic_write_json, read_manifest
+from malsori.data.select import evenly_spaced
 from malsori.errors import AudioError, ConfigError, MalsoriError
 from malsori.features import CMVNStats, Fbank, FbankConfig, GlobalCMVN, SpecAugment, SpecAugmentConfig
 from malsori.metrics import error_rates
@@ -193,9 +194,7 @@ class SpeechTask(Task):
         if not self.cfg.data.valid:
             return None
         utts = read_manifest(self.cfg.data.valid, strict=self.cfg.data.strict).utterances
-        limit = self.cfg.data.max_valid_utts
-        if len(utts) > limit:
-            utts = [utts[i * len(utts) // limit] for i in range(limit)]
+        utts = evenly_spaced(utts, self.cfg.data.max_valid_utts)
         hyps = Recognizer(model, self.tokenizer, self.fbank, self.cmvn, device=self.device).transcribe_utterances(utts)
         model.train()
         rates = error_rates([normalize(u.text) for u in utts], [h.text for h in hyps])
