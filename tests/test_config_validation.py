@@ -88,6 +88,11 @@ CLI_PROBES = [
     ("data synth --out OUT --text missing.txt --dev-voices -1", "--dev-voices"),
     ("lm train-ngram a.txt --out lm.arpa --order 0", "--order"), ("lm train-ngram a.txt --out lm.arpa --digits 0", "--digits"),
     ("tokenizer train --kind bpe --vocab-size 0 --out TOK", "--vocab-size"),
+    ("lm generate MODEL --temperature nan", "--temperature"), ("lm generate MODEL --temperature -1", "--temperature"),
+    ("lm generate MODEL --top-k -1", "--top-k"), ("lm generate MODEL --top-p 0", "--top-p"),
+    ("lm generate MODEL --top-p 1.5", "--top-p"), ("lm generate MODEL --max-tokens 0", "--max-tokens"),
+    ("lm generate MODEL --num 0", "--num"), ("lm generate MODEL --seed -1", "--seed"),
+    ("lm eval MODEL /etc/hostname --batch-size 0", "--batch-size"),
     ("demo --steps 0", "--steps"), ("demo --num-train -1", "--num-train"),
 ]
 

@@ -63,5 +63,7 @@ def test_sampling_options():
     # past the context the sample goes on (the cache is rebuilt from the recent text)
     long = generate(model, [2, 5], eos=-1, opts=SamplingOptions(temperature=0, max_tokens=60))
     assert len(long) == 60
-    with pytest.raises(Exception, match="top-p"):
+    with pytest.raises(Exception, match="top_p"):  # the field is named
         SamplingOptions(top_p=0)
+    with pytest.raises(Exception, match="temperature"):  # NaN passed the hand-written check
+        SamplingOptions(temperature=float("nan"))

@@ -9,7 +9,9 @@ from typing import Iterator
 
 import click
 
+from malsori.commands.options import field_type
 from malsori.errors import MalsoriError
+from malsori.lm.generate import SamplingOptions
 from malsori.files import strict_json
 
 _TEXT = click.Path(path_type=Path)
@@ -152,7 +154,7 @@ def _load_lm(model: str):
 @click.argument("model")
 @click.argument("texts", nargs=-1, required=True, type=_TEXT)
 @click.option("--skip-bad-lines", is_flag=True, help="Skip and count lines that are not UTF-8 instead of stopping.")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Windows of the model's context scored at once.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Windows of the model's context scored at once.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per text file instead.")
 def eval_lm(model: str, texts: tuple[Path, ...], skip_bad_lines: bool, batch_size: int, as_json: bool) -> None:
     """Perplexity per token and per word (each line's end counted as a word) of a neural LM model folder on text
@@ -176,15 +178,15 @@ def eval_lm(model: str, texts: tuple[Path, ...], skip_bad_lines: bool, batch_siz
 @lm.command("generate")
 @click.argument("model")
 @click.option("--prompt", default="", help="Text the sample continues (normalized as the training text was).")
-@click.option("--temperature", type=float, default=1.0, show_default=True, help="0 = always the most likely token.")
-@click.option("--top-k", type=int, default=0, show_default=True, help="Draw among the k most likely tokens (0 = all).")
-@click.option("--top-p", type=float, default=1.0, show_default=True, help="Draw among the most likely tokens of total probability p.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the draws.")
-@click.option("--max-tokens", type=int, default=200, show_default=True, help="Stop after this many tokens (or at the sentence's end).")
-@click.option("--num", type=int, default=1, show_default=True, help="Samples to draw (seeds seed, seed+1, ...).")
+@click.option("--temperature", type=field_type(SamplingOptions, "temperature"), default=1.0, show_default=True, help="0 = always the most likely token.")
+@click.option("--top-k", type=field_type(SamplingOptions, "top_k"), default=0, show_default=True, help="Draw among the k most likely tokens (0 = all).")
+@click.option("--top-p", type=field_type(SamplingOptions, "top_p"), default=1.0, show_default=True, help="Draw among the most likely tokens of total probability p.")
+@click.option("--seed", type=field_type(SamplingOptions, "seed"), default=0, show_default=True, help="Seeds the draws.")
+@click.option("--max-tokens", type=field_type(SamplingOptions, "max_tokens"), default=200, show_default=True, help="Stop after this many tokens (or at the sentence's end).")
+@click.option("--num", type=click.IntRange(min=1), default=1, show_default=True, help="Samples to draw (seeds seed, seed+1, ...).")
 def generate_cmd(model: str, prompt: str, temperature: float, top_k: int, top_p: float, seed: int, max_tokens: int, num: int) -> None:
     """Sample sentences from a neural LM model folder, each continuing --prompt, one a line."""
-    from malsori.lm.generate import SamplingOptions, generate
+    from malsori.lm.generate import generate
     from malsori.text import normalize
 
     m = _load_lm(model)

@@ -7,22 +7,21 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from malsori.errors import MalsoriError
+from malsori.config import bounded, check_ranges
 
 
 @dataclass(frozen=True)
 class SamplingOptions:
     """How the next token is drawn."""
 
-    temperature: float = 1.0  # logits are divided by it; 0 = always the most likely token (greedy)
-    top_k: int = 0  # draw only among the k most likely tokens (0 = all)
-    top_p: float = 1.0  # draw only among the most likely tokens whose probabilities sum to p (1 = all)
-    max_tokens: int = 200  # stop after this many new tokens, or at the end of the sentence
-    seed: int = 0  # seeds the draws: the same options give the same text
+    temperature: float = bounded(1.0, ge=0)  # logits are divided by it; 0 = always the most likely token (greedy)
+    top_k: int = bounded(0, ge=0)  # draw only among the k most likely tokens (0 = all)
+    top_p: float = bounded(1.0, gt=0, le=1)  # draw only among the most likely tokens whose probabilities sum to p (1 = all)
+    max_tokens: int = bounded(200, ge=1)  # stop after this many new tokens, or at the end of the sentence
+    seed: int = bounded(0, ge=0)  # seeds the draws: the same options give the same text
 
     def __post_init__(self) -> None:
-        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1 or self.max_tokens < 1:
-            raise MalsoriError("sampling: temperature >= 0, top-k >= 0, 0 < top-p <= 1 and max-tokens >= 1 are needed")
+        check_ranges(self)
 
 
 def next_token(logits: Tensor, opts: SamplingOptions, generator: torch.Generator) -> Tensor:
