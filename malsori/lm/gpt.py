@@ -71,14 +71,14 @@ class GPT(nn.Module):
         """tokens [B, T] → logits [B, T, V] (causal: position t sees tokens 0..t)."""
         return self.forward_embeddings(self.embed(tokens))
 
-    def forward_embeddings(self, x: Tensor) -> Tensor:
+    def forward_embeddings(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Input vectors [B, T, D] (token embeddings, or a prefix of other vectors before them: soft prompts, speech
-        frames) → logits [B, T, V], causally."""
+        frames) → logits [B, T, V], causally; `mask` [B, T] (True = real) hides padding positions as keys."""
         t = x.size(1)
         causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
         x = self.dropout(x)
         for layer in self.layers:
-            x, _ = layer(x, attn_mask=causal)
+            x, _ = layer(x, mask, attn_mask=causal)
         return self.logits(x)
 
     def init_cache(self, batch: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
