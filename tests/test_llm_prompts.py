@@ -106,3 +106,18 @@ def test_icl_evaluation_and_commands(tmp_path):
     assert g.returncode == 0 and g.stdout.startswith(f"{task.test[0].input} :"), g.stderr
     bad = _cli("llm", "eval-icl", lm, task_dir, "--shots", "1,x")
     assert bad.returncode == 2 and "--shots" in bad.stderr
+
+
+def test_loss_by_position_is_the_per_position_cross_entropy(tmp_path):
+    import torch
+
+    from malsori.llm.icl import loss_by_position
+
+    m = load_model_dir(tiny_lm_dir(tmp_path / "lm", context=16)).model
+    stream = torch.randint(3, 20, (16 * 5 + 3,))
+    curve = loss_by_position(m, stream, windows=4, batch_size=3)
+    assert curve.shape == (16,)
+    x = stream[: 4 * 16].view(4, 16)
+    y = stream[1 : 4 * 16 + 1].view(4, 16)
+    direct = torch.nn.functional.cross_entropy(m(x).transpose(1, 2), y, reduction="none").mean(0)
+    torch.testing.assert_close(curve.float(), direct, atol=1e-5, rtol=1e-5)

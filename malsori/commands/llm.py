@@ -35,7 +35,8 @@ def llm() -> None:
 @click.option("--items", type=click.IntRange(min=0), default=100, show_default=True, help="Test items scored per task (0 = all).")
 @click.option("--instruction", is_flag=True, help="Begin each prompt with the task's instruction line.")
 @click.option("--separator", default=":", show_default=True, help="Between an input and its output.")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Longest output generated.")
+@click.option("--max-tokens", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Longest output generated (0 = the task's longest training output + 8 tokens).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seeds the choice of examples.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per (task, k) instead.")
 def eval_icl(model: str, tasks: tuple[Path, ...], shots: str, items: int, instruction: bool, separator: str,

@@ -57,10 +57,17 @@ def complete_items(model: torch.nn.Module, tokenizer: Tokenizer, task: PromptTas
     return out
 
 
+def output_limit(task: PromptTask, tokenizer: Tokenizer, margin: int = 8) -> int:
+    """A generation limit for a task: its longest training output in tokens plus a margin (test outputs unread)."""
+    return max((len(tokenizer.encode(it.output)) for it in task.train), default=56) + margin
+
+
 def evaluate_shots(model: torch.nn.Module, tokenizer: Tokenizer, task: PromptTask, ks: list[int], fmt: PromptFormat,
-                   items: int = 0, max_tokens: int = 64, seed: int = 0) -> list[ShotResult]:
-    """The task's test items (the first `items`, 0 = all) scored with k-shot prompts for each k in `ks`."""
+                   items: int = 0, max_tokens: int = 0, seed: int = 0) -> list[ShotResult]:
+    """The task's test items (the first `items`, 0 = all) scored with k-shot prompts for each k in `ks`; outputs
+    stop at `max_tokens` (0 = `output_limit(task)`)."""
     chosen = task.test[:items] if items else task.test
+    max_tokens = max_tokens or output_limit(task, tokenizer)
     results = []
     for k in ks:
         start = time.perf_counter()
@@ -69,3 +76,23 @@ def evaluate_shots(model: torch.nn.Module, tokenizer: Tokenizer, task: PromptTas
         results.append(ShotResult(task.spec.name, task.spec.metric, k, value, len(done),
                                   sum(c.shots for c in done) / max(1, len(done)), time.perf_counter() - start))
     return results
+
+
+@torch.no_grad()
+def loss_by_position(model: torch.nn.Module, tokens: torch.Tensor, windows: int, batch_size: int = 8) -> torch.Tensor:
+    """Mean next-token loss (nats) at each position 0..C-1 of `windows` consecutive, non-overlapping windows of the
+    model's context C cut from a token stream [N] (Olsson et al.'s in-context-learning score is the loss at a late
+    position minus the loss at an early one: negative when later tokens profit from the context)."""
+    c = model.context
+    windows = min(windows, (len(tokens) - 1) // c)
+    if windows < 1:
+        raise ValueError(f"{len(tokens)} tokens are fewer than one window of {c} + 1")
+    total = torch.zeros(c, dtype=torch.float64)
+    model.eval()
+    for b in range(0, windows, batch_size):
+        starts = range(b * c, min(windows, b + batch_size) * c, c)
+        x = torch.stack([tokens[s : s + c] for s in starts])
+        y = torch.stack([tokens[s + 1 : s + c + 1] for s in starts])
+        logits = model(x).float()
+        total += torch.nn.functional.cross_entropy(logits.transpose(1, 2), y, reduction="none").double().sum(0)
+    return total / windows

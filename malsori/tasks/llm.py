@@ -19,7 +19,7 @@ from tqdm import tqdm
 from malsori.config import bounded
 from malsori.errors import ConfigError
 from malsori.llm.adapters import AdaptedLM, AdapterConfig, save_adapter
-from malsori.llm.icl import complete_items
+from malsori.llm.icl import complete_items, output_limit
 from malsori.llm.prompts import PromptFormat, build_prompt, target_ids
 from malsori.llm.scoring import as_error, score
 from malsori.llm.taskfile import PromptTask, load_task
@@ -39,7 +39,7 @@ class PromptDataConfig:
     separator: str = ":"  # between an input and its output
     max_items: int = bounded(0, ge=0)  # train on at most this many items of each task (0 = all)
     valid_items: int = bounded(50, ge=1)  # items of each task's valid.jsonl decoded at each validation
-    max_output_tokens: int = bounded(64, ge=1)  # generation limit at validation
+    max_output_tokens: int = bounded(0, ge=0)  # generation limit at validation (0 = the task's longest training output + 8)
     batch_size: int = bounded(16, ge=1)  # prompted items per batch
 
 
@@ -132,7 +132,8 @@ class PromptedLMTask(Task):
         model.eval()
         errors, nll, count, items, parts = [], 0.0, 0, 0, []
         for task, valid in chosen:
-            done = complete_items(model, self.tokenizer, task, valid, self.format, d.max_output_tokens, self.cfg.seed)
+            limit = d.max_output_tokens or output_limit(task, self.tokenizer)
+            done = complete_items(model, self.tokenizer, task, valid, self.format, limit, self.cfg.seed)
             value = score(task.spec.metric, [c.item.output for c in done], [c.hypothesis for c in done])
             errors.append(as_error(task.spec.metric, value))
             parts.append(f"{task.spec.name} {task.spec.metric} {value:.4g}")
