@@ -104,6 +104,13 @@ def test_adapter_folder_reloads_to_identical_outputs(tmp_path, kind):
     again = load_lm(folder)
     x = torch.randint(3, base.tokenizer.vocab_size, (2, 13))
     assert again.task == "lm" and torch.equal(again.model(x), model(x))
+    from click.testing import CliRunner
+
+    from malsori.cli import main
+
+    (tmp_path / "text.txt").write_text("abc cab\nbad dab ace\n")
+    r = CliRunner().invoke(main, ["lm", "eval", str(folder), str(tmp_path / "text.txt"), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["ppl_token"] > 1, r.output
     other = tiny_lm_dir(tmp_path / "other", seed=5)  # another base under the recorded path: refused
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "base": str(other)}))
