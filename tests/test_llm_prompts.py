@@ -121,3 +121,20 @@ def test_loss_by_position_is_the_per_position_cross_entropy(tmp_path):
     y = stream[1 : 4 * 16 + 1].view(4, 16)
     direct = torch.nn.functional.cross_entropy(m(x).transpose(1, 2), y, reduction="none").mean(0)
     torch.testing.assert_close(curve.float(), direct, atol=1e-5, rtol=1e-5)
+
+
+def test_reference_loss_scores_the_output_tokens_after_the_prompt(tmp_path):
+    import torch
+
+    from malsori.llm.icl import reference_loss
+    from malsori.llm.prompts import target_ids
+
+    m, task = load_model_dir(tiny_lm_dir(tmp_path / "lm")), load_task(reverse_task(tmp_path / "t"))
+    got = reference_loss(m.model, m.tokenizer, task, [0, 2], PromptFormat(), items=3)
+    assert [k for k, _ in got] == [0, 2]
+    item = task.test[0]  # k = 0 by hand, one item: the prompt is eos + "input :"
+    prompt, target = [m.tokenizer.special_ids.eos] + m.tokenizer.encode(f"{item.input} :"), target_ids(item, m.tokenizer)
+    one = reference_loss(m.model, m.tokenizer, task, [0], PromptFormat(), items=1)[0][1]
+    with torch.no_grad():
+        logits = m.model(torch.tensor([prompt + target[:-1]]))[0, len(prompt) - 1 :]
+    assert one == pytest.approx(float(torch.nn.functional.cross_entropy(logits, torch.tensor(target))), rel=1e-5)

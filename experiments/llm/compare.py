@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from malsori.llm.adapters import load_lm
-from malsori.llm.icl import evaluate_shots
+from malsori.llm.icl import evaluate_shots, reference_loss
 from malsori.llm.prompts import PromptFormat
 from malsori.llm.taskfile import load_task
 
@@ -105,6 +105,14 @@ def main() -> None:
         for name in args.icl_tasks.split(","):
             if name not in results.get("icl", {}):
                 results.setdefault("icl", {})[name] = _eval(args.base, args.tasks / name, ks, args.icl_items)
+                _save(args.out, results)
+    if "icl_nll" in parts:
+        for name in args.icl_tasks.split(","):
+            if name not in results.get("icl_nll", {}):
+                m, task = load_lm(args.base), load_task(args.tasks / name)
+                rows = reference_loss(m.model, m.tokenizer, task, ks, PromptFormat(), args.icl_items)
+                print(f"{name}: reference loss by k: " + ", ".join(f"k={k} {v:.3f}" for k, v in rows), flush=True)
+                results.setdefault("icl_nll", {})[name] = [{"k": k, "nats_per_token": v} for k, v in rows]
                 _save(args.out, results)
     task_dir = args.tasks / args.tune_task
     if "tune" in parts:

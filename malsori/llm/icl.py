@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from malsori.lm.generate import SamplingOptions, generate
-from malsori.llm.prompts import PromptFormat, build_prompt
+from malsori.llm.prompts import PromptFormat, build_prompt, target_ids
 from malsori.llm.scoring import score
 from malsori.llm.taskfile import Item, PromptTask
 from malsori.tokenizer import Tokenizer
@@ -96,3 +96,24 @@ def loss_by_position(model: torch.nn.Module, tokens: torch.Tensor, windows: int,
         logits = model(x).float()
         total += torch.nn.functional.cross_entropy(logits.transpose(1, 2), y, reduction="none").double().sum(0)
     return total / windows
+
+
+@torch.no_grad()
+def reference_loss(model: torch.nn.Module, tokenizer: Tokenizer, task: PromptTask, ks: list[int], fmt: PromptFormat,
+                   items: int = 0, seed: int = 0) -> list[tuple[int, float]]:
+    """(k, mean loss in nats per token of the reference outputs and their end) of the test items under k-shot
+    prompts: a graded view of in-context learning that moves before exact answers appear."""
+    chosen = task.test[:items] if items else task.test
+    model.eval()
+    out = []
+    for k in ks:
+        nll, count = 0.0, 0
+        for item in chosen:
+            target = target_ids(item, tokenizer)
+            p = build_prompt(task, item, replace(fmt, shots=k), tokenizer, model.context - len(target), seed)
+            ids = torch.tensor([p.ids + target])
+            logits = model(ids[:, :-1])[0, len(p.ids) - 1 :].float()
+            nll += float(torch.nn.functional.cross_entropy(logits, ids[0, len(p.ids) :], reduction="sum"))
+            count += len(target)
+        out.append((k, nll / max(1, count)))
+    return out
