@@ -15,14 +15,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def icl_plot(icl: dict, out: Path) -> None:
-    fig, axes = plt.subplots(1, len(icl), figsize=(3.2 * len(icl), 3), squeeze=False)
-    for ax, (name, rows) in zip(axes[0], icl.items()):
+def icl_plot(icl: dict, out: Path, nll: dict | None = None) -> None:
+    """Top: the task's metric against k; bottom (when measured): nats per reference-output token against k."""
+    nrows = 2 if nll else 1
+    fig, axes = plt.subplots(nrows, len(icl), figsize=(3.2 * len(icl), 2.8 * nrows), squeeze=False)
+    for col, (name, rows) in enumerate(icl.items()):
+        ax = axes[0][col]
         ax.plot([r["k"] for r in rows], [r["value"] for r in rows], "o-")
         ax.set_title(name)
-        ax.set_xlabel("examples in the prompt (k)")
         ax.set_ylabel(rows[0]["metric"])
         ax.set_xticks([r["k"] for r in rows])
+        if nll and name in nll:
+            ax = axes[1][col]
+            ax.plot([r["k"] for r in nll[name]], [r["nats_per_token"] for r in nll[name]], "s-", color="C1")
+            ax.set_ylabel("reference loss, nats/token")
+            ax.set_xticks([r["k"] for r in nll[name]])
+        ax.set_xlabel("examples in the prompt (k)")
     fig.tight_layout()
     fig.savefig(out / "icl_vs_k.png", dpi=110)
     plt.close(fig)
@@ -67,7 +75,7 @@ def main() -> None:
     results = json.loads(args.results.read_text())
     args.out.mkdir(parents=True, exist_ok=True)
     if results.get("icl"):
-        icl_plot(results["icl"], args.out)
+        icl_plot(results["icl"], args.out, results.get("icl_nll"))
     if results.get("position"):
         position_plot(results["position"], args.out)
     print(table(results))
