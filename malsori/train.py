@@ -180,6 +180,8 @@ def train(cfg: RunConfig) -> Path:
         model.train()
         window_amount, window_t, window_loss, window_n = 0.0, time.time(), 0.0, 0
         for batch in bar:
+            if pos % accum == 0 and total - pos < accum:  # too few left for a step: not carried into the next epoch
+                break
             pos += 1
             prepared = task.prepare(batch)
             if prepared is None and procs.world == 1:
