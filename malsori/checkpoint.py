@@ -1,7 +1,8 @@
 """Training checkpoints as folders of safetensors + JSON (never pickles), written atomically, and checkpoint averaging.
 
-A checkpoint `ckpt-<step>/` holds model.safetensors, optimizer.safetensors, rng.safetensors and state.json (step,
-epoch, position, optimizer hyper-parameters, the tensor files' SHA-256). It is written under a temporary name and
+A checkpoint `ckpt-<step>/` holds model.safetensors, optimizer.safetensors, rng.safetensors (each training process's
+RNG state) and state.json (step, epoch, position, number of processes, optimizer hyper-parameters, the tensor files'
+SHA-256). It is written under a temporary name and
 renamed into place, and the `latest` pointer is replaced atomically after it, so a kill at any moment leaves the last
 good checkpoint intact; a checkpoint corrupted later (a bit flip, a truncated copy) fails its checksum, and resuming
 falls back to the newest one that reads back intact.

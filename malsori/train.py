@@ -7,7 +7,8 @@ checkpoints, logs and progress, and knows no modality.
 
 Exact resume: batch order and augmentation are functions of (seed, epoch, index); checkpoints hold the model, the
 optimizer, the RNG state and the position inside the epoch, so a run killed at any point and resumed logs the same
-losses as an uninterrupted one. Multi-process training (torchrun) shards batches by rank and wraps the model in DDP.
+losses as an uninterrupted one. Multi-process training (torchrun) shards batches by rank and wraps the model in DDP;
+rank 0 alone writes the run folder (`malsori.distributed`, docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -137,11 +138,14 @@ def train(cfg: RunConfig) -> Path:
         atomic_write_json(out / "train_config.json", to_dict(cfg), indent=1)
         return build(None)
 
-    # rank 0 first (it writes the config, tokenizer and CMVN the others read), then the others, after checking that
-    # they see the lock rank 0 holds (so out= is one shared folder)
-    built = procs.on_main(start_main)
-    lock, resume_from = procs.from_main((lock_line(out) if procs.world > 1 else "", built[3] and built[3].name) if main_proc else None)
-    built = procs.together(lambda: built if main_proc else (check_shared_lock(out, lock), build(resume_from))[1])
+    def start_other(lock: str, resume_from: str | None) -> tuple:
+        check_shared_lock(out, lock)
+        return build(resume_from)
+
+    built = procs.on_main(start_main)  # rank 0 first: it writes the config, tokenizer and CMVN the others read
+    if procs.world > 1:  # then the others, once they see the lock rank 0 holds (so out= is one shared folder)
+        lock, resume_from = procs.from_main((lock_line(out), built[3] and built[3].name) if main_proc else None)
+        built = procs.together(lambda: built if main_proc else start_other(lock, resume_from))
     task, model, optimizer, _, state = built
     step, epoch, pos, elapsed = state.get("step", 0), state.get("epoch", 0), state.get("pos", 0), state.get("elapsed", 0.0)
     net = _LossModule(model, task)
@@ -169,8 +173,8 @@ def train(cfg: RunConfig) -> Path:
 
     def checkpoint() -> None:  # every rank's RNG state, saved by rank 0
         rngs = procs.gather(torch.get_rng_state())
-        procs.on_main(lambda: save_checkpoint(out, step, model, optimizer, {"epoch": epoch, "pos": pos, "elapsed": time.time() - run_t0,
-                                                                            "world_size": procs.world}, cfg.keep_last, rngs))
+        where = {"epoch": epoch, "pos": pos, "elapsed": time.time() - run_t0, "world_size": procs.world}
+        procs.on_main(lambda: save_checkpoint(out, step, model, optimizer, where, cfg.keep_last, rngs))
 
     accum = cfg.optim.accum_grad
     while epoch < cfg.max_epochs and not stop:

@@ -16,8 +16,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from helpers.training import RECIPE, TINY
+
 from malsori.data.dataset import BatchConfig, BucketBatchSampler
-from malsori.errors import MalsoriError
 from malsori.pretrained import load_model_dir
 from malsori.tasks import load_train_config
 from malsori.train import train
@@ -49,12 +50,11 @@ def _overrides(text: Path, out: Path, *extra: str) -> list[str]:
             "checkpoint_every=4", "log_every=1", "average_last=2", "progress=false", "threads=1", *extra]
 
 
-def _torchrun(text: Path, *overrides: str) -> SimpleNamespace:
+def _torchrun(recipe: Path, *overrides: str) -> SimpleNamespace:
     """`torchrun --standalone --nproc_per_node=2 -m malsori train RECIPE OVERRIDES` with this interpreter, one thread
     a process."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "malsori", "train",
-           str(text.parent / "lm.yaml"), *overrides]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "malsori", "train", str(recipe), *overrides]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     return SimpleNamespace(returncode=r.returncode, stdout=r.stdout, stderr=r.stderr)
 
@@ -72,7 +72,7 @@ def _files(run: Path) -> set[str]:
 def runs(text, tmp_path_factory) -> SimpleNamespace:
     """The same 8 steps: two processes with 8 blocks each, and one process with 16."""
     d = tmp_path_factory.mktemp("runs")
-    two = _torchrun(text, *_overrides(text, d / "two", "data.batch_size=8"))
+    two = _torchrun(text.parent / "lm.yaml", *_overrides(text, d / "two", "data.batch_size=8"))
     assert two.returncode == 0, two.stderr[-3000:]
     _train(text, d / "one", "data.batch_size=16")
     return SimpleNamespace(one=d / "one", two=d / "two", output=two)
@@ -128,7 +128,7 @@ def test_resume_with_another_number_of_processes_is_refused(runs, text, tmp_path
     after = {p: p.stat().st_mtime_ns for p in runs.two.rglob("*") if p.is_file() and p.name != ".lock"}
     assert after == {p: t for p, t in before.items() if p.name != ".lock"}  # refused before writing anything
     one = shutil.copytree(runs.one, tmp_path / "one")  # and the other way: two processes on a one-process run
-    r = _torchrun(text, *_overrides(text, one, "data.batch_size=16", "max_steps=12"))
+    r = _torchrun(text.parent / "lm.yaml", *_overrides(text, one, "data.batch_size=16", "max_steps=12"))
     assert r.returncode != 0
     errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [f"error: {one}: its checkpoints were written by a run of 1 process(es) and this run has 2: resume it "
@@ -141,18 +141,18 @@ def test_two_process_run_resumes_exactly_with_dropout_and_accumulation(text, tmp
     """Each rank draws its own dropout and saves its RNG state: killed after its step-4 checkpoint and resumed, a run
     logs the losses of an uninterrupted one; with accumulation (2 × 4 blocks per rank) it also matches one process."""
     extra = ["data.batch_size=4", "optim.accum_grad=2", "model.gpt.dropout=0.1"]
-    ref = _torchrun(text, *_overrides(text, tmp_path / "ref", *extra))
+    ref = _torchrun(text.parent / "lm.yaml", *_overrides(text, tmp_path / "ref", *extra))
     assert ref.returncode == 0, ref.stderr[-3000:]
     run = shutil.copytree(tmp_path / "ref", tmp_path / "run")
     shutil.rmtree(run / "ckpt-00000008")
     shutil.rmtree(run / "model")
-    r = _torchrun(text, *_overrides(text, run, *extra))
+    r = _torchrun(text.parent / "lm.yaml", *_overrides(text, run, *extra))
     assert r.returncode == 0 and "resuming from ckpt-00000004" in r.stdout, r.stderr[-3000:]
     assert _losses(run) == _losses(tmp_path / "ref")
     one = tmp_path / "one"
     _train(text, one, "data.batch_size=16")
     same = _losses(one)
-    nodrop = _torchrun(text, *_overrides(text, tmp_path / "nodrop", "data.batch_size=4", "optim.accum_grad=2"))
+    nodrop = _torchrun(text.parent / "lm.yaml", *_overrides(text, tmp_path / "nodrop", "data.batch_size=4", "optim.accum_grad=2"))
     assert nodrop.returncode == 0, nodrop.stderr[-3000:]
     for step, loss in _losses(tmp_path / "nodrop").items():
         assert abs(loss - same[step]) < TOLERANCE, step
@@ -171,3 +171,29 @@ def test_an_epoch_tail_shorter_than_an_accumulation_is_left_out_so_resume_is_exa
     shutil.rmtree(tmp_path / "run" / "ckpt-00000008")  # resume from the checkpoint written where epoch 0 ended
     _train(text, tmp_path / "run", *extra, "max_steps=18")
     assert _losses(tmp_path / "run") == _losses(tmp_path / "ref")
+
+
+@pytest.mark.slow
+def test_speech_on_two_processes_matches_one_accumulating_two_batches(tiny_corpus, tmp_path):
+    """Speech batches are duration-bucketed lists of utterances of unequal size: rank r's k-th batch is one process's
+    batch 2k + r, so two processes take the steps of one process that accumulates 2 batches a step (no dropout and
+    no SpecAugment here: their draws differ per rank). The model folder transcribes."""
+    from malsori.tasks.asr import TrainConfig
+
+    common = [f"data.train={tiny_corpus['train']}", f"data.valid={tiny_corpus['dev']}", *TINY, "model.conformer.dropout=0",
+              "specaug.num_freq_masks=0", "specaug.num_time_masks=0", "max_steps=6", "checkpoint_every=3", "log_every=1",
+              "threads=1"]
+    r = _torchrun(RECIPE, *common, f"out={tmp_path / 'two'}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = load_train_config(RECIPE, [*common, f"out={tmp_path / 'one'}", "optim.accum_grad=2"])
+    assert isinstance(cfg, TrainConfig)
+    train(cfg)
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert sorted(one) == sorted(two) == list(range(1, 7))
+    for step in one:
+        assert abs(one[step] - two[step]) < TOLERANCE * max(1.0, one[step]), (step, one[step], two[step])
+    assert _files(tmp_path / "one") == _files(tmp_path / "two")
+    from malsori.pretrained import Recognizer
+
+    wav = next((tiny_corpus["test"].parent / "audio" / "test").glob("*.flac"))
+    assert Recognizer.load(tmp_path / "one" / "model").transcribe(wav).text == Recognizer.load(tmp_path / "two" / "model").transcribe(wav).text
