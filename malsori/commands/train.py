@@ -27,7 +27,6 @@ def train(recipe: str, overrides: tuple[str, ...]) -> None:
     Nested keys use dots, e.g. `malsori train conformer_ctc_demo data.train=corpus/train.jsonl optim.lr=1e-3 out=exp/a`.
     Re-running with the same out= resumes from the last checkpoint; the final model is written to OUT/model.
 
-    \b
     Several processes: torchrun --nproc_per_node=N -m malsori train RECIPE ... (docs/distributed.md). The recipe's
     batch (batch.* for speech, data.batch_size for an LM) is per process: an optimizer step sees
     N x optim.accum_grad batches, so the same recipe on N processes trains with an N times larger batch.
