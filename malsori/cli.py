@@ -17,7 +17,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except MalsoriError as e:
-            click.echo(f"error: {e}", err=True)
+            if not getattr(e, "printed_elsewhere", False):  # e.g. by the training rank that failed (malsori.distributed)
+                click.echo(f"error: {e}", err=True)
             sys.exit(2)
         except click.UsageError as e:
             hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
