@@ -20,7 +20,9 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import soxr
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Response
 
 from malsori.audio import SAMPLE_RATE
 from malsori.pretrained import Recognizer
@@ -172,7 +174,7 @@ class Server:
     def _process_request(self, connection: ServerConnection, request):
         url = urlsplit(request.path)
         if "websocket" not in request.headers.get("Upgrade", "").lower():
-            return self._page(connection, url.path)
+            return self._page(connection, request, url.path)
         query = parse_qs(url.query)
         if self.cfg.token:
             bearer = request.headers.get("Authorization", "")
@@ -189,16 +191,16 @@ class Server:
                 return connection.respond(HTTPStatus.BAD_REQUEST, f"{e}\n")
         return None
 
-    def _page(self, connection: ServerConnection, path: str):
+    def _page(self, connection: ServerConnection, request, path: str):
+        if request.method not in ("GET", "HEAD"):
+            return connection.respond(HTTPStatus.METHOD_NOT_ALLOWED, "only GET\n")
         page = self._pages.get(path)
         if page is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
-        response = connection.respond(HTTPStatus.OK, "")
-        response.body = page.read_bytes()
-        response.headers["Content-Length"] = str(len(response.body))
-        response.headers["Content-Type"] = CONTENT_TYPES[page.suffix]
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        body = page.read_bytes()
+        headers = Headers([("Content-Type", CONTENT_TYPES[page.suffix]), ("Content-Length", str(len(body))),
+                           ("Cache-Control", "no-store"), ("Connection", "close")])
+        return Response(HTTPStatus.OK, "OK", headers, body)
 
     # -- connections ----------------------------------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
