@@ -33,7 +33,8 @@ class _StreamState:
     """A chunked model's view of one connection."""
 
     stream: object  # malsori.streaming.Stream
-    sent: int = 0  # finals already reported
+    taken: int = 0  # the Stream's finals already looked at
+    segment: int = 0  # finals reported (those with words)
     start: float = 0.0  # seconds from the stream start at which the current utterance starts
     text: str = ""  # last partial reported
 
@@ -71,18 +72,20 @@ class ChunkedEngine:
         if finish:
             s.finish()
         start = st.start
-        for t in s.finals[st.sent :]:  # utterances follow each other: the next starts where this one ended
-            results.append(_result(self.rec, t, st.sent, start, s.received, final=True))
-            st.sent, start = st.sent + 1, start + t.duration
+        for t in s.finals[st.taken :]:  # utterances follow each other: the next starts where this one ended
+            if t.text:
+                results.append(_result(self.rec, t, st.segment, start, s.received, final=True))
+                st.segment += 1
+            st.taken, start = st.taken + 1, start + t.duration
         st.start = s.start_feature * self.rec.frame_shift
         if finish:
             if not results:  # sherpa ends a stream with a final result, empty if need be
-                results.append(_result(self.rec, Transcript(text=""), st.sent, st.start, s.received, final=True))
+                results.append(_result(self.rec, Transcript(text=""), st.segment, st.start, s.received, final=True))
             results[-1].is_eof = True
             return results
         partial = s.partial
         if partial.text != st.text or (results and partial.text):
-            results.append(_result(self.rec, partial, st.sent, st.start, s.received, final=False))
+            results.append(_result(self.rec, partial, st.segment, st.start, s.received, final=False))
         st.text = partial.text
         return results
 
@@ -145,9 +148,8 @@ class RedecodeEngine:
         length_s = len(st.buf) / SAMPLE_RATE
         if finish:
             return [_result(rec, t, st.segment, start_s, st.received, final=True, eof=True)]
-        if t.tokens:
-            frame_s = rec.subsampling * rec.frame_shift  # end of the last token's frame (no times: no endpoint but the length)
-            last = t.token_times[-1] - start_s + frame_s if t.token_times else length_s
+        if t.words:  # (a lone word-boundary token is no word: it neither ends nor holds an utterance)
+            last = t.words[-1].end  # seconds from the utterance start
             if length_s - last >= cfg.endpoint_silence_s or len(st.buf) >= self.max_len:
                 cut = len(st.buf) if len(st.buf) >= self.max_len else int((last + (length_s - last) / 2) * SAMPLE_RATE)
                 result = _result(rec, t, st.segment, start_s, st.received, final=True)

@@ -75,8 +75,8 @@ class _Client:
     def finish(self) -> None:
         if not self.finishing:
             if self.resampler is not None:
-                self.add(self.resampler.resample_chunk(np.zeros(0, np.float32), last=True))
-                self.resampler = None
+                tail, self.resampler = self.resampler.resample_chunk(np.zeros(0, np.float32), last=True), None
+                self.add(tail)
             self.finishing = True
 
     def has_work(self) -> bool:
@@ -225,7 +225,9 @@ class Server:
                 c.closed = True
                 await c.ws.close(problem.code, str(problem))
             elif isinstance(problem, ConnectionClosed):
-                if not c.finishing:
+                if problem.sent is not None and problem.sent.code == P.TOO_BIG:
+                    log.warning("%s: closing (%d): a message over %d bytes", c.name, P.TOO_BIG, self.cfg.max_message_bytes)
+                elif not c.finishing:
                     log.info("%s: left mid-stream after %.1f s of audio", c.name, c.received_n / SAMPLE_RATE)
                 c.closed = True
             elif problem is not None:
