@@ -17,7 +17,6 @@ pytest.importorskip("websockets", reason="malsori serve needs websockets (pip in
 
 from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 
-from helpers.serving import talk  # noqa: E402
 from malsori.audio import load_audio  # noqa: E402
 from malsori.commands.demo import DEMO_AUDIO, RELEASED  # noqa: E402
 from malsori.data.manifest import read_manifest  # noqa: E402
@@ -28,6 +27,7 @@ from malsori.nn.chunked import ChunkConfig  # noqa: E402
 from malsori.nn.conformer import ConformerConfig  # noqa: E402
 from malsori.pretrained import RELEASED_MODELS, Recognizer  # noqa: E402
 from malsori.serve import protocol as P  # noqa: E402
+from malsori.serve.client import talk  # noqa: E402
 from malsori.serve.config import ServeConfig  # noqa: E402
 from malsori.serve.server import Server  # noqa: E402
 from malsori.streaming import StreamConfig  # noqa: E402
