@@ -261,3 +261,50 @@ def test_page_and_config(released):
     with pytest.raises(ConfigError, match="--token"):
         ServeConfig(host="0.0.0.0")
     assert ServeConfig(host="0.0.0.0", token="t").host == "0.0.0.0"
+
+
+@needs_released
+def test_cli_sigterm_finalizes_and_exits(released, clips):
+    """`malsori serve` as a process: SIGTERM while a client is mid-stream gives that client its final result, Done!
+    and 1001, and the process exits 0. A non-loopback host without --token is refused before the model loads."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from malsori.cli import main
+
+    refused = CliRunner().invoke(main, ["serve", RELEASED, "--host", "0.0.0.0"])
+    assert refused.exit_code == 2 and "--token" in refused.output
+
+    clip = clips[6]
+    proc = subprocess.Popen([sys.executable, "-m", "malsori.cli", "serve", RELEASED, "--port", "0", "--endpoint-silence", "100"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        for line in proc.stderr:
+            m = re.search(r"listening on ws://127\.0\.0\.1:(\d+)", line)
+            if m:
+                port = int(m.group(1))
+                break
+        assert port, "the server did not say where it listens"
+
+        async def scenario():
+            sent = asyncio.Event()
+            client = asyncio.create_task(talk(f"ws://127.0.0.1:{port}", clip, done=False, sent=sent))
+            await sent.wait()
+            await asyncio.sleep(1.0)
+            proc.send_signal(signal.SIGTERM)
+            return await client
+
+        s = asyncio.run(scenario())
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert s.done and s.code == P.GOING_AWAY and s.results[-1]["is_eof"]
+    got = s.results[-1]["received_s"] * 16000  # whole 100 ms messages (or all of the clip) reached the server
+    received = min([*range(0, len(clip), 1600), len(clip)], key=lambda n: abs(n - got))
+    assert received >= 16000 and s.text == released.transcribe(clip[:received]).text

@@ -47,9 +47,10 @@ class Session:
 
 
 async def talk(url: str, wave: np.ndarray, frame: int = 1600, speed: float = 0.0, done: bool = True,
-               headers: dict | None = None, first: str | None = None) -> Session:
+               headers: dict | None = None, first: str | None = None, sent: asyncio.Event | None = None) -> Session:
     """Send `wave` in `frame`-sample float32 messages (`speed` × real time; 0: as fast as possible), then Done;
-    collect results until the server closes. `first`: a text message sent before the audio."""
+    collect results until the server closes. `first`: a text message sent before the audio; `sent`: set once all
+    the audio is sent."""
     s = Session()
     async with connect(url, additional_headers=headers, max_size=2**22) as ws:
         async def receive() -> None:
@@ -73,6 +74,8 @@ async def talk(url: str, wave: np.ndarray, frame: int = 1600, speed: float = 0.0
                 s.sent_at.append((min(len(wave), i + frame) / 16000, time.perf_counter()))
                 if speed:
                     await asyncio.sleep(max(0.0, start + (i + frame) / 16000 / speed - time.perf_counter()))
+            if sent is not None:
+                sent.set()
             if done:
                 s.done_sent_at = time.perf_counter()
                 await ws.send("Done")
