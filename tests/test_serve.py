@@ -308,3 +308,36 @@ def test_cli_sigterm_finalizes_and_exits(released, clips):
     got = s.results[-1]["received_s"] * 16000  # whole 100 ms messages (or all of the clip) reached the server
     received = min([*range(0, len(clip), 1600), len(clip)], key=lambda n: abs(n - got))
     assert received >= 16000 and s.text == released.transcribe(clip[:received]).text
+
+
+@needs_released
+def test_sherpa_onnx_client_works_unchanged(released, clips, tmp_path):
+    """sherpa-onnx's own C++ client (`sherpa-onnx-online-websocket-client`, from the sherpa-onnx-bin package) streams
+    a WAV file to this server and ends with the offline transcript, marked final."""
+    import json
+    import re
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import soundfile as sf
+
+    name = "sherpa-onnx-online-websocket-client"
+    client = shutil.which(name) or str(Path(sys.executable).parent / name)
+    if not Path(client).is_file():
+        pytest.skip(f"needs {name} (pip install sherpa-onnx-bin)")
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, clips[6], 16000, subtype="PCM_16")
+    want = released.transcribe(load_audio(wav)).text
+
+    async def scenario(server, url):
+        cmd = [client, f"--server-port={server.port}", "--samples-per-message=1600", "--seconds-per-message=0.02", str(wav)]
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        return proc.returncode, (out + err).decode()
+
+    code, log = serving(released, scenario, stream=NO_ENDPOINT)
+    results = [json.loads(m) for m in re.findall(r"OnMessage:\d+ (\{.*\})", log)]
+    assert code == 0 and "Done!" in log and results
+    assert results[-1]["is_final"] and results[-1]["text"] == want

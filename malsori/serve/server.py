@@ -163,7 +163,7 @@ class Server:
             c.reader.cancel()
         try:
             await asyncio.wait_for(self._ws.wait_closed(), self.cfg.shutdown_timeout_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # (the builtin TimeoutError only from Python 3.11)
             log.warning("shutdown: streams not finished after %g s, closing them", self.cfg.shutdown_timeout_s)
             self._ws.close(close_connections=True)
             await self._ws.wait_closed()
@@ -250,7 +250,7 @@ class Server:
         while True:
             try:
                 msg = await asyncio.wait_for(c.ws.recv(), idle)
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 raise P.ProtocolViolation(P.POLICY, f"idle: no message for {idle:g} s") from None
             if isinstance(msg, bytes):
                 c.add(P.decode_samples(msg))
