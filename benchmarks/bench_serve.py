@@ -116,10 +116,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="the server's decoding threads")
     ap.add_argument("--saturated", type=float, default=2.0, help="p95 final latency (s) that counts as saturated")
     ap.add_argument("--long", type=float, default=300.0, help="seconds of the long stream (sent at 10x real time)")
-    ap.add_argument("--engine-levels", default="1,2,4,8,16,32", help="streams for the engine-only cost")
+    ap.add_argument("--engine-levels", default="1,4,16,32", help="streams for the engine-only cost ('' to skip)")
     ap.add_argument("--out", type=Path, default=Path("serve_bench.json"))
     args = ap.parse_args()
-    engine_rows = engine_cost(args.model, [int(x) for x in args.engine_levels.split(",")], args.seconds)
+    engine_rows = engine_cost(args.model, [int(x) for x in args.engine_levels.split(",") if x], args.seconds)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -146,7 +146,7 @@ def main() -> None:
         samples: list[tuple[float, float]] = []
 
         async def long_stream():
-            task = asyncio.create_task(talk(url, _audio(args.long, 0), speed=10.0))
+            task = asyncio.create_task(talk(url, _audio(args.long, 0), speed=10.0, keepalive=False))
             t0 = time.perf_counter()
             while not task.done():
                 samples.append((round((time.perf_counter() - t0) * 10.0, 1), _proc(server.pid)[1] / 1024))
@@ -157,7 +157,8 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(30)
-    long = {"audio_s": args.long, "rss_mib_by_audio_s": samples, "finals": len(s.finals), "ok": s.done}
+    long = {"audio_s": args.long, "rss_mib_by_audio_s": samples, "finals": len(s.finals), "ok": s.done and s.code == 1000,
+            "close": s.code}
     report = {"commit": git_commit(), "machine": machine(), "loadavg_before": load, "loadavg_after": os.getloadavg(),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "model": args.model, "threads": args.threads,
               "engine": engine_rows, "levels": rows, "long_stream": long}
@@ -176,8 +177,8 @@ def main() -> None:
               f"{r['final_p50']:.2f} / {r['final_p95']:.2f} | {r['peak_rss_mib']:.0f} | {r['ok']} |")
     rss = [m for _, m in samples]
     if rss:
-        print(f"long stream: {args.long:.0f} s of audio, {len(s.finals)} finals, RSS {rss[0]:.0f} → max {max(rss):.0f} → "
-              f"last {rss[-1]:.0f} MiB (median {statistics.median(rss):.0f})")
+        print(f"long stream: {args.long:.0f} s of audio, {len(s.finals)} finals, closed {s.code}, RSS {rss[0]:.0f} → max "
+              f"{max(rss):.0f} → last {rss[-1]:.0f} MiB (median {statistics.median(rss):.0f})")
 
 
 if __name__ == "__main__":

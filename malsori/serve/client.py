@@ -47,12 +47,14 @@ class Session:
 
 
 async def talk(url: str, wave: np.ndarray, frame: int = 1600, speed: float = 0.0, done: bool = True,
-               headers: dict | None = None, first: str | None = None, sent: asyncio.Event | None = None) -> Session:
+               headers: dict | None = None, first: str | None = None, sent: asyncio.Event | None = None,
+               keepalive: bool = True) -> Session:
     """Send `wave` in `frame`-sample float32 messages (`speed` × real time; 0: as fast as possible), then Done;
     collect results until the server closes. `first`: a text message sent before the audio; `sent`: set once all
-    the audio is sent."""
+    the audio is sent; `keepalive=False`: no ping timeout (for a client far ahead of real time, whose pings wait
+    behind its audio)."""
     s = Session()
-    async with connect(url, additional_headers=headers, max_size=2**22) as ws:
+    async with connect(url, additional_headers=headers, max_size=2**22, ping_timeout=20 if keepalive else None) as ws:
         async def receive() -> None:
             try:
                 async for msg in ws:

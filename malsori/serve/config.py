@@ -23,7 +23,7 @@ class ServeConfig:
     max_connections: int = bounded(32, ge=1)  # open websocket connections; more are closed with 1013
     max_message_bytes: int = bounded(2**20, ge=4096)  # largest message (1 MiB ≈ 16 s of 16 kHz float32); over: 1009
     idle_timeout_s: float = bounded(20.0, gt=0)  # close (1008) a connection that sends nothing for this long
-    max_pending_s: float = bounded(30.0, gt=0)  # undecoded audio held per connection before its reading pauses
+    max_pending_s: float = bounded(10.0, gt=0)  # undecoded audio held per connection before its reading pauses
     partial_interval_s: float = bounded(0.5, gt=0)  # full-context models: re-decode after this much new audio
     max_batch: int = bounded(16, ge=1)  # full-context models: utterances decoded in one padded batch
     shutdown_timeout_s: float = bounded(10.0, gt=0)  # on shutdown, time given to finalize and send open streams

@@ -142,8 +142,10 @@ class Server:
     # -- lifecycle ------------------------------------------------------------------------------------------------
     async def start(self) -> "Server":
         cfg = self.cfg
+        # keepalive pings without a timeout: while a connection's reading is paused by backpressure its pongs wait
+        # behind its audio, so a fast sender would time out; a dead peer is closed by the idle timeout instead
         self._ws = await serve(self._handle, cfg.host, cfg.port, process_request=self._process_request,
-                               max_size=cfg.max_message_bytes, max_queue=4, ping_interval=20, ping_timeout=20,
+                               max_size=cfg.max_message_bytes, max_queue=4, ping_interval=20, ping_timeout=None,
                                open_timeout=10, close_timeout=5, logger=logging.getLogger("malsori.serve.websockets"))
         self.port = self._ws.sockets[0].getsockname()[1]
         self._scheduler = asyncio.create_task(self._schedule())
