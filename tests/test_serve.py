@@ -134,6 +134,24 @@ def test_chunked_model_streams_like_its_offline_stream(clips):
     assert [s.text for s in sessions] == want
     assert all(s.done and s.code == P.NORMAL for s in sessions)
 
+    # endpoints: a head rigged to emit one token per utterance, so every second of audio ends a segment
+    with torch.no_grad():
+        rec.model.head.weight.zero_()
+        rec.model.head.bias.zero_()
+        rec.model.head.bias[5] = 100.0
+    cfg = StreamConfig(chunk_ms=160, left_chunks=2, endpoint_silence_s=1.0, max_utterance_s=1e6)
+    wave = np.concatenate(waves)
+
+    async def one(server, url):
+        return await talk(url, wave, frame=1600)
+
+    s = serving(rec, one, stream=cfg)
+    finals = s.finals[:-1]  # the last is the end of input
+    assert len(finals) >= int(len(wave) / 16000 / 1.2) - 1
+    assert [r["segment"] for r in finals] == list(range(len(finals))) and all(r["text"] for r in finals)
+    starts = [r["start_time"] + r["timestamps"][0] for r in finals]  # when each segment's token came
+    assert np.all(np.diff(starts) >= 1.0)
+
 
 @needs_released
 def test_hostile_clients_are_closed_and_the_others_served(released, clips, caplog):

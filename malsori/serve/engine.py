@@ -33,7 +33,6 @@ class _StreamState:
     """A chunked model's view of one connection."""
 
     stream: object  # malsori.streaming.Stream
-    taken: int = 0  # the Stream's finals already looked at
     segment: int = 0  # finals reported (those with words)
     start: float = 0.0  # seconds from the stream start at which the current utterance starts
     text: str = ""  # last partial reported
@@ -72,11 +71,12 @@ class ChunkedEngine:
         if finish:
             s.finish()
         start = st.start
-        for t in s.finals[st.taken :]:  # utterances follow each other: the next starts where this one ended
+        for t in s.finals:  # utterances follow each other: the next starts where this one ended
             if t.text:
                 results.append(_result(self.rec, t, st.segment, start, s.received, final=True))
                 st.segment += 1
-            st.taken, start = st.taken + 1, start + t.duration
+            start += t.duration
+        s.finals.clear()  # reported: an endless stream keeps no history
         st.start = s.start_feature * self.rec.frame_shift
         if finish:
             if not results:  # sherpa ends a stream with a final result, empty if need be
