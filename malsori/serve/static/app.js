@@ -8,6 +8,7 @@ const status = (text) => { $("status").textContent = text; };
 
 let ws = null;        // the open websocket
 let audio = null;     // { ctx, source, node, tracks } while the microphone runs
+let finishing = false; // Done was sent: send no more audio
 
 function socketUrl() {
   const token = new URLSearchParams(location.search).get("token");
@@ -49,7 +50,7 @@ function openSocket(onDone) {
       ws = null;
       onDone(why);
     };
-    sock.onopen = () => { ws = sock; resolve(sock); };
+    sock.onopen = () => { ws = sock; finishing = false; resolve(sock); };
     sock.onerror = () => reject(new Error("cannot connect to the server"));
     sock.onmessage = (e) => {
       if (e.data === "Done!") { finish("done"); return; }
@@ -83,7 +84,7 @@ async function startMic() {
     await openSocket((why) => { stopAudio(); setBusy(false); status(why === "done" ? "finished" : why); });
     const source = ctx.createMediaStreamSource(stream);
     const node = new AudioWorkletNode(ctx, "capture-16k");
-    node.port.onmessage = (e) => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(e.data.buffer); };
+    node.port.onmessage = (e) => { if (ws && ws.readyState === WebSocket.OPEN && !finishing) ws.send(e.data.buffer); };
     source.connect(node);
     audio = { ctx, source, node, tracks: stream.getTracks() };
     status(`listening (audio at ${ctx.sampleRate} Hz, sent at 16 kHz)`);
@@ -109,7 +110,8 @@ async function stop() {
     await new Promise((r) => setTimeout(r, 150));  // let the last block arrive
     stopAudio();
   }
-  if (ws && ws.readyState === WebSocket.OPEN) {
+  if (ws && ws.readyState === WebSocket.OPEN && !finishing) {
+    finishing = true;
     ws.send("Done");
     status("finishing…");
   }
@@ -130,11 +132,14 @@ async function sendFile(file) {
     await openSocket((why) => { setBusy(false); status(why === "done" ? `finished ${file.name}` : why); });
     status(`sending ${file.name} (${(n / RATE).toFixed(1)} s)`);
     const block = RATE / 10;
-    for (let i = 0; i < n && ws; i += block) {
+    for (let i = 0; i < n && ws && !finishing; i += block) {
       ws.send(samples.slice(i, i + block).buffer);
       await new Promise((r) => setTimeout(r, 25));
     }
-    if (ws) ws.send("Done");
+    if (ws && !finishing) {
+      finishing = true;
+      ws.send("Done");
+    }
   } catch (err) {
     setBusy(false);
     status(`error: ${err.message}`);
