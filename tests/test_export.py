@@ -20,7 +20,7 @@ from malsori.cli import main
 from malsori.commands.demo import RELEASED
 from malsori.errors import MalsoriError
 from malsori.export import export_onnx
-from malsori.export.runtime import OnnxCTC, OnnxStreamingCTC, OnnxTransducer, read_export, sherpa_recognizer, sherpa_tokens
+from malsori.export.runtime import OnnxCTC, OnnxStreaming, OnnxTransducer, read_export, sherpa_recognizer, sherpa_tokens
 from malsori.features import FbankConfig, GlobalCMVN
 from malsori.metrics import error_rates
 from malsori.models.registry import ModelConfig, build_model
@@ -163,15 +163,20 @@ def _torch_stream(rec: Recognizer, wave: np.ndarray, chunk: int, left: int, fram
         return rec.model.head(enc).float().log_softmax(-1).numpy()
 
 
+@pytest.fixture(scope="module")
+def streaming_ctc(unit_small, tmp_path_factory) -> Path:
+    return train_streaming_ctc(unit_small, tmp_path_factory.mktemp("streaming") / "ctc")
+
+
 @pytest.mark.slow
-def test_streaming_ctc_in_onnxruntime_and_sherpa_onnx_equals_malsori(unit_small, waves, tmp_path):
-    path = train_streaming_ctc(unit_small, tmp_path / "streaming")
+def test_streaming_ctc_in_onnxruntime_and_sherpa_onnx_equals_malsori(streaming_ctc, waves, tmp_path):
+    path = streaming_ctc
     out = export_onnx(path, tmp_path / "onnx")
     assert "streaming" in out.graphs and out.streaming["num_blocks"] == 2 and out.streaming["cnn_module_kernel"] == 7
     rec = Recognizer.load(path, device="cpu")
     tail = np.zeros(8000, np.float32)  # sherpa-onnx decodes only whole chunks: half a second of silence flushes the speech
     for chunk, left in ((4, 2), (8, 3)):
-        onnx = OnnxStreamingCTC(tmp_path / "onnx", rec.fbank.cfg, chunk, left)
+        onnx = OnnxStreaming(tmp_path / "onnx", rec.fbank.cfg, chunk, left)
         sherpa = sherpa_recognizer(tmp_path / "onnx", "streaming", chunk_size=chunk, left_chunks=left)
         emitted = 0
         for wave in waves:
@@ -179,12 +184,39 @@ def test_streaming_ctc_in_onnxruntime_and_sherpa_onnx_equals_malsori(unit_small,
             used = onnx.chunks(onnx.features(padded))
             frames = (used - 1) * chunk * 4 + out.streaming["right_context"] + (chunk - 1) * 4 + 1 if used else 0
             want = _torch_stream(rec, padded, chunk, left, frames)
-            got = onnx.log_probs(padded)
+            got = np.concatenate([*onnx.outputs(padded), np.zeros_like(want[:, :0])], axis=1)
             assert got.shape == want.shape and np.abs(got - want).max() < LOGPROB_TOL
             tokens = onnx.decode(padded).tokens
             emitted += len(tokens)
             assert _tokens(rec, sherpa_tokens(sherpa, wave, tail_s=0.5)) == tokens
         assert emitted > 20, (chunk, emitted)
+
+
+@pytest.mark.slow
+def test_streaming_transducer_in_onnxruntime_equals_malsori(streaming_ctc, waves, tmp_path):
+    """The streaming transducer: WeNet-style streaming encoder + decoder + joiner in onnxruntime, greedy chunk by chunk,
+    equals malsori's greedy search over its streaming encoder (sherpa-onnx has no loader for it: docs/export.md)."""
+    from malsori.decode.transducer import transducer_greedy
+
+    path = train_transducer(streaming_ctc, tmp_path / "transducer", steps=5)
+    out = export_onnx(path, tmp_path / "onnx")
+    assert sorted(out.graphs) == ["decoder", "encoder", "joiner", "streaming-encoder"]
+    rec = Recognizer.load(path, device="cpu")
+    chunk, left, emitted = 4, 2, 0
+    onnx = OnnxStreaming(tmp_path / "onnx", rec.fbank.cfg, chunk, left)
+    for wave in waves:
+        used = onnx.chunks(onnx.features(wave))
+        frames = (used - 1) * chunk * 4 + out.streaming["right_context"] + (chunk - 1) * 4 + 1 if used else 0
+        with torch.inference_mode():
+            feats, lens = rec.fbank(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))
+            enc, _ = rec.model.encoder.forward_chunk(rec.cmvn(feats, lens)[:, :frames], None, chunk, left)
+            want = transducer_greedy(rec.model, enc, torch.tensor([enc.size(1)]), max_symbols_per_frame=1)[0].tokens
+            projected = rec.model.joiner.enc_proj(enc).numpy()
+        got = np.concatenate([*onnx.outputs(wave), np.zeros_like(projected[:, :0])], axis=1)
+        assert got.shape == projected.shape and np.abs(got - projected).max() < LOGPROB_TOL
+        assert onnx.decode(wave).tokens == want
+        emitted += len(want)
+    assert emitted > 20
 
 
 def _tiny_model(tmp_path: Path, name: str, head: str = "ctc", features: FbankConfig | None = None, predictor: str = "stateless") -> Path:

@@ -1,9 +1,10 @@
 """Export-only modules: a trained malsori model wrapped in the input/output layouts sherpa-onnx's runtimes expect.
 
 - `OfflineCTC`: WeNet CTC (x [N, T, F], x_lens [N] → log_probs [N, T', V], log_probs_lens [N]).
-- `StreamingCTC`: WeNet streaming CTC, batch 1: one chunk of feature frames plus a fixed-size state (attention keys
-  and values of the last `required_cache_size` frames of every layer, the causal convolutions' last inputs, the
-  stream offset) and a mask over the cache → the chunk's log-probs and the next state.
+- `StreamingEncoder`: WeNet streaming CTC, batch 1: one chunk of feature frames plus a fixed-size state (attention
+  keys and values of the last `required_cache_size` frames of every layer, the causal convolutions' last inputs, the
+  stream offset) and a mask over the cache → the chunk's log-probs (for a transducer: its projected encoder frames,
+  for the decoder and joiner graphs) and the next state.
 - `TransducerEncoder` / `TransducerDecoder` / `TransducerJoiner`: icefall's three-file transducer; the joiner's
   input projections are applied in the encoder and decoder graphs, so the joiner takes two [N, J] vectors.
 
@@ -48,8 +49,9 @@ class _MaskedCache(nn.Module):
         return self.inner.forward_cached(x, positions, keys, values, keep, uncached, self.mask)
 
 
-class StreamingCTC(nn.Module):
-    """One WeNet streaming step of a causal chunked Conformer-CTC (batch 1).
+class StreamingEncoder(nn.Module):
+    """One WeNet streaming step of a causal chunked Conformer (batch 1): CTC log-probs for a CTC model, the joiner's
+    encoder projection for a transducer.
 
     x [1, (C-1)·s + r + 1, F] feature frames giving C encoder frames (s = subsampling factor, r + 1 = its receptive
     field); offset [1]: `required_cache_size` + encoder frames emitted so far (sherpa-onnx starts it there);
@@ -62,7 +64,8 @@ class StreamingCTC(nn.Module):
         model.encoder.check_streamable()
         self.front = front
         self.encoder = copy.deepcopy(model.encoder)  # its attentions get the cache mask; the caller's model is untouched
-        self.head = model.head
+        self.transducer = hasattr(model, "joiner")
+        self.head = model.joiner.enc_proj if self.transducer else model.head
         for layer in self.encoder.layers:
             layer.attention = _MaskedCache(layer.attention)
         self.head_dim = self.encoder.layers[0].attention.inner.head_dim
@@ -82,8 +85,8 @@ class StreamingCTC(nn.Module):
             keep = attn_cache.size(2)
             keys.append(torch.cat((k, v), dim=-1)[:, :, k.size(2) - keep :])
             convs.append(conv)
-        log_probs = self.head(self.encoder.finish(h)).float().log_softmax(-1)
-        return log_probs, torch.cat(keys, dim=0), torch.stack(convs)
+        out = self.head(self.encoder.finish(h))
+        return (out if self.transducer else out.float().log_softmax(-1)), torch.cat(keys, dim=0), torch.stack(convs)
 
 
 class TransducerEncoder(nn.Module):

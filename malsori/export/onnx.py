@@ -26,7 +26,7 @@ from torch import nn
 
 from malsori.errors import MalsoriError
 from malsori.export.frontend import UNIT_SCALE, WENET_SCALE, FoldedFrontEnd, check_frontend, check_scale
-from malsori.export.layouts import OfflineCTC, StreamingCTC, TransducerDecoder, TransducerEncoder, TransducerJoiner
+from malsori.export.layouts import OfflineCTC, StreamingEncoder, TransducerDecoder, TransducerEncoder, TransducerJoiner
 from malsori.files import follow_umask, strict_json
 from malsori.pretrained import ModelDir, load_model_dir
 
@@ -41,7 +41,7 @@ class Exported:
     kind: str  # ctc | transducer
     source: str  # the model folder
     weights_sha256: str  # of the exported weights (config.json's)
-    graphs: dict[str, str]  # role (model, zipformer-ctc, streaming, encoder, decoder, joiner) → file name in DIR
+    graphs: dict[str, str]  # role (model, zipformer-ctc, streaming, encoder, streaming-encoder, decoder, joiner) → file in DIR
     int8: dict[str, str] = field(default_factory=dict)  # role → quantized file name (with --int8)
     feature_dim: int = 80  # fbank bins: sherpa-onnx's feature_dim argument
     sample_rate: int = 16000  # the model's rate: sherpa-onnx's sample_rate argument
@@ -73,7 +73,7 @@ def export_onnx(model: str | os.PathLike, out: str | os.PathLike, int8: bool = F
         raise MalsoriError(f"{where}: model.head {kind!r} has no sherpa-onnx layout (exportable: {', '.join(KINDS)})")
     check_frontend(md.fbank.cfg, where)
     check_scale(md.fbank.cfg, WENET_SCALE, where, "WeNet CTC models")
-    plan = _ctc_graphs(md, where, chunk_size, left_chunks) if kind == "ctc" else _transducer_graphs(md, where)
+    plan = _ctc_graphs(md, where, chunk_size, left_chunks) if kind == "ctc" else _transducer_graphs(md, where, chunk_size, left_chunks)
     info = Exported(kind, str(md.path), str(md.config.get("weights_sha256", "")), {}, {},
                     md.fbank.cfg.num_mel_bins, md.fbank.cfg.sample_rate, int(md.model.encoder.subsampling_factor),
                     md.tokenizer.vocab_size)
@@ -86,7 +86,7 @@ def export_onnx(model: str | os.PathLike, out: str | os.PathLike, int8: bool = F
             info.graphs[role] = path.name
             if role == "decoder":
                 info.context_size = int(meta["context_size"])
-            if role == "streaming":
+            if role.startswith("streaming"):
                 info.streaming = meta
             if int8:
                 info.int8[role] = quantize_int8(path).name
@@ -118,7 +118,6 @@ def _ctc_graphs(md: ModelDir, where: str, chunk_size: int, left_chunks: int) -> 
     model, enc, feat_dim = md.model, md.model.encoder, md.fbank.cfg.num_mel_bins
     chunk = getattr(enc, "chunk", None)
     fixed_chunk = chunk is not None and chunk.chunk_size > 0 and not chunk.dynamic_chunk
-    streamable = chunk is not None and chunk.causal and hasattr(enc, "conv_context") and type(enc).__name__ == "ConformerEncoder"
     plan = {}
     if not fixed_chunk:
         axes = {"x": {0: "N", 1: "T"}, "x_lens": {0: "N"}, "log_probs": {0: "N", 1: "T"}, "log_probs_lens": {0: "N"}}
@@ -129,17 +128,24 @@ def _ctc_graphs(md: ModelDir, where: str, chunk_size: int, left_chunks: int) -> 
             module = OfflineCTC(model, FoldedFrontEnd(md.cmvn, md.fbank.cfg.input_scale, scale))
             plan[role] = (module, (torch.randn(2, 203, feat_dim), torch.tensor([203, 150])),
                           (["x", "x_lens"], ["log_probs", "log_probs_lens"]), axes, meta)
-    if streamable:
-        plan["streaming"] = _streaming_ctc(md, chunk_size, left_chunks)
+    if _streamable(enc):
+        plan["streaming"] = _streaming(md, chunk_size, left_chunks)
     if not plan:
         raise MalsoriError(f"{where}: the encoder attends in fixed chunks (model.conformer.chunk.chunk_size "
                            f"{chunk.chunk_size}, not dynamic) and cannot stream (chunk.causal false): no WeNet layout fits")
     return plan
 
 
-def _streaming_ctc(md: ModelDir, chunk_size: int, left_chunks: int) -> tuple:
+def _streamable(enc: nn.Module) -> bool:
+    """A causal chunked Conformer: its forward_chunk state is WeNet's (per-layer keys/values and conv inputs)."""
+    chunk = getattr(enc, "chunk", None)
+    return chunk is not None and chunk.causal and type(enc).__name__ == "ConformerEncoder"
+
+
+def _streaming(md: ModelDir, chunk_size: int, left_chunks: int, scale: float = WENET_SCALE) -> tuple:
+    """WeNet's streaming layout (CTC: log_probs; transducer: encoder_out, the joiner's encoder projection)."""
     enc = md.model.encoder
-    module = StreamingCTC(md.model, FoldedFrontEnd(md.cmvn, md.fbank.cfg.input_scale, WENET_SCALE))
+    module = StreamingEncoder(md.model, FoldedFrontEnd(md.cmvn, md.fbank.cfg.input_scale, scale))
     att = enc.layers[0].attention
     layers, heads, head_dim, d = len(enc.layers), att.num_heads, att.head_dim, enc.output_dim
     right = enc.subsampling.min_frames - 1
@@ -148,17 +154,19 @@ def _streaming_ctc(md: ModelDir, chunk_size: int, left_chunks: int) -> tuple:
     args = (torch.randn(1, frames, md.fbank.cfg.num_mel_bins), torch.tensor([cache + 2 * chunk_size]), torch.tensor([cache]),
             torch.randn(layers, heads, cache, 2 * head_dim), torch.randn(layers, 1, d, enc.conv_context),
             torch.ones(1, 1, cache + chunk_size, dtype=torch.bool))
+    output = "encoder_out" if module.transducer else "log_probs"
     names = (["x", "offset", "required_cache_size", "attn_cache", "conv_cache", "attn_mask"],
-             ["log_probs", "r_attn_cache", "r_conv_cache"])
-    dynamic = {"x": {1: "T"}, "attn_cache": {2: "R"}, "attn_mask": {2: "RC"}, "log_probs": {1: "C"}, "r_attn_cache": {2: "R"}}
-    meta = {"model_type": "wenet_ctc", "version": "1", "model_author": "malsori", "comment": "streaming",
+             [output, "r_attn_cache", "r_conv_cache"])
+    dynamic = {"x": {1: "T"}, "attn_cache": {2: "R"}, "attn_mask": {2: "RC"}, output: {1: "C"}, "r_attn_cache": {2: "R"}}
+    meta = {"model_type": "malsori_streaming_transducer" if module.transducer else "wenet_ctc", "version": "1",
+            "model_author": "malsori", "comment": "streaming", "input_scale": scale,
             "head": heads, "num_blocks": layers, "output_size": d, "cnn_module_kernel": enc.conv_context + 1,
             "right_context": right, "subsampling_factor": enc.subsampling_factor, "vocab_size": md.model.vocab_size,
             "chunk_size": chunk_size, "left_chunks": left_chunks}
     return module, args, names, dynamic, meta
 
 
-def _transducer_graphs(md: ModelDir, where: str) -> dict:
+def _transducer_graphs(md: ModelDir, where: str, chunk_size: int, left_chunks: int) -> dict:
     """icefall's three transducer graphs (encoder with the joiner's encoder projection, stateless decoder, joiner)."""
     model = md.model
     if model.cfg.predictor.kind != "stateless":
@@ -173,7 +181,7 @@ def _transducer_graphs(md: ModelDir, where: str) -> dict:
     front = FoldedFrontEnd(md.cmvn, md.fbank.cfg.input_scale, UNIT_SCALE)
     enc_meta = {"model_type": "conformer", "version": "1", "model_author": "malsori", "comment": "non-streaming",
                 "subsampling_factor": model.encoder.subsampling_factor}
-    return {
+    plan = {
         "encoder": (TransducerEncoder(model, front), (torch.randn(2, 203, feat_dim), torch.tensor([203, 150])),
                     (["x", "x_lens"], ["encoder_out", "encoder_out_lens"]),
                     {"x": {0: "N", 1: "T"}, "x_lens": {0: "N"}, "encoder_out": {0: "N", 1: "T"}, "encoder_out_lens": {0: "N"}},
@@ -183,6 +191,9 @@ def _transducer_graphs(md: ModelDir, where: str) -> dict:
         "joiner": (TransducerJoiner(model), (torch.randn(3, j), torch.randn(3, j)), (["encoder_out", "decoder_out"], ["logit"]),
                    {"encoder_out": {0: "N"}, "decoder_out": {0: "N"}, "logit": {0: "N"}}, {"joiner_dim": j}),
     }
+    if _streamable(model.encoder):  # for onnxruntime (runtime.OnnxStreamingTransducer); sherpa-onnx has no such loader
+        plan["streaming-encoder"] = _streaming(md, chunk_size, left_chunks, UNIT_SCALE)
+    return plan
 
 
 def _write_graph(module: nn.Module, args: tuple, path: Path, names: tuple[list[str], list[str]], dynamic: dict,

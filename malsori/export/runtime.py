@@ -21,7 +21,8 @@ from malsori.export.frontend import UNIT_SCALE, WENET_SCALE
 from malsori.features import Fbank, FbankConfig
 from malsori.tokenizer import WORD
 
-SCALES = {"model": WENET_SCALE, "streaming": WENET_SCALE, "zipformer-ctc": UNIT_SCALE, "encoder": UNIT_SCALE}
+SCALES = {"model": WENET_SCALE, "streaming": WENET_SCALE, "zipformer-ctc": UNIT_SCALE, "encoder": UNIT_SCALE,
+          "streaming-encoder": UNIT_SCALE}  # samples × this feed each graph's fbank
 
 
 def read_export(folder: str | Path) -> dict:
@@ -72,9 +73,34 @@ class OnnxCTC:
         return ctc_greedy(torch.from_numpy(lp), torch.from_numpy(lens))[0]
 
 
+class TransducerGreedy:
+    """sherpa-onnx's greedy transducer search over the decoder and joiner graphs, fed projected encoder frames in
+    pieces: at most one label per frame; the decoder reads the last `context` labels, (-1, …, -1, blank) at first."""
+
+    def __init__(self, decoder, joiner, context: int) -> None:
+        self.decoder, self.joiner, self.context = decoder, joiner, context
+        self.history, self.hyp, self.frame = [-1] * (context - 1) + [0], Hypothesis([], 0.0, []), 0
+        self._decode()
+
+    def _decode(self) -> None:
+        self.dec = self.decoder.run(None, {"y": np.array([self.history[-self.context :]], dtype=np.int64)})[0]
+
+    def advance(self, enc: np.ndarray) -> None:
+        """enc [T, J]: the next projected encoder frames."""
+        for t in range(enc.shape[0]):
+            logit = self.joiner.run(None, {"encoder_out": enc[t : t + 1], "decoder_out": self.dec})[0][0]
+            y = int(logit.argmax())
+            self.hyp.score += float(logit[y] - np.logaddexp.reduce(logit))
+            if y != 0:
+                self.hyp.tokens.append(y)
+                self.hyp.token_frames.append(self.frame)
+                self.history.append(y)
+                self._decode()
+            self.frame += 1
+
+
 class OnnxTransducer:
-    """The three transducer graphs under onnxruntime, with sherpa-onnx's greedy search (at most one label per
-    encoder frame; a label feeds the decoder its last `context_size` labels, blank-padded at the start)."""
+    """The three transducer graphs under onnxruntime, with sherpa-onnx's greedy search (`TransducerGreedy`)."""
 
     def __init__(self, folder: str | Path, features: FbankConfig, threads: int = 1, int8: bool = False) -> None:
         info = read_export(folder)
@@ -85,31 +111,27 @@ class OnnxTransducer:
     def decode(self, wave: np.ndarray) -> Hypothesis:
         x = self.features(wave)
         enc, lens = self.encoder.run(None, {"x": x, "x_lens": np.array([x.shape[1]], dtype=np.int64)})
-        history = [-1] * (self.context - 1) + [0]
-        dec = self.decoder.run(None, {"y": np.array([history[-self.context :]], dtype=np.int64)})[0]
-        tokens, frames, score = [], [], 0.0
-        for t in range(int(lens[0])):
-            logit = self.joiner.run(None, {"encoder_out": enc[:, t], "decoder_out": dec})[0][0]
-            y = int(logit.argmax())
-            score += float(logit[y] - np.logaddexp.reduce(logit))
-            if y != 0:
-                tokens.append(y)
-                frames.append(t)
-                history.append(y)
-                dec = self.decoder.run(None, {"y": np.array([history[-self.context :]], dtype=np.int64)})[0]
-        return Hypothesis(tokens, score, frames)
+        search = TransducerGreedy(self.decoder, self.joiner, self.context)
+        search.advance(enc[0, : int(lens[0])])
+        return search.hyp
 
 
-class OnnxStreamingCTC:
-    """streaming.onnx under onnxruntime, driven as sherpa-onnx's OnlineRecognizer drives it: chunks of
-    (C-1)·s + r + 1 feature frames every C·s frames, a cache of C × left_chunks frames with its mask, greedy CTC."""
+class OnnxStreaming:
+    """streaming.onnx (CTC: greedy CTC) or streaming-encoder.onnx (transducer: `TransducerGreedy` over the decoder and
+    joiner graphs, chunk by chunk) under onnxruntime, driven as sherpa-onnx's OnlineRecognizer drives a WeNet model:
+    chunks of (C-1)·s + r + 1 feature frames every C·s frames, a cache of C × left_chunks frames with its mask."""
 
     def __init__(self, folder: str | Path, features: FbankConfig, chunk_size: int, left_chunks: int, threads: int = 1,
                  int8: bool = False) -> None:
         info = read_export(folder)
-        self.sess = session(Path(folder) / (info["int8"] if int8 else info["graphs"])["streaming"], threads)
-        self.meta, self.features = info["streaming"], Features(features, "streaming")
+        files = info["int8"] if int8 else info["graphs"]
+        self.role = "streaming" if "streaming" in files else "streaming-encoder"
+        self.sess = session(Path(folder) / files[self.role], threads)
+        self.meta, self.features = info["streaming"], Features(features, self.role)
         self.chunk, self.left = chunk_size, left_chunks
+        if self.role == "streaming-encoder":
+            self.decoder, self.joiner = (session(Path(folder) / files[r], threads) for r in ("decoder", "joiner"))
+            self.context = int(info["context_size"])
 
     def chunks(self, feats: np.ndarray) -> int:
         """How many chunks sherpa-onnx decodes from these frames (it waits for one frame more than a chunk needs)."""
@@ -117,8 +139,8 @@ class OnnxStreamingCTC:
         length, shift = (self.chunk - 1) * s + m["right_context"] + 1, self.chunk * s
         return max(0, (feats.shape[1] - length - 1) // shift + 1)
 
-    def log_probs(self, wave: np.ndarray) -> np.ndarray:
-        """[1, chunks × C, V]: every chunk's log-probs, in order."""
+    def outputs(self, wave: np.ndarray):
+        """Each chunk's output [1, C, V or J], in order."""
         m = self.meta
         feats, s = self.features(wave), m["subsampling_factor"]
         length, shift = (self.chunk - 1) * s + m["right_context"] + 1, self.chunk * s
@@ -126,20 +148,24 @@ class OnnxStreamingCTC:
         head_dim = m["output_size"] // m["head"]
         attn = np.zeros((m["num_blocks"], m["head"], cache, 2 * head_dim), np.float32)
         conv = np.zeros((m["num_blocks"], 1, m["output_size"], m["cnn_module_kernel"] - 1), np.float32)
-        out, offset = [], cache
+        offset = cache
         for k in range(self.chunks(feats)):
             seen = offset - cache  # encoder frames before this chunk: that many cache slots hold real frames
             mask = np.ones((1, 1, cache + self.chunk), bool)
             mask[..., : max(0, cache - seen)] = False
-            lp, attn, conv = self.sess.run(None, {
+            out, attn, conv = self.sess.run(None, {
                 "x": feats[:, k * shift : k * shift + length], "offset": np.array([offset], np.int64),
                 "required_cache_size": np.array([cache], np.int64), "attn_cache": attn, "conv_cache": conv, "attn_mask": mask})
-            out.append(lp)
-            offset += lp.shape[1]
-        return np.concatenate(out, axis=1) if out else np.zeros((1, 0, m["vocab_size"]), np.float32)
+            offset += out.shape[1]
+            yield out
 
     def decode(self, wave: np.ndarray) -> Hypothesis:
-        lp = self.log_probs(wave)
+        if self.role == "streaming-encoder":
+            search = TransducerGreedy(self.decoder, self.joiner, self.context)
+            for enc in self.outputs(wave):
+                search.advance(enc[0])
+            return search.hyp
+        lp = np.concatenate([*self.outputs(wave), np.zeros((1, 0, self.meta["vocab_size"]), np.float32)], axis=1)
         return ctc_greedy(torch.from_numpy(lp), torch.tensor([lp.shape[1]]))[0]
 
 
