@@ -5,7 +5,7 @@ The model is exported (`malsori.export.export_onnx`, with --int8) into a tempora
 everywhere. malsori: features + model + search (Recognizer.transcribe); onnxruntime: malsori's features (torch, same
 threads) + the graph + greedy CTC in Python; sherpa-onnx: its own kaldi fbank (with its forced dither for WeNet
 CTC) + graph + greedy, all in C++. RTF = wall time over the set / audio seconds, audio already loaded at 16 kHz,
-after one warm-up utterance. References and hypotheses go through `malsori.text.normalize`.
+after one warm-up utterance; the systems take turns utterance by utterance. References and hypotheses go through `malsori.text.normalize`.
 Sets: a synthesized held-out test manifest (--synth-test) and speechocean762 from ../shared/data (bench_asr's loaders).
 Run: nice -n 19 python benchmarks/bench_export.py --model en-small --synth-test kokoro=PATH --limit 100 [--threads 1 2]
 Writes section `export` of docs/export.md (or prints only, --no-record).
@@ -52,12 +52,18 @@ def systems(rec: Recognizer, folder: Path, threads: int) -> dict:
     return out
 
 
-def run(fn, s: EvalSet) -> tuple[float, list[str]]:
-    """(RTF, normalized hypotheses) of one system over a set, one utterance at a time, after a warm-up."""
-    fn(s.waves[0])
-    start = time.perf_counter()
-    hyps = [normalize(fn(w)) for w in s.waves]
-    return (time.perf_counter() - start) / s.seconds, hyps
+def run(fns: dict, s: EvalSet) -> dict[str, tuple[float, list[str]]]:
+    """name → (RTF, normalized hypotheses) of every system over a set, one utterance at a time, after a warm-up.
+    The systems take turns on each utterance, so a change in the machine's load falls on all of them alike."""
+    seconds, hyps = dict.fromkeys(fns, 0.0), {name: [] for name in fns}
+    for fn in fns.values():
+        fn(s.waves[0])
+    for w in s.waves:
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            hyps[name].append(normalize(fn(w)))
+            seconds[name] += time.perf_counter() - start
+    return {name: (seconds[name] / s.seconds, hyps[name]) for name in fns}
 
 
 def main() -> None:
@@ -84,9 +90,9 @@ def main() -> None:
         sizes = {k: (folder / read_export(folder)[k]["model"]).stat().st_size / 2**20 for k in ("graphs", "int8")}
         rows = []
         for threads in args.threads:
-            for name, fn in systems(rec, folder, threads).items():
-                for s in sets:
-                    rtf, hyps = run(fn, s)
+            fns = systems(rec, folder, threads)
+            for s in sets:
+                for name, (rtf, hyps) in run(fns, s).items():
                     rates = error_rates(s.refs, hyps)
                     rows.append((name, threads, s.name, rtf, rates))
                     print(f"{name:20s} {threads} threads  {s.name:15s} RTF {rtf:.4f}  {rates.line()}", flush=True)
