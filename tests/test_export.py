@@ -219,13 +219,27 @@ def test_streaming_transducer_in_onnxruntime_equals_malsori(streaming_ctc, waves
     assert emitted > 20
 
 
-def _tiny_model(tmp_path: Path, name: str, head: str = "ctc", features: FbankConfig | None = None, predictor: str = "stateless") -> Path:
+def _tiny_model(tmp_path: Path, name: str, head: str = "ctc", features: FbankConfig | None = None, predictor: str = "stateless",
+                encoder: str = "conformer") -> Path:
     torch.manual_seed(0)
     tok = train_tokenizer("char", ["hello world"])
-    cfg = ModelConfig(encoder="conformer", head=head, conformer=ConformerConfig(d_model=32, num_layers=1, num_heads=2, conv_kernel=3))
+    cfg = ModelConfig(encoder=encoder, head=head, conformer=ConformerConfig(d_model=32, num_layers=1, num_heads=2, conv_kernel=3))
     cfg.transducer.predictor.kind = predictor
+    cfg.lstm.hidden_size, cfg.lstm.num_layers, cfg.transformer.d_model, cfg.transformer.num_layers = 32, 1, 32, 1
     feat = features or FbankConfig(snip_edges=False, high_freq=-400.0, input_scale=1.0)
     return save_model_dir(tmp_path / name, build_model(cfg, feat.num_mel_bins, tok.vocab_size), cfg, feat, tok, GlobalCMVN(feat.num_mel_bins))
+
+
+def test_transformer_encoder_exports_offline_ctc(waves, tmp_path):
+    path = _tiny_model(tmp_path, "transformer", encoder="transformer")
+    assert list(export_onnx(path, tmp_path / "onnx").graphs) == ["model", "zipformer-ctc"]
+    rec = Recognizer.load(path, device="cpu")
+    for role in ("model", "zipformer-ctc"):
+        onnx = OnnxCTC(tmp_path / "onnx", rec.fbank.cfg, role)
+        for wave in waves[:3]:
+            want, n = _torch_ctc(rec, wave)
+            got, lens = onnx.log_probs(wave)
+            assert int(lens[0]) == n and np.abs(got[0, :n] - want[:n]).max() < LOGPROB_TOL
 
 
 def test_export_refuses_what_sherpa_onnx_cannot_run(tmp_path):
@@ -235,6 +249,7 @@ def test_export_refuses_what_sherpa_onnx_cannot_run(tmp_path):
         "lstm": (_tiny_model(tmp_path, "lstm", head="transducer", predictor="lstm"), "predictor.kind is 'lstm'"),
         "scale": (_tiny_model(tmp_path, "scale", head="transducer", features=FbankConfig(snip_edges=False, high_freq=-400.0)),
                   "features.input_scale is 32768"),
+        "lstm encoder": (_tiny_model(tmp_path, "lstm-enc", encoder="lstm"), "model.encoder 'lstm' does not export"),
         "missing": (tmp_path / "nothing", "not a malsori model folder"),
         "released": ("no-such-release", "no such model folder, and no released model of that name"),
     }

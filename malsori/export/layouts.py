@@ -29,12 +29,17 @@ class OfflineCTC(nn.Module):
     def __init__(self, model: nn.Module, front: FoldedFrontEnd) -> None:
         super().__init__()
         self.model, self.front = model, front
-        self.pad = model.encoder.subsampling.min_frames - 1  # zero frames appended so a very short input still runs
+        self.pad = _receptive_field(model.encoder) - 1  # zero frames appended so a very short input still runs
 
     def forward(self, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor]:
         feats = F.pad(self.front(x, x_lens), (0, 0, 0, self.pad))
         log_probs, lens = self.model(feats, x_lens)
         return log_probs, lens.to(torch.int64)
+
+
+def _receptive_field(encoder: nn.Module) -> int:
+    """Input frames the encoder needs for one output frame (its subsampling convs' receptive field; 1 without)."""
+    return getattr(getattr(encoder, "subsampling", None), "min_frames", 1)
 
 
 class _MaskedCache(nn.Module):
@@ -95,7 +100,7 @@ class TransducerEncoder(nn.Module):
     def __init__(self, model: nn.Module, front: FoldedFrontEnd) -> None:
         super().__init__()
         self.model, self.front = model, front
-        self.pad = model.encoder.subsampling.min_frames - 1
+        self.pad = _receptive_field(model.encoder) - 1
 
     def forward(self, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor]:
         feats = F.pad(self.front(x, x_lens), (0, 0, 0, self.pad))

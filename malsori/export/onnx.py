@@ -32,6 +32,7 @@ from malsori.pretrained import ModelDir, load_model_dir
 
 OPSET = 17  # LayerNormalization is a single op from 17 on; onnxruntime ≥ 1.17 and sherpa-onnx run it
 KINDS = ("ctc", "transducer")  # heads with a sherpa-onnx layout
+ENCODERS = ("conformer", "transformer")  # encoders that trace to graphs valid for every length (the LSTM's frame stacking does not)
 
 
 @dataclass
@@ -71,6 +72,10 @@ def export_onnx(model: str | os.PathLike, out: str | os.PathLike, int8: bool = F
     kind = md.config["model"].get("head", "ctc")
     if kind not in KINDS:
         raise MalsoriError(f"{where}: model.head {kind!r} has no sherpa-onnx layout (exportable: {', '.join(KINDS)})")
+    encoder = md.config["model"].get("encoder", "conformer")
+    if encoder not in ENCODERS:
+        raise MalsoriError(f"{where}: model.encoder {encoder!r} does not export (its traced graph would fit one input "
+                           f"length only); exportable encoders: {', '.join(ENCODERS)}")
     check_frontend(md.fbank.cfg, where)
     check_scale(md.fbank.cfg, WENET_SCALE, where, "WeNet CTC models")
     plan = _ctc_graphs(md, where, chunk_size, left_chunks) if kind == "ctc" else _transducer_graphs(md, where, chunk_size, left_chunks)
