@@ -277,3 +277,5 @@ def test_export_folder_rules_and_cli(tmp_path):
     assert (tmp_path / "busy" / "tokens.txt").read_text().splitlines()[0] == "<blank> 0"
     r = runner.invoke(main, ["export", str(model), "--format", "tflite", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "tflite" in r.output
+    r = runner.invoke(main, ["export", str(model), "--out", str(tmp_path / "file" / "out")])  # its parent is a file
+    assert r.exit_code == 2 and "cannot write the exported folder" in r.output and r.output.count("\n") == 1, r.output

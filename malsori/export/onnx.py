@@ -82,9 +82,10 @@ def export_onnx(model: str | os.PathLike, out: str | os.PathLike, int8: bool = F
     info = Exported(kind, str(md.path), str(md.config.get("weights_sha256", "")), {}, {},
                     md.fbank.cfg.num_mel_bins, md.fbank.cfg.sample_rate, int(md.model.encoder.subsampling_factor),
                     md.tokenizer.vocab_size)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    tmp = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
         for role, (module, args, names, dynamic, meta) in plan.items():
             path = tmp / f"{role}.onnx"
             _write_graph(module, args, path, names, dynamic, meta)
@@ -101,8 +102,11 @@ def export_onnx(model: str | os.PathLike, out: str | os.PathLike, int8: bool = F
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise MalsoriError(f"{out}: cannot write the exported folder ({e.strerror or e})") from None
         raise
     return info
 
