@@ -12,6 +12,7 @@ from malsori.decode.gpt_lm import GPTScorer
 from malsori.decode.scorers import WeightedScorer
 from malsori.decode.word_lm import WordCountScorer, WordPieces, word_lm_scorers
 from malsori.errors import MalsoriError
+from malsori.lm.ngram import NgramLM
 from malsori.tokenizer import Tokenizer
 
 
@@ -35,21 +36,30 @@ def load_gpt_scorer(path: str | os.PathLike, tokenizer: Tokenizer, device: str |
     return GPTScorer(m.model.to(device), tokenizer.special_ids.eos)
 
 
-def lm_scorers(path: str | os.PathLike, tokenizer: Tokenizer, weight: float, word_bonus: float = 0.0,
+def load_lm(path: str | os.PathLike, tokenizer: Tokenizer, device: str | torch.device = "cpu") -> NgramLM | GPTScorer:
+    """An ARPA file's word n-gram LM, or a model folder's GPT as a scorer for a recognizer with `tokenizer`."""
+    if is_neural_lm(path):
+        return load_gpt_scorer(path, tokenizer, device)
+    if not Path(path).is_file():
+        raise MalsoriError(f"{path}: --lm: no such file or folder")
+    return NgramLM.read_arpa(path)
+
+
+def lm_scorers(lm: str | os.PathLike | NgramLM | GPTScorer, tokenizer: Tokenizer, weight: float, word_bonus: float = 0.0,
                lookahead: bool = True, unk_logprob: float | None = None,
                device: str | torch.device = "cpu") -> tuple[WeightedScorer, ...]:
-    """The scorers of LM fusion or rescoring: "lm" (weight λ: the word n-gram of an ARPA file, or the GPT of a
-    model folder, scoring every token) and "words" (weight β: 1 per completed word); those of weight 0 are left out.
-    `lookahead` and `unk_logprob` are the word n-gram's (a GPT scores partial words itself)."""
-    if not is_neural_lm(path):
-        from malsori.lm.ngram import NgramLM
-
-        return word_lm_scorers(NgramLM.read_arpa(path), tokenizer, weight, word_bonus, lookahead, unk_logprob)
+    """The scorers of LM fusion or rescoring: "lm" (weight λ: a word n-gram, or a GPT scoring every token; `lm` is
+    one of them or the path `load_lm` reads) and "words" (weight β: 1 per completed word); those of weight 0 are
+    left out. `lookahead` and `unk_logprob` are the word n-gram's (a GPT scores partial words itself)."""
+    if isinstance(lm, (str, os.PathLike)):
+        lm = load_lm(lm, tokenizer, device)
+    if isinstance(lm, NgramLM):
+        return word_lm_scorers(lm, tokenizer, weight, word_bonus, lookahead, unk_logprob)
     if not lookahead or unk_logprob is not None:
-        raise MalsoriError(f"{path}: a GPT scores every token itself; --no-lm-lookahead and --unk-logprob are for ARPA LMs")
+        raise MalsoriError("a GPT scores every token itself; --no-lm-lookahead and --unk-logprob are for ARPA LMs")
     out = []
     if weight != 0:
-        out.append(WeightedScorer("lm", load_gpt_scorer(path, tokenizer, device), weight))
+        out.append(WeightedScorer("lm", lm, weight))
     if word_bonus != 0:
         out.append(WeightedScorer("words", WordCountScorer(WordPieces.of(tokenizer)), word_bonus))
     return tuple(out)

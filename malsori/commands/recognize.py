@@ -71,8 +71,6 @@ def decode_options(model: Path, method: str, beam_size: int, lm_path: Path | Non
     from malsori.pretrained import resolve_model
     from malsori.tokenizer import load_tokenizer
 
-    if lm_path is not None and not lm_path.exists():
-        raise MalsoriError(f"{lm_path}: --lm: no such file or folder")
     tokenizer = load_tokenizer(resolve_model(model))
     if device == "auto":
         import torch
