@@ -83,20 +83,23 @@ def check_dev_set(manifest: str | os.PathLike) -> None:
 
 
 def tune_weights(rec: Recognizer, utts: list[Utterance], waves: list[np.ndarray], lm, grid: TuneGrid,
-                 method: str = "beam", beam_size: int = 8, batch_size: int = 16,
+                 method: str = "beam", beam_size: int = 8, batch_size: int = 16, rescore: bool = False,
                  log: Callable[[TuneRow], None] = lambda row: None) -> TuneResult:
     """Coordinate search on the preloaded dev set (`utts`, `waves`): per pass, each axis in turn takes its best value
-    with the others fixed. `lm` is an ARPA path, a GPT folder, or one loaded by `malsori.lm_scorers.load_lm`."""
+    with the others fixed. `lm` is an ARPA path, a GPT folder, or one loaded by `malsori.lm_scorers.load_lm`; with
+    `rescore` it re-ranks the beam's n-best instead of joining the search."""
     rows: dict[Point, TuneRow] = {}
-    widest = lm_scorers(lm, rec.tokenizer, max(grid.lm_weights), max(grid.word_bonuses, key=abs) or 1.0)
-    rec.model.check_options(DecodeOptions(method, beam_size, scorers=widest, ilm_weight=max(grid.ilm_weights)))  # before any work
+    def options(lm_w: float, bonus: float, ilm_w: float) -> DecodeOptions:
+        lms = lm_scorers(lm, rec.tokenizer, lm_w, bonus) if lm_w or bonus else ()
+        return DecodeOptions(method, beam_size, scorers=() if rescore else lms, rescorers=lms if rescore else (),
+                             ilm_weight=ilm_w)
+
+    rec.model.check_options(options(max(grid.lm_weights), max(grid.word_bonuses, key=abs) or 1.0, max(grid.ilm_weights)))
 
     def run(point: Point) -> TuneRow:
         if point not in rows:
             lm_w, bonus, ilm_w = point
-            options = DecodeOptions(method, beam_size, scorers=lm_scorers(lm, rec.tokenizer, lm_w, bonus) if lm_w or bonus else (),
-                                    ilm_weight=ilm_w)
-            s = score_waves(rec, utts, waves, options, batch_size)
+            s = score_waves(rec, utts, waves, options(*point), batch_size)
             rows[point] = TuneRow(lm_w, bonus, ilm_w, s.rates.wer, s.rates.cer, s.rtf)
             log(rows[point])
         return rows[point]
