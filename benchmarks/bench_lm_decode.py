@@ -163,7 +163,7 @@ def main() -> None:
             arpa = Path(tmp) / arpa.name[:-3]
             with gzip.open(args.arpa, "rb") as src, open(arpa, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-        for alpha, beta, how in ((lw, lb, "malsori's n-gram λ, β"), (0.5, 1.0, "its defaults")):
+        for alpha, beta, how in ((lw, lb, "malsori's n-gram λ, β"), (0.5, 1.0, "its defaults")) * ("pyctcdecode" not in args.skip):
             try:
                 hyps, seconds, loaded = run_pyctcdecode(rec, log_probs, arpa, args.beam, alpha, beta)
             except ImportError as e:
