@@ -77,3 +77,22 @@ def test_the_command_writes_the_chosen_weights(dev, tmp_path) -> None:
     bad = CliRunner().invoke(main, ["tune-lm", "en-small", str(folder / "manifest.jsonl"), "--lm", str(folder / "lm.arpa"),
                                     "--lm-weights", "x"])
     assert bad.exit_code == 2 and "--lm-weights" in bad.output
+
+
+def test_lm_training_leaves_out_excluded_sentences(tmp_path) -> None:
+    """`data.exclude` (text files or manifests): training lines that normalize to one of their sentences are dropped,
+    and the recognizer's tokenizer is copied with `data.tokenizer_dir` (the GPT then scores its units)."""
+    import torch
+
+    from malsori.tasks import load_train_config
+    from malsori.tasks.lm import TextLMTask
+
+    (tmp_path / "train.txt").write_text("The cat sat.\nA dog ran!\nthe cat sat\nbirds sing\n")
+    (tmp_path / "test.jsonl").write_text('{"id": "u1", "audio": "a.wav", "text": "THE CAT SAT"}\n')
+    (tmp_path / "more.txt").write_text("birds sing\n")
+    cfg = load_train_config(None, ["task=lm", f"out={tmp_path / 'run'}", f"data.train=[{tmp_path / 'train.txt'}]",
+                                   f"data.exclude=[{tmp_path / 'test.jsonl'},{tmp_path / 'more.txt'}]",
+                                   f"data.tokenizer_dir={resolve_model('en-small')}"])
+    task = TextLMTask(cfg, tmp_path / "run", torch.device("cpu"), verbose=False)
+    assert task.excluded_lines == 3 and task.train.lines == 1
+    assert task.tokenizer.vocab_size == 31 and task.tokenizer.decode(task.train.tokens[1:-1]) == "a dog ran"
