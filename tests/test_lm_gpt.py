@@ -204,3 +204,17 @@ def test_gpt_fusion_from_the_command_line(tmp_path) -> None:
                                        "--lm", str(gpt_dir), "--lm-weight", "0.3", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert result.output.strip()
+
+
+def test_one_pass_rescoring_equals_the_step_by_step_scores() -> None:
+    """`GPTScorer.sequence_logprobs` (one forward) = the scorer protocol step by step; too long → the step path."""
+    from malsori.decode.rescore import sequence_logprobs
+
+    model, g = _gpt(context=12, seed=5), torch.Generator().manual_seed(3)
+    seqs = [torch.randint(3, V, (k,), generator=g).tolist() for k in (0, 3, 7, 10)]
+    scorer = GPTScorer(model)
+    fast = scorer.sequence_logprobs(seqs, EOS)
+    scorer.sequence_logprobs = lambda sequences, eos: None  # force the step-by-step path
+    torch.testing.assert_close(fast, sequence_logprobs(scorer, seqs), atol=1e-4, rtol=0)
+    assert fast.tolist() == pytest.approx([gpt_logprob(model, y, eos=True) for y in seqs], abs=1e-4)
+    assert GPTScorer(model).sequence_logprobs(seqs + [[3] * 12], EOS) is None

@@ -95,6 +95,22 @@ class GPTScorer(Scorer):
         return self.score(state)[0][:, self.eos].double().cpu()
 
     @torch.no_grad()
+    def sequence_logprobs(self, sequences: list[list[int]], eos: int) -> Tensor | None:
+        """[M] log p(y, eos | eos) of whole sequences (n-best rescoring) by one teacher-forced forward, float64 sums;
+        None when one is longer than the context (the step-by-step path, with its window, then scores them)."""
+        longest = max((len(y) for y in sequences), default=0)
+        if longest + 1 > self.model.context:
+            return None
+        lens = torch.tensor([len(y) for y in sequences])
+        x = torch.full((len(sequences), longest + 1), eos, dtype=torch.long)
+        target = x.clone()
+        for i, y in enumerate(sequences):
+            x[i, 1 : len(y) + 1] = target[i, : len(y)] = torch.as_tensor(y, dtype=torch.long)
+        log_probs = self.model(x.to(self.device)).float().log_softmax(-1).double().cpu()
+        picked = log_probs.gather(2, target[..., None]).squeeze(-1)
+        return picked.masked_fill(torch.arange(longest + 1)[None, :] > lens[:, None], 0.0).sum(1)
+
+    @torch.no_grad()
     def _read(self, state: State) -> State:
         """Read each row's pending token: its log-probs of the next token, its keys/values stored and on its path."""
         store, path, length = state["store"], state["path"], state["length"]
