@@ -22,22 +22,6 @@ def lm() -> None:
     """Language models: word n-gram LMs in ARPA files, neural LMs (GPT) in model folders."""
 
 
-def _excluded(paths: tuple[Path, ...], strict: bool) -> set[str]:
-    """Normalized sentences of --exclude files: text files (one a line) or manifests (.jsonl, their transcripts)."""
-    from malsori.data.manifest import read_manifest
-    from malsori.lm.text_files import iter_text_lines
-    from malsori.text import normalize
-
-    out: set[str] = set()
-    for path in paths:
-        if path.name.endswith(".jsonl"):
-            out.update(normalize(u.text) for u in read_manifest(path, strict=True))
-        else:
-            out.update(normalize(line) for line in iter_text_lines([path], strict))
-    out.discard("")
-    return out
-
-
 @lm.command("train-ngram")
 @click.argument("texts", nargs=-1, required=True, type=_TEXT)
 @click.option("--order", type=int, default=3, show_default=True, help="n of the longest n-grams (3 or 4 are usual).")
@@ -59,7 +43,7 @@ def train_ngram(texts: tuple[Path, ...], order: int, out: Path, prune_count: int
     ASR transcripts) with interpolated modified Kneser–Ney smoothing, and write it as ARPA."""
     from malsori.lm.kneser_ney import KneserNeyConfig
     from malsori.lm.ngram import NgramLM
-    from malsori.lm.text_files import TextReadStats, iter_text_lines
+    from malsori.lm.text_files import TextReadStats, excluded_sentences, iter_text_lines
     from malsori.text import normalize
 
     for name, value in (("--order", order), ("--prune-count", prune_count), ("--max-ngrams", max_ngrams),
@@ -67,7 +51,7 @@ def train_ngram(texts: tuple[Path, ...], order: int, out: Path, prune_count: int
         if value is not None and value < 1:
             raise MalsoriError(f"{name} must be at least 1, got {value}")
     start = time.perf_counter()
-    exclude = _excluded(excludes, not skip_bad_lines)
+    exclude = excluded_sentences(excludes, not skip_bad_lines)
     stats = TextReadStats()
     dropped = 0
     words = 0
