@@ -52,6 +52,16 @@ def resolve_model(name: str | os.PathLike) -> Path:
     raise MalsoriError(f"{name}: no such model folder, and no released model of that name (released: {', '.join(known) or 'none'})")
 
 
+def model_task(name: str | os.PathLike) -> str:
+    """The task a model folder was trained for (config.json's `task`; asr when it has none or cannot be read, so
+    that loading it reports the problem)."""
+    try:
+        config = json.loads((resolve_model(name) / "config.json").read_text(encoding="utf-8"))
+        return str(config.get("task", "asr")) if config.get("format_version", 1) >= 2 else "asr"
+    except (OSError, ValueError, AttributeError, TypeError):
+        return "asr"
+
+
 def write_model_dir(path: Path, task: str, model: torch.nn.Module, config: dict, tokenizer: Tokenizer,
                     files: dict[str, str] | None = None, dtype: torch.dtype | None = None) -> Path:
     """Write a model folder of `task` under a temporary name and rename it into place (an old folder is replaced
@@ -160,8 +170,13 @@ def load_model_dir(path: str | os.PathLike) -> ModelDir:
             cmvn = GlobalCMVN.from_dict(json.loads((path / "feature_stats.json").read_text(encoding="utf-8")))
         elif task == "lm":
             model = build_lm(from_dict(LMConfig, config["model"], "model"), tokenizer.vocab_size)
+        elif task == "mt":
+            from malsori.mt.model import TranslatorConfig
+            from malsori.mt.registry import build_translator
+
+            model = build_translator(from_dict(TranslatorConfig, config["model"], "model"), tokenizer.vocab_size)
         else:
-            raise MalsoriError(f"{cfg_path}: unknown task {task!r} (known: asr, lm)")
+            raise MalsoriError(f"{cfg_path}: unknown task {task!r} (known: asr, lm, mt)")
     except ConfigError as e:
         raise MalsoriError(f"{cfg_path}: {e}") from None
     except (OSError, KeyError, json.JSONDecodeError) as e:
