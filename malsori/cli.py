@@ -41,7 +41,7 @@ def data() -> None:
 
 
 def _register() -> None:
-    from malsori.commands import corpora, demo, lm, recognize, stream, synth, tokenizer, train
+    from malsori.commands import corpora, demo, lm, recognize, stream, synth, tokenizer, train, translate
 
     data.add_command(synth.synth)
     data.add_command(corpora.import_)
@@ -52,6 +52,7 @@ def _register() -> None:
     main.add_command(demo.demo)
     main.add_command(stream.stream)
     main.add_command(lm.lm)
+    main.add_command(translate.translate)
 
 
 _register()
