@@ -185,6 +185,16 @@ def load_model_dir(path: str | os.PathLike) -> ModelDir:
     return ModelDir(path, task, config, model.eval(), tokenizer, fbank, cmvn)
 
 
+def load_task_model(path: str | os.PathLike, task: str, what: str, device: str = "auto") -> tuple[ModelDir, str]:
+    """A model folder of `task` (any other is refused: "…, not `what`") and the device to run it on (auto: CUDA
+    when there is one; a device the machine lacks is a ConfigError)."""
+    check_device(str(device))
+    m = load_model_dir(path)
+    if m.task != task:
+        raise MalsoriError(f"{m.path}: a model of task {m.task!r}, not {what}")
+    return m, ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
 @dataclass
 class Word:
     """A recognized word and its time span in seconds (from the token alignment)."""
@@ -232,12 +242,7 @@ class Recognizer:
     def load(cls, path: str | os.PathLike, device: str = "auto") -> "Recognizer":
         """Load a speech model folder, or a released model by name (`en-small`), onto `device` (auto, cpu, cuda,
         cuda:N; one the machine lacks is a ConfigError)."""
-        check_device(str(device))
-        m = load_model_dir(path)
-        if m.task != "asr":
-            raise MalsoriError(f"{m.path}: a model of task {m.task!r}, not a speech recognizer")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        m, device = load_task_model(path, "asr", "a speech recognizer", device)
         return cls(m.model, m.tokenizer, m.fbank, m.cmvn, device)
 
     # -- public API ---------------------------------------------------------------------------------------------

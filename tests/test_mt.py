@@ -311,3 +311,30 @@ def test_translate_and_eval_commands(mt_run):
     assert (mt_run / "run" / "eval_pairs_beam.tsv").is_file()
     r = _cli("translate", model, "--nbest", "2", "--method", "greedy", "x")
     assert r.returncode == 2 and "needs --method beam" in r.stderr
+
+
+def test_mt_run_resumes_exactly(tmp_path):
+    """Killed after step 8 with its last checkpoint at 5: resumed, it logs the losses of an uninterrupted run."""
+    import csv
+    import shutil
+
+    from malsori.tasks import load_train_config
+    from malsori.train import train
+
+    (tmp_path / "pairs.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in PAIRS * 4))
+
+    def run(out, steps):
+        train(load_train_config(None, [
+            "task=mt", f"out={out}", f"data.train={tmp_path / 'pairs.tsv'}", "data.tokenizer=char", "data.max_tokens=60",
+            "model.kind=attention", "model.rnn.embed_dim=16", "model.rnn.hidden_size=16", "model.rnn.num_layers=1",
+            "model.rnn.decoder_hidden=16", "model.rnn.attention_dim=16", "model.rnn.dropout=0.3", "max_epochs=100",
+            f"max_steps={steps}", "progress=false", "threads=1", "checkpoint_every=5", "log_every=1", "average_last=1"]))
+
+    run(tmp_path / "ref", 12)
+    run(tmp_path / "run", 8)
+    shutil.rmtree(tmp_path / "run" / "ckpt-00000008")
+    run(tmp_path / "run", 12)
+    losses = [{int(r["step"]): float(r["loss"]) for r in csv.DictReader(open(d / "log.csv"))} for d in (tmp_path / "ref", tmp_path / "run")]
+    assert sorted(losses[0]) == sorted(losses[1]) == list(range(1, 13))
+    for step, loss in losses[0].items():
+        assert losses[1][step] == pytest.approx(loss, rel=1e-6, abs=1e-6), step

@@ -12,8 +12,6 @@ from typing import Sequence
 import torch
 
 from malsori.decode.options import DecodeOptions
-from malsori.device import check_device
-from malsori.errors import MalsoriError
 from malsori.mt.data import Multi, clean
 from malsori.mt.score import Scores, score
 from malsori.tokenizer import Tokenizer
@@ -48,14 +46,9 @@ class TextTranslator:
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> "TextTranslator":
         """Load a translation model folder onto `device` (auto, cpu, cuda, cuda:N)."""
-        from malsori.pretrained import load_model_dir
+        from malsori.pretrained import load_task_model
 
-        check_device(str(device))
-        m = load_model_dir(path)
-        if m.task != "mt":
-            raise MalsoriError(f"{m.path}: a model of task {m.task!r}, not a translator")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        m, device = load_task_model(path, "mt", "a translator", device)
         return cls(m.model, m.tokenizer, device)
 
     @torch.inference_mode()
