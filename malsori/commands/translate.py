@@ -52,15 +52,26 @@ def evaluate_mt(model: Path, test: Path, options: DecodeOptions, batch_size: int
               help="Print this many translations per sentence, best first, tab-separated (beam).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Sentences decoded together.")
 @click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def translate(model, texts, input_file, method, beam_size, nbest, batch_size, device) -> None:
+@click.option("--asr", "asr_model", type=click.Path(path_type=Path), default=None,
+              help="Speech translation by cascade: the arguments are audio files, transcribed by this speech model "
+                   "(e.g. en-small, beam 8), then translated; prints file, transcript and translation.")
+@click.option("--json", "as_json", is_flag=True, help="With --asr: one JSON object per file (transcript, its word timestamps, translation).")
+def translate(model, texts, input_file, method, beam_size, nbest, batch_size, device, asr_model, as_json) -> None:
     """Translate TEXT arguments, the lines of --input, or standard input with the translation model MODEL; one line
-    out per line in (an empty line stays empty)."""
+    out per line in (an empty line stays empty). With --asr ASR_MODEL the arguments are audio files."""
     from malsori.mt.translate import TextTranslator
 
     if texts and input_file:
         raise MalsoriError("give TEXT arguments or --input, not both")
     if nbest > 1 and method != "beam":
         raise MalsoriError("--nbest: needs --method beam")
+    if as_json and asr_model is None:
+        raise MalsoriError("--json: needs --asr")
+    if asr_model is not None:
+        if not texts:
+            raise MalsoriError("--asr: give audio files as arguments")
+        _cascade(model, asr_model, texts, DecodeOptions(method=method, beam_size=beam_size), batch_size, device, as_json)
+        return
     if texts:
         lines = list(texts)
     elif input_file:
@@ -74,3 +85,29 @@ def translate(model, texts, input_file, method, beam_size, nbest, batch_size, de
     options = DecodeOptions(method=method, beam_size=beam_size, nbest=nbest)
     for t in translator.translate(lines, options, batch_size):
         click.echo("\t".join(t.nbest[:nbest]) if nbest > 1 else t.text)
+
+
+def _cascade(model: Path, asr_model: Path, files: tuple[str, ...], options: DecodeOptions, batch_size: int, device: str,
+             as_json: bool) -> None:
+    """English speech → transcript (with word times) → translation, file by file; an unreadable file is named on
+    stderr and the exit status is 2."""
+    import malsori
+    from malsori.errors import AudioError
+    from malsori.files import strict_json
+    from malsori.mt.translate import TextTranslator
+
+    rec = malsori.load(asr_model, device)
+    translator = TextTranslator.load(model, device)
+    failed = 0
+    for t in rec.transcribe_each(list(files), DecodeOptions(method="beam", beam_size=8), batch_size=batch_size):
+        if isinstance(t, AudioError):
+            failed += 1
+            click.echo(f"error: {t}", err=True)
+            continue
+        out = translator.translate(t.text, options).text if t.text else ""
+        if as_json:
+            click.echo(strict_json({**t.to_json(), "translation": out}, t.id))
+        else:
+            click.echo(f"{t.id}\t{t.text}\t{out}")
+    if failed:
+        sys.exit(2)
