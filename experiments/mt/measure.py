@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -25,9 +27,26 @@ SPLITS = Path(__file__).resolve().parents[2] / "data" / "mt"
 BUCKETS = [(1, 5), (6, 10), (11, 15), (16, 20), (21, 30), (31, 40), (41, 10**6)]  # source words; 21+ split further by joined inputs
 
 
-def test_set(shared: Path) -> list[Multi]:
+def test_set(shared: Path) -> tuple[list[Multi], Counter]:
+    """The test sources with all their references, and how often each (lower-cased) word occurs in training sources."""
     data = shared / "text/parallel/eng-fra.txt.gz"
-    return group_references(read_split(SPLITS / "split_eng_fra.tsv", data).select(read_parallel(data), "test"))
+    pairs, split = read_parallel(data), read_split(SPLITS / "split_eng_fra.tsv", data)
+    counts = Counter(w for m in group_references(split.select(pairs, "train")) for w in words(m.source))
+    return group_references(split.select(pairs, "test")), counts
+
+
+def words(text: str) -> list[str]:
+    return [w for w in re.findall(r"[\w']+", text.lower())]
+
+
+def by_rare_words(items: list[Multi], hyps: list[str], counts: Counter, rare: int) -> dict[str, dict]:
+    """BLEU by the number of rare source words (seen fewer than `rare` times in training), Cho et al.'s second factor."""
+    groups: dict[str, list[int]] = {}
+    for i, m in enumerate(items):
+        n = sum(1 for w in words(m.source) if counts[w] < rare)
+        groups.setdefault(str(min(n, 2)) + ("+" if n >= 2 else ""), []).append(i)
+    return {k: {"bleu": (s := score([hyps[i] for i in idx], [items[i].references for i in idx])).bleu, "chrf": s.chrf,
+                "sentences": len(idx)} for k, idx in sorted(groups.items())}
 
 
 def joined(test: list[Multi], k: int) -> list[Multi]:
@@ -106,12 +125,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--beam", type=int, default=5)
     ap.add_argument("--max-join", type=int, default=5, help="join up to this many consecutive test pairs")
+    ap.add_argument("--rare", type=int, default=10, help="a word seen fewer times in training sources is rare")
     ap.add_argument("--heatmaps", type=int, default=0, help="attention maps of this many test sentences")
     args = ap.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     tr = TextTranslator.load(args.model, "cpu")
-    test = test_set(args.shared)
+    test, counts = test_set(args.shared)
     sources, refs = [m.source for m in test], [m.references for m in test]
     result: dict = {"name": args.name, "model": str(args.model), "sentences": len(test),
                     "parameters": sum(p.numel() for p in tr.model.parameters()), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -126,6 +146,7 @@ def main() -> None:
     result["by_length_test"] = by_length(test, greedy)
     result["by_length_joined"] = by_length(long, long_hyps)
     result["by_length_all"] = by_length(test + long, greedy + long_hyps)
+    result["by_rare_words"] = by_rare_words(test, greedy, counts, args.rare)
     if args.heatmaps:
         picks = sorted(test, key=lambda m: -len(m.source.split()))[: args.heatmaps]
         result["heatmaps"] = heatmaps(tr, [m.source for m in picks], args.out, args.name)

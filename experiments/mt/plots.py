@@ -79,6 +79,9 @@ def main() -> None:
     print("\ntest sentences only:\n" + length_table(results, "by_length_test"))
     print("\njoined consecutive test pairs only:\n" + length_table(results, "by_length_joined"))
     print("\nall:\n" + length_table(results, "by_length_all"))
+    print("\nby rare source words:")
+    for r in results:
+        print(f"| {r['name']} | " + " | ".join(f"{k}: {v['bleu']:.1f} ({v['sentences']})" for k, v in r.get("by_rare_words", {}).items()) + " |")
 
 
 if __name__ == "__main__":
