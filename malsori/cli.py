@@ -42,7 +42,7 @@ def data() -> None:
 
 
 def _register() -> None:
-    from malsori.commands import corpora, demo, export, llm, lm, recognize, serve, stream, synth, tokenizer, train, tune
+    from malsori.commands import corpora, demo, export, llm, lm, recognize, serve, stream, synth, tokenizer, train, translate, tune
 
     data.add_command(synth.synth)
     data.add_command(corpora.import_)
@@ -57,6 +57,7 @@ def _register() -> None:
     main.add_command(llm.llm)
     main.add_command(export.export)
     main.add_command(tune.tune_lm)
+    main.add_command(translate.translate)
 
 
 _register()

@@ -52,6 +52,16 @@ def resolve_model(name: str | os.PathLike) -> Path:
     raise MalsoriError(f"{name}: no such model folder, and no released model of that name (released: {', '.join(known) or 'none'})")
 
 
+def model_task(name: str | os.PathLike) -> str:
+    """The task a model folder was trained for (config.json's `task`; asr when it has none or cannot be read, so
+    that loading it reports the problem)."""
+    try:
+        config = json.loads((resolve_model(name) / "config.json").read_text(encoding="utf-8"))
+        return str(config.get("task", "asr")) if config.get("format_version", 1) >= 2 else "asr"
+    except (OSError, ValueError, AttributeError, TypeError):
+        return "asr"
+
+
 def write_model_dir(path: Path, task: str, model: torch.nn.Module, config: dict, tokenizer: Tokenizer,
                     files: dict[str, str] | None = None, dtype: torch.dtype | None = None) -> Path:
     """Write a model folder of `task` under a temporary name and rename it into place (an old folder is replaced
@@ -160,14 +170,29 @@ def load_model_dir(path: str | os.PathLike) -> ModelDir:
             cmvn = GlobalCMVN.from_dict(json.loads((path / "feature_stats.json").read_text(encoding="utf-8")))
         elif task == "lm":
             model = build_lm(from_dict(LMConfig, config["model"], "model"), tokenizer.vocab_size)
+        elif task == "mt":
+            from malsori.mt.model import TranslatorConfig
+            from malsori.mt.registry import build_translator
+
+            model = build_translator(from_dict(TranslatorConfig, config["model"], "model"), tokenizer.vocab_size)
         else:
-            raise MalsoriError(f"{cfg_path}: unknown task {task!r} (known: asr, lm)")
+            raise MalsoriError(f"{cfg_path}: unknown task {task!r} (known: asr, lm, mt)")
     except ConfigError as e:
         raise MalsoriError(f"{cfg_path}: {e}") from None
     except (OSError, KeyError, json.JSONDecodeError) as e:
         raise MalsoriError(f"{path}: cannot load model ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     _load_weights(path, model, config.get("weights_sha256") if version >= 2 else None)
     return ModelDir(path, task, config, model.eval(), tokenizer, fbank, cmvn)
+
+
+def load_task_model(path: str | os.PathLike, task: str, what: str, device: str = "auto") -> tuple[ModelDir, str]:
+    """A model folder of `task` (any other is refused: "…, not `what`") and the device to run it on (auto: CUDA
+    when there is one; a device the machine lacks is a ConfigError)."""
+    check_device(str(device))
+    m = load_model_dir(path)
+    if m.task != task:
+        raise MalsoriError(f"{m.path}: a model of task {m.task!r}, not {what}")
+    return m, ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
 @dataclass
@@ -218,12 +243,7 @@ class Recognizer:
     def load(cls, path: str | os.PathLike, device: str = "auto") -> "Recognizer":
         """Load a speech model folder, or a released model by name (`en-small`), onto `device` (auto, cpu, cuda,
         cuda:N; one the machine lacks is a ConfigError)."""
-        check_device(str(device))
-        m = load_model_dir(path)
-        if m.task != "asr":
-            raise MalsoriError(f"{m.path}: a model of task {m.task!r}, not a speech recognizer")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        m, device = load_task_model(path, "asr", "a speech recognizer", device)
         return cls(m.model, m.tokenizer, m.fbank, m.cmvn, device)
 
     # -- public API ---------------------------------------------------------------------------------------------

@@ -62,8 +62,8 @@ def test_recipe_picks_the_task_config(text_files, tmp_path):
     assert isinstance(load_train_config(None, []), TrainConfig)  # no task: speech, as before
     cfg = _lm_cfg(text_files, tmp_path)
     assert isinstance(cfg, LMTrainConfig) and cfg.model.gpt.context == 32
-    with pytest.raises(MalsoriError, match="task: unknown task 'mt'"):
-        load_train_config(None, ["task=mt"])
+    with pytest.raises(MalsoriError, match="task: unknown task 'tts'"):
+        load_train_config(None, ["task=tts"])
     with pytest.raises(MalsoriError, match="features"):
         load_train_config(None, ["task=lm", "features.num_mel_bins=40"])  # speech sections are not an LM's
 

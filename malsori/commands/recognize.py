@@ -97,10 +97,17 @@ def decode_options(model: Path, method: str, beam_size: int, lm_path: Path | Non
 @click.option("--strict", is_flag=True, help="Malformed manifest lines and unreadable audio are errors, not counted skips.")
 @lm_options
 def evaluate(model, manifest, method, beam_size, batch_size, device, report, limit, strict, **lm) -> None:
-    """Print WER and CER of MODEL on MANIFEST and write a per-utterance report sorted worst first."""
+    """Print WER and CER of MODEL on MANIFEST and write a per-utterance report sorted worst first. For a translation
+    model MANIFEST is a parallel test file (TSV or JSON Lines): BLEU (multi-reference, with its signature) and chrF."""
     from malsori.evaluate import evaluate_manifest
-    from malsori.pretrained import bound_heap
+    from malsori.pretrained import bound_heap, model_task
 
+    if model_task(model) == "mt":
+        from malsori.commands.translate import evaluate_mt
+
+        options = decode_options(model, method, beam_size, **lm)
+        click.echo(evaluate_mt(model, manifest, options, batch_size, device, report, limit, strict))
+        return
     bound_heap()
     res = evaluate_manifest(model, manifest, decode_options(model, method, beam_size, device=device, **lm), batch_size=batch_size,
                             device=device, report=report, limit=limit, strict=strict)

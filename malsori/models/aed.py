@@ -25,7 +25,7 @@ from malsori.decode.scorers import CTCPrefixScorer, DecoderScorer, Scorer
 from malsori.config import bounded
 from malsori.errors import ConfigError
 from malsori.nn.attention import check_heads
-from malsori.nn.decoders import FixedVectorDecoder, LASDecoder
+from malsori.nn.decoders import Attention, FixedVectorDecoder, LASDecoder
 from malsori.nn.mask import length_mask
 from malsori.nn.transformer import MochaSettings, TransformerDecoder
 from malsori.tokenizer import SPECIAL_IDS, SpecialIds
@@ -45,7 +45,7 @@ class AttentionConfig:
     attention_dim: int = bounded(128, ge=1)  # LAS (and Transformer MoChA): size of the attention's hidden layer
     location_filters: int = bounded(16, ge=1)  # LAS: channels of the conv over the previous attention weights
     location_kernel: int = bounded(31, ge=1, odd=True)  # LAS: width of that conv in encoder frames (odd)
-    las_attention: Literal["location", "mocha"] = "location"  # LAS: location-aware (offline) or MoChA (streamable)
+    las_attention: Attention = "location"  # LAS: location-aware (offline), MoChA (streamable); additive (Bahdanau), dot or general (Luong), for translation
     transformer_cross: Literal["full", "mocha"] = "full"  # Transformer: full multi-head cross-attention or one MoChA head per block
     mocha_chunk: int = bounded(4, ge=1)  # MoChA: chunk width w, the encoder frames softly attended up to the monotonic halt
     mocha_noise: float = bounded(1.0, ge=0)  # MoChA: std of the Gaussian noise on the monotonic energies in training (0 = none)
@@ -60,6 +60,7 @@ class AttentionConfig:
     decode_ctc_weight: float = bounded(0.3, ge=0, le=1)  # default CTC weight in joint decoding and attention rescoring
     length_bonus: float = bounded(0.0)  # default beam-search reward per emitted token (counters the bias to short outputs)
     max_len_ratio: float = bounded(1.0, gt=0)  # at most this many tokens per encoder frame (greedy and beam search)
+    normalize_length: bool = False  # beam search ranks finished hypotheses by score per token (translation) instead of the raw sum
 
     def __post_init__(self) -> None:
         if self.decoder == "transformer":
@@ -158,7 +159,8 @@ class AttentionModel(nn.Module):
             bonus = self.cfg.length_bonus if options.length_bonus is None else options.length_bonus
             ratio = self.cfg.max_len_ratio if options.max_len_ratio is None else options.max_len_ratio
             search = BeamSearch(scorers, weights, beam_size=options.beam_size, ids=ids, max_len=options.max_len,
-                                max_len_ratio=ratio, length_bonus=bonus, nbest=options.search_nbest, prompt=options.prompt)
+                                max_len_ratio=ratio, length_bonus=bonus, nbest=options.search_nbest, prompt=options.prompt,
+                                normalize_length=self.cfg.normalize_length)
             return rescore_with_options(search(enc, lens), options)
         log_probs = self.ctc_log_probs(enc)
         if method == "ctc_greedy":

@@ -96,16 +96,38 @@ class LocationAwareAttention(nn.Module):
         super().__init__()
         self.query = nn.Linear(query_dim, dim, bias=False)
         self.key = nn.Linear(memory_dim, dim)
-        self.conv = nn.Conv1d(1, filters, kernel, padding=kernel // 2, bias=False)
-        self.location = nn.Linear(filters, dim, bias=False)
+        self.conv = nn.Conv1d(1, filters, kernel, padding=kernel // 2, bias=False) if filters else None
+        self.location = nn.Linear(filters, dim, bias=False) if filters else None
         self.energy = nn.Linear(dim, 1, bias=False)
 
     def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor, prev: Tensor) -> tuple[Tensor, Tensor]:
-        """query [N, Q], keys = self.key(memory) [N, T, A], mask [N, T], prev weights [N, T] → (context [N, D], weights [N, T])."""
-        loc = self.location(self.conv(prev[:, None]).transpose(1, 2))
-        e = self.energy(torch.tanh(keys + self.query(query)[:, None] + loc)).squeeze(-1)
+        """query [N, Q], keys = self.key(memory) [N, T, A], mask [N, T], prev weights [N, T] → (context [N, D], weights [N, T]).
+        With no location filters it is Bahdanau et al.'s (2015) additive attention: e_t = wᵀ tanh(W s + V h_t + b)."""
+        e = keys + self.query(query)[:, None]
+        if self.conv is not None:
+            e = e + self.location(self.conv(prev[:, None]).transpose(1, 2))
+        e = self.energy(torch.tanh(e)).squeeze(-1)
         weights = e.masked_fill(~mask, float("-inf")).softmax(-1)
         return torch.bmm(weights[:, None], memory).squeeze(1), weights
+
+
+class MultiplicativeAttention(nn.Module):
+    """Luong et al.'s (2015) attention: e_t = sᵀ h_t ("dot", query and memory of one size) or sᵀ W h_t ("general");
+    the same call as `LocationAwareAttention` (the previous weights are not used)."""
+
+    def __init__(self, query_dim: int, memory_dim: int, how: Literal["dot", "general"]) -> None:
+        super().__init__()
+        if how == "dot" and query_dim != memory_dim:
+            raise ValueError(f"dot attention needs the decoder state ({query_dim}) and memory ({memory_dim}) of one size")
+        self.key = nn.Identity() if how == "dot" else nn.Linear(memory_dim, query_dim, bias=False)
+
+    def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor, prev: Tensor) -> tuple[Tensor, Tensor]:
+        e = torch.bmm(keys, query[:, :, None]).squeeze(-1)
+        weights = e.masked_fill(~mask, float("-inf")).softmax(-1)
+        return torch.bmm(weights[:, None], memory).squeeze(1), weights
+
+
+Attention = Literal["location", "mocha", "additive", "dot", "general"]
 
 
 class LASDecoder(nn.Module):
@@ -116,6 +138,8 @@ class LASDecoder(nn.Module):
     (computed once per utterance) and "frame" [N], the encoder frame of the newest token (argmax of the weights;
     for MoChA the last frame of its chunk).
 
+    `attention` "additive" (Bahdanau et al., 2015: no location features), "dot" or "general" (Luong et al., 2015)
+    make it the attention LSTM of machine translation (with input feeding: the context enters the next step).
     `attention="mocha"` (Chiu & Raffel, 2018; see `malsori.nn.mocha`) makes the speller streamable: it trains on
     the expected (soft) monotonic attention, and in eval mode both `forward` and `step` use the hard online
     attention, so beam search, rescoring and the streaming decoder all score what is decoded. Its state adds the
@@ -124,7 +148,7 @@ class LASDecoder(nn.Module):
 
     def __init__(self, vocab_size: int, memory_dim: int, embed_dim: int = 128, hidden_size: int = 320,
                  num_layers: int = 2, attention_dim: int = 128, location_filters: int = 16,
-                 location_kernel: int = 31, dropout: float = 0.1, attention: Literal["location", "mocha"] = "location",
+                 location_kernel: int = 31, dropout: float = 0.1, attention: Attention = "location",
                  mocha_chunk: int = 4, mocha_noise: float = 1.0, mocha_init_bias: float = -4.0) -> None:
         super().__init__()
         self.num_layers, self.hidden_size, self.kind = num_layers, hidden_size, attention
@@ -132,13 +156,16 @@ class LASDecoder(nn.Module):
         self.cells = nn.ModuleList(
             nn.LSTMCell(embed_dim + memory_dim if i == 0 else hidden_size, hidden_size) for i in range(num_layers)
         )
-        if attention == "location":
-            self.attention = LocationAwareAttention(hidden_size, memory_dim, attention_dim, location_filters, location_kernel)
+        if attention in ("location", "additive"):
+            filters = location_filters if attention == "location" else 0
+            self.attention = LocationAwareAttention(hidden_size, memory_dim, attention_dim, filters, location_kernel)
+        elif attention in ("dot", "general"):
+            self.attention = MultiplicativeAttention(hidden_size, memory_dim, attention)
         elif attention == "mocha":
             self.attention = MonotonicChunkwiseAttention(hidden_size, memory_dim, attention_dim, mocha_chunk,
                                                          mocha_init_bias, mocha_noise)
         else:
-            raise ValueError(f"unknown LAS attention {attention!r} (known: location, mocha)")
+            raise ValueError(f"unknown LAS attention {attention!r} (known: location, mocha, additive, dot, general)")
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Sequential(nn.Linear(hidden_size + memory_dim, hidden_size), nn.Tanh(), nn.Dropout(dropout),
                                     nn.Linear(hidden_size, vocab_size))
@@ -177,7 +204,7 @@ class LASDecoder(nn.Module):
         h, hs, cs = self.advance(y, state)
         new = {**state, "h": hs, "c": cs}
         mask = length_mask(memory_lens, memory.size(1))
-        if self.kind == "location":
+        if self.kind != "mocha":
             context, attn = self.attention(h, state["keys"], memory, mask, state["attn"])
             frame = attn.argmax(-1)
         elif self.training:

@@ -1,4 +1,4 @@
-"""Tasks: what a training run learns (speech recognition, language modelling), chosen by the recipe's `task:`.
+"""Tasks: what a training run learns (speech recognition, language modelling, translation), chosen by the recipe's `task:`.
 
 Each task module defines its run config (RunConfig + data and model sections) and its `Task`; this registry maps
 the recipe's name to them, so `malsori train` reads any recipe into the right typed config.
@@ -17,8 +17,9 @@ def _tasks() -> dict[str, type[Task]]:
     from malsori.tasks.asr import SpeechTask
     from malsori.tasks.llm import PromptedLMTask
     from malsori.tasks.lm import TextLMTask
+    from malsori.tasks.mt import TranslationTask
 
-    return {t.name: t for t in (SpeechTask, TextLMTask, PromptedLMTask)}
+    return {t.name: t for t in (SpeechTask, TextLMTask, PromptedLMTask, TranslationTask)}
 
 
 def task_class(name: str) -> type[Task]:
