@@ -82,3 +82,11 @@ def strict_json(obj, where: str, **kwargs) -> str:
     except ValueError:
         raise MalsoriError(f"{where}: field '{_non_finite(obj)}' is not a finite number; refusing to write NaN or "
                            "Infinity as JSON") from None
+
+
+def read_json(path: str | os.PathLike, error: type[MalsoriError] = MalsoriError, what: str = "not valid JSON"):
+    """Parse a JSON file; an unreadable, undecodable or invalid one is one `error` line naming it (`what` says why)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path}: {what} ({str(e).splitlines()[0]})") from None

@@ -29,7 +29,7 @@ from malsori.device import check_device
 from malsori.decode.options import DecodeOptions
 from malsori.errors import AudioError, ConfigError, MalsoriError
 from malsori.features import Fbank, FbankConfig, GlobalCMVN
-from malsori.files import follow_umask, sha256_of, strict_json
+from malsori.files import follow_umask, read_json, sha256_of, strict_json
 from malsori.models.registry import LMConfig, ModelConfig, build_lm, build_model
 from malsori.nn.load import load_state_dict_strict
 from malsori.tokenizer import Tokenizer, load_tokenizer
@@ -146,10 +146,7 @@ def load_model_dir(path: str | os.PathLike) -> ModelDir:
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise MalsoriError(f"{path}: not a malsori model folder (no config.json)")
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MalsoriError(f"{cfg_path}: not valid JSON ({str(e).splitlines()[0]})") from None
+    config = read_json(cfg_path)
     if not isinstance(config, dict):
         raise MalsoriError(f"{cfg_path}: not a JSON object, but {type(config).__name__}")
     version = config.get("format_version", 1)

@@ -9,6 +9,7 @@ from malsori.llm.speech_prefix import DecoderOnlyASR, SpeechPrefixConfig
 from malsori.lm.gpt import GPT, GPTConfig
 from malsori.nn.conformer import ConformerConfig, ConformerEncoder
 from malsori.tokenizer import train_tokenizer
+from tests.helpers.training import overfit
 
 TRANSCRIPTS = ["go left", "stop now", "turn right", "yes"]
 
@@ -67,15 +68,8 @@ def test_tiny_decoder_only_asr_overfits_a_handful_of_utterances():
     trainable = [p for p in model.parameters() if p.requires_grad]
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     assert all(".lora_" in n or n.startswith("projector.") for n, p in model.named_parameters() if p.requires_grad)
-    opt = torch.optim.Adam(trainable, lr=1e-2)
     feats, lens, tokens, tlens = _batch(tok)
-    losses = []
-    for _ in range(150):
-        loss, _ = model.compute_loss(feats, lens, tokens, tlens)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = overfit(lambda: model.compute_loss(feats, lens, tokens, tlens)[0], trainable)
     assert losses[-1] < 0.05 * losses[0]
     model.eval()
     assert [tok.decode(ids) for ids in model.greedy(feats, lens)] == TRANSCRIPTS

@@ -19,6 +19,7 @@ from malsori.mt.split import make_split, overlap, read_split, sentence_groups, w
 from malsori.mt.translate import TextTranslator, pad_batch
 from malsori.pretrained import load_model_dir, write_model_dir
 from malsori.tokenizer import train_tokenizer
+from tests.helpers.training import overfit
 
 PAIRS = [("the cat sleeps.", "le chat dort."), ("the dog eats.", "le chien mange."), ("a red car.", "une voiture rouge."),
          ("i see the cat.", "je vois le chat."), ("we like green tea.", "nous aimons le thé vert."),
@@ -55,14 +56,7 @@ def trained(tokenizer):
     for kind in FAMILIES:
         torch.manual_seed(0)
         model = build_translator(_config(kind), tokenizer.vocab_size)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-        losses = []
-        for _ in range(150):
-            loss, _ = model.compute_loss(src, src_lens, tgt, tgt_lens)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+        losses = overfit(lambda: model.compute_loss(src, src_lens, tgt, tgt_lens)[0], model.parameters())
         out[kind] = (model.eval(), losses[0], losses[-1])
     return out
 

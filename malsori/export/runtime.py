@@ -7,7 +7,6 @@ dither), made by malsori's `Fbank`, which matches kaldi-native-fbank to float32 
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from malsori.errors import MalsoriError
 from malsori.export.frontend import UNIT_SCALE, WENET_SCALE
 from malsori.features import Fbank, FbankConfig
 from malsori.tokenizer import WORD
+from malsori.files import read_json
 
 SCALES = {"model": WENET_SCALE, "streaming": WENET_SCALE, "zipformer-ctc": UNIT_SCALE, "encoder": UNIT_SCALE,
           "streaming-encoder": UNIT_SCALE}  # samples × this feed each graph's fbank
@@ -28,10 +28,7 @@ SCALES = {"model": WENET_SCALE, "streaming": WENET_SCALE, "zipformer-ctc": UNIT_
 def read_export(folder: str | Path) -> dict:
     """export.json of an exported folder (MalsoriError when it is not one)."""
     path = Path(folder) / "export.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise MalsoriError(f"{path}: not an exported model folder ({e})") from None
+    return read_json(path, what="not an exported model folder")
 
 
 def session(path: str | Path, threads: int = 1):

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from malsori.config import bounded, from_dict, to_dict
 from malsori.errors import ConfigError, MalsoriError
-from malsori.files import sha256_of
+from malsori.files import read_json, sha256_of
 from malsori.llm.lora import TARGETS, apply_lora, merge_lora
 from malsori.llm.soft_prompt import SoftPrompt
 from malsori.lm.gpt import GPT
@@ -144,10 +144,7 @@ def load_lm(path: str | os.PathLike) -> ModelDir:
     """A language model folder, or an adapter folder on its base (task "lm" either way)."""
     folder = resolve_model(path)
     cfg_path = folder / "config.json"
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MalsoriError(f"{cfg_path}: not valid JSON ({str(e).splitlines()[0]})") from None
+    config = read_json(cfg_path) if cfg_path.is_file() else {}
     if isinstance(config, dict) and config.get("task") == ADAPTER_TASK:
         return load_adapter(folder, config)
     m = load_model_dir(folder)

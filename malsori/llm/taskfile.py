@@ -15,7 +15,7 @@ from typing import Iterable, Literal
 
 from malsori.data.manifest import atomic_write_json, atomic_write_text
 from malsori.errors import MalsoriError
-from malsori.files import strict_json
+from malsori.files import read_json, strict_json
 
 Metric = Literal["exact", "cer", "bleu", "chrf"]
 METRICS: tuple[str, ...] = ("exact", "cer", "bleu", "chrf")
@@ -93,10 +93,7 @@ def load_task(folder: str | Path) -> PromptTask:
     spec_path = folder / "task.json"
     if not spec_path.is_file():
         raise TaskFileError(f"{folder}: not a task folder (no task.json)")
-    try:
-        raw = json.loads(spec_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TaskFileError(f"{spec_path}: not valid JSON ({e})") from None
+    raw = read_json(spec_path, TaskFileError)
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise TaskFileError(f"{spec_path}: needs a JSON object with a string name")
     unknown = set(raw) - {"name", "metric", "instruction"}

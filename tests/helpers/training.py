@@ -27,3 +27,16 @@ def toy_step(m: torch.nn.Module, o: torch.optim.Optimizer) -> float:
     o.step()
     o.zero_grad()
     return float(loss.detach())
+
+
+def overfit(loss_fn, params, steps: int = 150, lr: float = 1e-2) -> list[float]:
+    """Adam on `params` for `steps` steps of `loss_fn()` (a scalar loss of a fixed batch); the losses, for the overfit tests."""
+    opt = torch.optim.Adam(params, lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = loss_fn()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
