@@ -80,7 +80,7 @@ class _CTCSearch:
         self.hyp, self.prev, self.frames_seen = Hypothesis([], 0.0, []), None, 0
 
     def advance(self, enc: Tensor) -> None:
-        log_probs = self.model.head(enc).float().log_softmax(-1)  # [1, n, V]
+        log_probs = self.model.head.log_probs(enc)  # [1, n, V]
         if self.beam is not None:
             self.beam.advance_log_probs(log_probs[0])
         else:
