@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from malsori.config import bounded
 from malsori.errors import ConfigError
 from malsori.nn.attention import MultiHeadSelfAttention, check_heads
-from malsori.nn.chunked import ChunkConfig, ChunkedEncoder, LookAhead
+from malsori.nn.chunked import ChunkConfig, ChunkedEncoder, LookAhead, block_attention
 from malsori.nn.feedforward import FeedForward
 from malsori.nn.subsampling import LAYOUTS, Conv2dSubsampling
 
@@ -118,12 +118,7 @@ class ConformerBlock(nn.Module):
         with `keep` frames of keys/values (-1 = all). `lookahead` marks the look-ahead copies at the end of x.
         """
         x = torch.add(x, self.dropout(self.ff1(x)), alpha=0.5)
-        h = self.norm_att(x)
-        if cache is None:
-            a, keys, values = self.attention(h, mask, attn_mask, positions), None, None
-        else:
-            uncached = lookahead.copies if lookahead is not None else 0
-            a, keys, values = self.attention.forward_cached(h, positions, cache[0], cache[1], keep, uncached)
+        a, keys, values = block_attention(self.attention, self.norm_att(x), mask, attn_mask, positions, cache, keep, lookahead)
         x = x + self.dropout(a)
         c, conv = self.conv(x, mask, None if cache is None else cache[2], lookahead)
         x = x + c

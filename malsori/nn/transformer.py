@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from malsori.config import bounded
 from malsori.nn.attention import MultiHeadSelfAttention, check_heads
-from malsori.nn.chunked import ChunkConfig, ChunkedEncoder, LookAhead
+from malsori.nn.chunked import ChunkConfig, ChunkedEncoder, LookAhead, block_attention
 from malsori.nn.feedforward import FeedForward
 from malsori.nn.mask import length_mask
 from malsori.nn.mocha import MonotonicChunkwiseAttention, initial_alignment
@@ -62,14 +62,9 @@ class TransformerBlock(nn.Module):
         `lookahead` marks the look-ahead copies at the end of x (kept out of the cache); attn_mask is then
         [T, L + T] over the cached and new frames (None = all).
         """
-        h = self.norm_att(x)
-        if cache is None:
-            x = x + self.dropout(self.attention(h, mask, attn_mask, positions))
-        else:
-            uncached = lookahead.copies if lookahead is not None else 0
-            a, keys, values = self.attention.forward_cached(h, positions, cache[0], cache[1], keep, uncached, attn_mask)
-            x, cache = x + self.dropout(a), (keys, values, cache[2])
-        return x + self.dropout(self.ff(x)), cache
+        a, keys, values = block_attention(self.attention, self.norm_att(x), mask, attn_mask, positions, cache, keep, lookahead)
+        x = x + self.dropout(a)
+        return x + self.dropout(self.ff(x)), (None if cache is None else (keys, values, cache[2]))
 
 
 class TransformerEncoder(ChunkedEncoder):
