@@ -104,12 +104,14 @@ def load_set(name: str, manifest: Path, limit: int) -> EvalSet:
 
 
 def run_malsori(rec: Recognizer, s: EvalSet, method: str, beam_size: int, batch_size: int, repeats: int) -> Result:
-    """Decode and score the whole set (`malsori.evaluate.score_waves`) `repeats` times; the median time counts."""
+    """Decode the whole set with `malsori.evaluate.score_waves` `repeats` times (the median time counts); the
+    hypotheses are scored after the normalizer, like every peer's."""
     runs = [score_waves(rec, s.utts, s.waves, DecodeOptions(method=method, beam_size=beam_size), batch_size)
             for _ in range(max(1, repeats))]
+    hyps = [normalize(h) for h in runs[-1].hyps]
     search = f"beam {beam_size}" if method == "beam" else method
-    return Result(s.name, "malsori", search, runs[-1].hyps, runs[-1].rates,
-                  statistics.median(r.decode_seconds for r in runs), s.seconds)
+    return Result(s.name, "malsori", search, hyps, error_rates(s.refs, hyps), statistics.median(r.decode_seconds for r in runs),
+                  s.seconds)
 
 
 def pocketsphinx_decoder():

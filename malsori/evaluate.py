@@ -103,8 +103,8 @@ def evaluate_manifest(model: Path | Recognizer, manifest: Path, options: DecodeO
 class SetScore:
     """A preloaded set decoded and scored."""
 
-    rates: ErrorRates  # corpus WER/CER of the normalized hypotheses against the normalized references
-    hyps: list[str]  # normalized hypotheses, in set order
+    rates: ErrorRates  # corpus WER/CER against the normalized references
+    hyps: list[str]  # hypotheses, in set order
     audio_seconds: float  # audio decoded
     decode_seconds: float  # wall time of features + model + search
 
@@ -115,10 +115,10 @@ class SetScore:
 
 def score_waves(rec: Recognizer, utts: list[Utterance], waves: list[np.ndarray], options: DecodeOptions | None = None,
                 batch_size: int = 16, max_segment_seconds: float = 30.0) -> SetScore:
-    """Decode the preloaded `waves` of `utts` (e.g. from `malsori.data.select.load_waves`) and score them after the
-    shared normalizer; a large `max_segment_seconds` lets the model see each long input whole."""
+    """Decode the preloaded `waves` of `utts` (e.g. from `malsori.data.select.load_waves`) and score them; a large
+    `max_segment_seconds` lets the model see each long input whole."""
     t0 = time.perf_counter()
     out = rec.transcribe_waves(waves, options or DecodeOptions(), batch_size, max_segment_seconds=max_segment_seconds)
     seconds = time.perf_counter() - t0
-    hyps = [normalize(t.text) for t in out]
+    hyps = [t.text for t in out]
     return SetScore(error_rates([normalize(u.text) for u in utts], hyps), hyps, sum(len(w) for w in waves) / SAMPLE_RATE, seconds)
