@@ -30,7 +30,7 @@ from malsori.decode.result import Hypothesis
 from malsori.decode.transducer import GreedySearch, ModifiedBeamSearch
 from malsori.errors import ConfigError
 from malsori.features import StreamingFbank
-from malsori.pretrained import Transcript, Word
+from malsori.transcript import Transcript, Word
 
 
 @dataclass
