@@ -1,7 +1,8 @@
 """Training checkpoints as folders of safetensors + JSON (never pickles), written atomically, and checkpoint averaging.
 
-A checkpoint `ckpt-<step>/` holds model.safetensors, optimizer.safetensors, rng.safetensors and state.json (step,
-epoch, position, optimizer hyper-parameters, the tensor files' SHA-256). It is written under a temporary name and
+A checkpoint `ckpt-<step>/` holds model.safetensors, optimizer.safetensors, rng.safetensors (each training process's
+RNG state) and state.json (step, epoch, position, number of processes, optimizer hyper-parameters, the tensor files'
+SHA-256). It is written under a temporary name and
 renamed into place, and the `latest` pointer is replaced atomically after it, so a kill at any moment leaves the last
 good checkpoint intact; a checkpoint corrupted later (a bit flip, a truncated copy) fails its checksum, and resuming
 falls back to the newest one that reads back intact.
@@ -56,9 +57,11 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(exp_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict, keep_last: int = 5) -> Path:
+def save_checkpoint(exp_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict, keep_last: int = 5,
+                    rng_states: list[torch.Tensor] | None = None) -> Path:
     """Write ckpt-<step>/ atomically, point `latest` at it, and prune all but the newest `keep_last`. A failed write
-    (disk full) leaves the previous checkpoints as they were and is one MalsoriError."""
+    (disk full) leaves the previous checkpoints as they were and is one MalsoriError. `rng_states`: every rank's
+    torch RNG state in multi-process training (default: this process's)."""
     exp_dir = Path(exp_dir)
     final = exp_dir / f"ckpt-{step:08d}"
     tmp = None
@@ -68,7 +71,8 @@ def save_checkpoint(exp_dir: Path, step: int, model: torch.nn.Module, optimizer:
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        save_file({"torch_rng": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+        rngs = rng_states or [torch.get_rng_state()]
+        save_file({_rng_key(r): s for r, s in enumerate(rngs)}, str(tmp / "rng.safetensors"))
         sums = {name: sha256_of(tmp / name) for name in TENSOR_FILES}
         (tmp / "state.json").write_text(strict_json({**state, "step": step, "optimizer": opt_meta, "sha256": sums},
                                                     str(final / "state.json"), indent=1), encoding="utf-8")
@@ -132,16 +136,22 @@ def _read_tensors(path: Path, name: str, state: dict) -> dict[str, torch.Tensor]
         raise CorruptCheckpoint(path, f"{name}: {str(e).splitlines()[0]}") from None
 
 
-def _read_checkpoint(path: Path, with_optimizer: bool) -> tuple[dict, dict, dict | None, torch.Tensor | None]:
+def _rng_key(rank: int) -> str:
+    """The name of a rank's RNG state in rng.safetensors: rank 0's is the one a single-process run writes."""
+    return "torch_rng" if rank == 0 else f"torch_rng.{rank}"
+
+
+def _read_checkpoint(path: Path, with_optimizer: bool, rank: int = 0) -> tuple[dict, dict, dict | None, torch.Tensor | None]:
     """Everything a resume needs, read and checked before any of it touches the model: (state, model tensors,
-    optimizer state dict, RNG state)."""
+    optimizer state dict, RNG state of `rank`; rank 0's in checkpoints written before ranks had their own)."""
     state = _read_state(path)
     weights = _read_tensors(path, "model.safetensors", state)
     if not with_optimizer:
         return state, weights, None, None
     try:
         opt = _unflatten_optimizer(_read_tensors(path, "optimizer.safetensors", state), state["optimizer"])
-        rng = _read_tensors(path, "rng.safetensors", state)["torch_rng"]
+        rngs = _read_tensors(path, "rng.safetensors", state)
+        rng = rngs.get(_rng_key(rank), rngs["torch_rng"])
     except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise CorruptCheckpoint(path, f"optimizer or RNG state unreadable ({e!r})") from None
     return state, weights, opt, rng
@@ -159,10 +169,11 @@ def _restore(path: Path, parts: tuple, model: torch.nn.Module, optimizer: torch.
     return state
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
-    """Restore model (and optimizer, RNG) from a checkpoint folder; returns its state dict (step, epoch, ...)."""
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, rank: int = 0) -> dict:
+    """Restore model (and optimizer, the RNG state of `rank`) from a checkpoint folder; returns its state dict (step,
+    epoch, ...)."""
     path = Path(path)
-    return _restore(path, _read_checkpoint(path, optimizer is not None), model, optimizer)
+    return _restore(path, _read_checkpoint(path, optimizer is not None, rank), model, optimizer)
 
 
 def resume_checkpoint(exp_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, say=print) -> tuple[Path | None, dict]:

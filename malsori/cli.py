@@ -17,7 +17,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except MalsoriError as e:
-            click.echo(f"error: {e}", err=True)
+            if not getattr(e, "printed_elsewhere", False):  # e.g. by the training rank that failed (malsori.distributed)
+                click.echo(f"error: {e}", err=True)
             sys.exit(2)
         except click.UsageError as e:
             hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
@@ -41,7 +42,7 @@ def data() -> None:
 
 
 def _register() -> None:
-    from malsori.commands import corpora, demo, lm, recognize, stream, synth, tokenizer, train
+    from malsori.commands import corpora, demo, export, lm, recognize, serve, stream, synth, tokenizer, train
 
     data.add_command(synth.synth)
     data.add_command(corpora.import_)
@@ -51,7 +52,9 @@ def _register() -> None:
     main.add_command(recognize.transcribe)
     main.add_command(demo.demo)
     main.add_command(stream.stream)
+    main.add_command(serve.serve)
     main.add_command(lm.lm)
+    main.add_command(export.export)
 
 
 _register()

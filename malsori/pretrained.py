@@ -294,7 +294,10 @@ class Recognizer:
         feats, feat_lens = self.fbank(batch.to(self.device), lens.to(self.device))
         feats = self.cmvn(feats, feat_lens)
         hyps = self.model.decode(feats, feat_lens, options)
-        return [Transcript(text="", tokens=list(h.tokens), score=float(h.score), words=self._words(h.tokens, h.token_frames)) for h in hyps]
+        step = self.subsampling * self.frame_shift
+        return [Transcript(text="", tokens=list(h.tokens), score=float(h.score), words=self._words(h.tokens, h.token_frames),
+                           token_times=[f * step for f in h.token_frames] if len(h.token_frames) == len(h.tokens) else [])
+                for h in hyps]
 
     def _words(self, tokens: list[int], frames: list[int]) -> list[Word]:
         """Group tokens into words at word-start pieces; times from the frames where tokens were emitted."""
@@ -334,6 +337,7 @@ def _append(joined: Transcript, t: Transcript, start: int) -> None:
     joined.tokens += t.tokens
     joined.score += t.score
     joined.words += [Word(w.word, w.start + off, w.end + off) for w in t.words]
+    joined.token_times += [x + off for x in t.token_times]
 
 
 def _finished(t: Transcript | AudioError) -> Transcript | AudioError:

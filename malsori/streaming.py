@@ -266,4 +266,5 @@ class Stream:
         offset = self.start_feature * self.rec.frame_shift
         words = [Word(w.word, w.start + offset, w.end + offset) for w in self.rec._words(hyp.tokens, hyp.token_frames)]
         return Transcript(text=" ".join(w.word for w in words), tokens=list(hyp.tokens), score=float(hyp.score),
-                          words=words, duration=self.frames * self.frame_s)
+                          words=words, duration=self.frames * self.frame_s,
+                          token_times=[offset + f * self.frame_s for f in hyp.token_frames])

@@ -7,26 +7,26 @@ checkpoints, logs and progress, and knows no modality.
 
 Exact resume: batch order and augmentation are functions of (seed, epoch, index); checkpoints hold the model, the
 optimizer, the RNG state and the position inside the epoch, so a run killed at any point and resumed logs the same
-losses as an uninterrupted one. Multi-process training (torchrun) shards batches by rank and wraps the model in DDP.
+losses as an uninterrupted one. Multi-process training (torchrun) shards batches by rank and wraps the model in DDP;
+rank 0 alone writes the run folder (`malsori.distributed`, docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
-from malsori.checkpoint import average_checkpoints, list_checkpoints, resume_checkpoint, save_checkpoint
+from malsori.checkpoint import average_checkpoints, list_checkpoints, load_checkpoint, resume_checkpoint, save_checkpoint
 from malsori.config import from_dict, to_dict
 from malsori.data.manifest import atomic_write_json
-from malsori.device import check_device
+from malsori.distributed import check_shared_lock, check_world_size, lock_line, rank_seed
+from malsori.distributed import start as start_processes
 from malsori.errors import ConfigError
 from malsori.rundir import StepLog, config_differences, with_run_lock
 from malsori.tasks import task_class
@@ -74,21 +74,9 @@ class _LossModule(torch.nn.Module):
         self.model, self.task = model, task
 
     def forward(self, prepared):
+        if prepared is None:  # a DDP rank with no usable batch: zero gradients, so the ranks' all-reduces stay in step
+            return sum(p.sum() for p in self.model.parameters()) * 0.0, {}
         return self.task.loss(self.model, prepared)
-
-
-def _setup_distributed() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
-def _device(name: str, rank: int) -> torch.device:
-    check_device(name)
-    if name == "auto":
-        return torch.device(f"cuda:{rank % torch.cuda.device_count()}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(name)
 
 
 def _check_resumable(out: Path, cfg: RunConfig) -> None:
@@ -111,40 +99,64 @@ def _check_resumable(out: Path, cfg: RunConfig) -> None:
                               "resume it with its own settings, or use another out=")
 
 
-@with_run_lock  # [rundir] one trainer per folder; removes a killed run's temporaries
+@with_run_lock  # [rundir] one trainer per folder (rank 0 holds the lock); removes a killed run's temporaries
 def train(cfg: RunConfig) -> Path:
-    """Run (or resume) training of the task `cfg.task`; returns the final model directory."""
-    rank, world = _setup_distributed()
-    main_proc = rank == 0
+    """Run (or resume) training of the task `cfg.task`; returns the final model directory. Under torchrun, every
+    process runs this; rank 0 alone writes the run folder and prints."""
+    procs, device = start_processes(cfg.device)
+    main_proc = procs.main
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_resumable(out, cfg)
-    if main_proc:
-        atomic_write_json(out / "train_config.json", to_dict(cfg), indent=1)
-    torch.manual_seed(cfg.seed)
-    device = _device(cfg.device, rank)
 
-    task = task_class(cfg.task)(cfg, out, device, rank, world, main_proc)
-    model = task.build_model().to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
-    step, epoch, pos, elapsed = 0, 0, 0, 0.0
-    ckpt, state = resume_checkpoint(out, model, optimizer, tqdm.write if main_proc else (lambda line: None))  # [rundir]
-    if ckpt is not None:
-        step, epoch, pos, elapsed = state["step"], state["epoch"], state["pos"], state.get("elapsed", 0.0)
+    def build(resume_from: str | None) -> tuple:
+        """Task, model, optimizer and the checkpoint resumed (rank 0: the newest intact one; the others: the one rank 0
+        chose, read, never set aside)."""
+        torch.manual_seed(cfg.seed)
+        task = task_class(cfg.task)(cfg, out, device, procs.rank, procs.world, main_proc)
+        model = task.build_model().to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
+        if procs.world > 1:
+            torch.manual_seed(rank_seed(cfg.seed, procs.rank))  # the same initial model, each rank its own dropout
         if main_proc:
-            tqdm.write(f"resuming from {ckpt.name}: step {step}, epoch {epoch}, batch {pos}")
-    elif cfg.init_from:
-        loaded = warm_start(model, Path(cfg.init_from))
-        if main_proc:
-            tqdm.write(f"initialized {loaded} tensors from {cfg.init_from}")
+            ckpt, state = resume_checkpoint(out, model, optimizer, tqdm.write)  # [rundir]
+        elif resume_from:
+            ckpt = out / resume_from
+            state = load_checkpoint(ckpt, model, optimizer, procs.rank)
+        else:
+            ckpt, state = None, {}
+        if ckpt is not None and main_proc:
+            tqdm.write(f"resuming from {ckpt.name}: step {state['step']}, epoch {state['epoch']}, batch {state['pos']}")
+        elif ckpt is None and cfg.init_from:
+            loaded = warm_start(model, Path(cfg.init_from))
+            if main_proc:
+                tqdm.write(f"initialized {loaded} tensors from {cfg.init_from}")
+        return task, model, optimizer, ckpt, state
+
+    def start_main() -> tuple:
+        out.mkdir(parents=True, exist_ok=True)
+        check_world_size(out, procs.world)
+        _check_resumable(out, cfg)
+        atomic_write_json(out / "train_config.json", to_dict(cfg), indent=1)
+        return build(None)
+
+    def start_other(lock: str, resume_from: str | None) -> tuple:
+        check_shared_lock(out, lock)
+        return build(resume_from)
+
+    built = procs.on_main(start_main)  # rank 0 first: it writes the config, tokenizer and CMVN the others read
+    if procs.world > 1:  # then the others, once they see the lock rank 0 holds (so out= is one shared folder)
+        lock, resume_from = procs.from_main((lock_line(out), built[3] and built[3].name) if main_proc else None)
+        built = procs.together(lambda: built if main_proc else start_other(lock, resume_from))
+    task, model, optimizer, _, state = built
+    step, epoch, pos, elapsed = state.get("step", 0), state.get("epoch", 0), state.get("pos", 0), state.get("elapsed", 0.0)
     net = _LossModule(model, task)
-    if world > 1:
+    if procs.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if main_proc:
         n_params = sum(p.numel() for p in model.parameters())
-        tqdm.write(f"model: {task.describe(model)}, {n_params / 1e6:.2f} M parameters, device {device}")
+        processes = f", {procs.world} processes" if procs.world > 1 else ""
+        tqdm.write(f"model: {task.describe(model)}, {n_params / 1e6:.2f} M parameters, device {device}{processes}")
 
     speed_col = task.throughput_column
     # [rundir] rows keyed by step: those after the resumed checkpoint are dropped, to be written again
@@ -155,12 +167,16 @@ def train(cfg: RunConfig) -> Path:
     run_t0 = t0 - elapsed  # [rundir] `elapsed` continues from the checkpoint's
     stop, validated = bool(cfg.max_steps) and step >= cfg.max_steps, -1  # stop: a finished run resumed (killed saving the model)
 
-    def validate() -> None:
-        nonlocal validated
-        result, validated = task.validate(model), step
+    def validate() -> None:  # rank 0; the others wait
+        result = task.validate(model)
         if result is not None:
             vlog.write({"epoch": epoch, "step": step, **{k: f"{v:.4f}" for k, v in result.metrics.items()}, **result.counts})
             tqdm.write(f"epoch {epoch}, step {step}: valid {result.line}")
+
+    def checkpoint() -> None:  # every rank's RNG state, saved by rank 0
+        rngs = procs.gather(torch.get_rng_state())
+        where = {"epoch": epoch, "pos": pos, "elapsed": time.time() - run_t0, "world_size": procs.world}
+        procs.on_main(lambda: save_checkpoint(out, step, model, optimizer, where, cfg.keep_last, rngs))
 
     accum = cfg.optim.accum_grad
     while epoch < cfg.max_epochs and not stop:
@@ -170,17 +186,22 @@ def train(cfg: RunConfig) -> Path:
         model.train()
         window_amount, window_t, window_loss, window_n = 0.0, time.time(), 0.0, 0
         for batch in bar:
+            if pos % accum == 0 and total - pos < accum:  # too few left for a step: not carried into the next epoch
+                break
             pos += 1
             prepared = task.prepare(batch)
-            if prepared is None:
+            if prepared is None and procs.world == 1:
                 continue
-            with autocast:
-                loss, stats = net(prepared)
-            (loss / accum).backward()
-            task.observe(batch, stats)
-            window_amount += task.amount(batch) * world
-            window_loss += float(loss.detach())
-            window_n += 1
+            # DDP: gradients are averaged over the ranks at the last batch of each accumulation only
+            with net.no_sync() if procs.world > 1 and pos % accum else nullcontext():
+                with autocast:
+                    loss, stats = net(prepared)  # a rank with nothing usable still joins the all-reduce, with zeros
+                (loss / accum).backward()
+            if prepared is not None:
+                task.observe(batch, stats)
+                window_amount += task.amount(batch)
+                window_loss += float(loss.detach())
+                window_n += 1
             if pos % accum:
                 continue
             step += 1
@@ -193,34 +214,39 @@ def train(cfg: RunConfig) -> Path:
             optimizer.zero_grad(set_to_none=True)
             # [rundir] a row at each checkpoint too, so a resumed run's first window of batches is an uninterrupted run's
             if step % cfg.log_every == 0 or step in (1, cfg.max_steps) or step % cfg.checkpoint_every == 0:
-                speed = window_amount / max(1e-9, time.time() - window_t)
-                row = {"step": step, "epoch": epoch, "loss": f"{window_loss / window_n:.6f}", "lr": f"{lr:.3e}",
+                loss_sum, n, amount = procs.sum([window_loss, window_n, window_amount])  # every rank's batches
+                speed = amount / max(1e-9, time.time() - window_t)
+                row = {"step": step, "epoch": epoch, "loss": f"{loss_sum / max(1, n):.6f}", "lr": f"{lr:.3e}",
                        speed_col: f"{speed:.1f}", "elapsed": f"{time.time() - run_t0:.1f}", **task.log_values()}
                 log.write(row)
-                bar.set_postfix(loss=f"{window_loss / window_n:.3f}", lr=f"{lr:.1e}", speed=f"{speed:.0f}/s")
+                bar.set_postfix(loss=f"{loss_sum / max(1, n):.3f}", lr=f"{lr:.1e}", speed=f"{speed:.0f}/s")
                 window_amount, window_t, window_loss, window_n = 0.0, time.time(), 0.0, 0
             # [rundir] validate before the checkpoint: a kill during validation resumes before it and validates again
-            if main_proc and cfg.valid_every and step % cfg.valid_every == 0:
-                validate()
-            if main_proc and step % cfg.checkpoint_every == 0:
-                save_checkpoint(out, step, model, optimizer, {"epoch": epoch, "pos": pos, "elapsed": time.time() - run_t0}, cfg.keep_last)
-            if (cfg.max_steps and step >= cfg.max_steps) or (cfg.max_minutes and time.time() - t0 > 60 * cfg.max_minutes):
+            if cfg.valid_every and step % cfg.valid_every == 0:
+                procs.on_main(validate)
+                validated = step
+            if step % cfg.checkpoint_every == 0:
+                checkpoint()
+            out_of_time = bool(cfg.max_minutes) and procs.any(time.time() - t0 > 60 * cfg.max_minutes)  # rank clocks differ
+            if (cfg.max_steps and step >= cfg.max_steps) or out_of_time:
                 stop = True
                 break
         bar.close()
-        task.epoch_done(epoch)
+        procs.together(lambda: task.epoch_done(epoch))
         if not stop:
             epoch, pos = epoch + 1, 0
-        if main_proc:
-            if validated != step:  # after every epoch, and where the run stops ([rundir] before the checkpoint, as above)
-                validate()
-            save_checkpoint(out, step, model, optimizer, {"epoch": epoch, "pos": pos, "elapsed": time.time() - run_t0}, cfg.keep_last)
-    if world > 1:
-        dist.barrier()
+        if validated != step:  # after every epoch, and where the run stops ([rundir] before the checkpoint, as above)
+            procs.on_main(validate)
+            validated = step
+        checkpoint()
     model_dir = out / "model"
-    if main_proc:
+
+    def write_model() -> None:
         ckpts = list_checkpoints(out)[-cfg.average_last:]
         model.load_state_dict(average_checkpoints(ckpts))
         task.save_model(model_dir, model)
         tqdm.write(f"averaged {len(ckpts)} checkpoint(s) into {model_dir}")
+
+    procs.on_main(write_model)  # the others wait, so that every process returns once the model folder is written
+    procs.end()
     return model_dir

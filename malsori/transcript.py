@@ -26,6 +26,7 @@ class Transcript:
     words: list[Word] = field(default_factory=list)  # word timestamps
     id: str = ""  # utterance id or file path
     duration: float = 0.0  # seconds of audio
+    token_times: list[float] = field(default_factory=list)  # seconds at which each token was emitted (empty if unknown)
 
     def to_json(self) -> dict:
         score = round(self.score, 4) if math.isfinite(self.score) else None  # JSON has no NaN or Infinity

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from malsori.recipes import resolve_recipe
@@ -24,6 +26,11 @@ def train(recipe: str, overrides: tuple[str, ...]) -> None:
 
     Nested keys use dots, e.g. `malsori train conformer_ctc_demo data.train=corpus/train.jsonl optim.lr=1e-3 out=exp/a`.
     Re-running with the same out= resumes from the last checkpoint; the final model is written to OUT/model.
+
+    Several processes: torchrun --nproc_per_node=N -m malsori train RECIPE ... (docs/distributed.md). The recipe's
+    batch (batch.* for speech, data.batch_size for an LM) is per process: an optimizer step sees
+    N x optim.accum_grad batches, so the same recipe on N processes trains with an N times larger batch.
+    Resume with the number of processes that started the run.
     """
     from malsori.tasks import load_train_config
     from malsori.train import train as run
@@ -31,4 +38,5 @@ def train(recipe: str, overrides: tuple[str, ...]) -> None:
     cfg = load_train_config(resolve_recipe(recipe), list(overrides))
     check_run(cfg)
     model_dir = run(cfg)
-    click.echo(f"model: {model_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line from rank 0
+        click.echo(f"model: {model_dir}")

@@ -23,7 +23,7 @@ from malsori.errors import AudioError, ConfigError, MalsoriError
 
 @dataclass
 class BatchConfig:
-    """How utterances are grouped into batches."""
+    """How utterances are grouped into batches (each process's: under torchrun a step sees processes × accum_grad of them)."""
 
     max_frames: int = bounded(24000, ge=1)  # padded feature frames per batch (batch size × longest utterance, at 100 frames/s)
     max_batch_size: int = bounded(64, ge=1)  # upper bound on utterances per batch

@@ -28,7 +28,7 @@ class OptimConfig:
     schedule: Literal["noam", "cosine", "constant"] = "noam"  # decay after warmup (cosine needs max_steps)
     min_lr: float = bounded(1e-5, ge=0)  # floor of the cosine schedule
     grad_clip: float = bounded(5.0, ge=0)  # max global gradient norm (0 = off)
-    accum_grad: int = bounded(1, ge=1)  # batches whose gradients are summed per optimizer step
+    accum_grad: int = bounded(1, ge=1)  # batches per process averaged into each optimizer step (and over the processes)
 
 
 @dataclass

@@ -42,7 +42,7 @@ class TextDataConfig:
     tokenizer_dir: str = ""  # use this tokenizer folder instead (e.g. an ASR model's, so the LM scores its units)
     tokenizer_lines: int = bounded(100000, ge=1)  # a new tokenizer learns from at most this many training lines (evenly spaced)
     strict: bool = True  # a line that is not UTF-8 stops the run (false: skipped and counted)
-    batch_size: int = bounded(32, ge=1)  # blocks per batch; a block is the model's context + 1 tokens
+    batch_size: int = bounded(32, ge=1)  # blocks per batch and process; a block is the model's context + 1 tokens
 
 
 @dataclass
