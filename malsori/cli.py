@@ -42,7 +42,7 @@ def data() -> None:
 
 
 def _register() -> None:
-    from malsori.commands import corpora, demo, export, lm, recognize, serve, stream, synth, tokenizer, train
+    from malsori.commands import corpora, demo, export, llm, lm, recognize, serve, stream, synth, tokenizer, train, tune
 
     data.add_command(synth.synth)
     data.add_command(corpora.import_)
@@ -54,7 +54,9 @@ def _register() -> None:
     main.add_command(stream.stream)
     main.add_command(serve.serve)
     main.add_command(lm.lm)
+    main.add_command(llm.llm)
     main.add_command(export.export)
+    main.add_command(tune.tune_lm)
 
 
 _register()

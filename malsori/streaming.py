@@ -24,6 +24,7 @@ from malsori.audio import SAMPLE_RATE
 from malsori.config import bounded, check_ranges
 from malsori.decode.ctc import PrefixBeamSearch, ctc_greedy
 from malsori.decode.fusion import PrefixFusion, active
+from malsori.decode.ilm import with_ilm
 from malsori.decode.mocha import monotonic_stream
 from malsori.decode.options import DecodeOptions
 from malsori.decode.result import Hypothesis
@@ -153,6 +154,8 @@ def make_search(model, options: DecodeOptions, device: torch.device):
     if active(options.rescorers):
         raise ConfigError("rescorers: a stream keeps no n-best to re-rank (fuse the LM with `scorers` instead)")
     model.check_options(options)
+    if head != "CTCModel":
+        options = with_ilm(options, model.internal_lm)
     if head == "CTCModel":
         return _CTCSearch(model, options)
     if head == "TransducerModel":

@@ -22,22 +22,6 @@ def lm() -> None:
     """Language models: word n-gram LMs in ARPA files, neural LMs (GPT) in model folders."""
 
 
-def _excluded(paths: tuple[Path, ...], strict: bool) -> set[str]:
-    """Normalized sentences of --exclude files: text files (one a line) or manifests (.jsonl, their transcripts)."""
-    from malsori.data.manifest import read_manifest
-    from malsori.lm.text_files import iter_text_lines
-    from malsori.text import normalize
-
-    out: set[str] = set()
-    for path in paths:
-        if path.name.endswith(".jsonl"):
-            out.update(normalize(u.text) for u in read_manifest(path, strict=True))
-        else:
-            out.update(normalize(line) for line in iter_text_lines([path], strict))
-    out.discard("")
-    return out
-
-
 @lm.command("train-ngram")
 @click.argument("texts", nargs=-1, required=True, type=_TEXT)
 @click.option("--order", type=int, default=3, show_default=True, help="n of the longest n-grams (3 or 4 are usual).")
@@ -59,7 +43,7 @@ def train_ngram(texts: tuple[Path, ...], order: int, out: Path, prune_count: int
     ASR transcripts) with interpolated modified Kneser–Ney smoothing, and write it as ARPA."""
     from malsori.lm.kneser_ney import KneserNeyConfig
     from malsori.lm.ngram import NgramLM
-    from malsori.lm.text_files import TextReadStats, iter_text_lines
+    from malsori.lm.text_files import TextReadStats, excluded_sentences, iter_text_lines
     from malsori.text import normalize
 
     for name, value in (("--order", order), ("--prune-count", prune_count), ("--max-ngrams", max_ngrams),
@@ -67,7 +51,7 @@ def train_ngram(texts: tuple[Path, ...], order: int, out: Path, prune_count: int
         if value is not None and value < 1:
             raise MalsoriError(f"{name} must be at least 1, got {value}")
     start = time.perf_counter()
-    exclude = _excluded(excludes, not skip_bad_lines)
+    exclude = excluded_sentences(excludes, not skip_bad_lines)
     stats = TextReadStats()
     dropped = 0
     words = 0
@@ -142,12 +126,9 @@ def eval_ngram(arpa: Path, texts: tuple[Path, ...], skip_bad_lines: bool, as_jso
 
 
 def _load_lm(model: str):
-    from malsori.pretrained import load_model_dir
+    from malsori.llm.adapters import load_lm
 
-    m = load_model_dir(model)
-    if m.task != "lm":
-        raise MalsoriError(f"{m.path}: a model of task {m.task!r}, not a language model")
-    return m
+    return load_lm(model)  # an LM folder, or an adapter folder on its base
 
 
 @lm.command("eval")
@@ -184,16 +165,24 @@ def eval_lm(model: str, texts: tuple[Path, ...], skip_bad_lines: bool, batch_siz
 @click.option("--seed", type=field_type(SamplingOptions, "seed"), default=0, show_default=True, help="Seeds the draws.")
 @click.option("--max-tokens", type=field_type(SamplingOptions, "max_tokens"), default=200, show_default=True, help="Stop after this many tokens (or at the sentence's end).")
 @click.option("--num", type=click.IntRange(min=1), default=1, show_default=True, help="Samples to draw (seeds seed, seed+1, ...).")
-def generate_cmd(model: str, prompt: str, temperature: float, top_k: int, top_p: float, seed: int, max_tokens: int, num: int) -> None:
-    """Sample sentences from a neural LM model folder, each continuing --prompt, one a line."""
+@click.option("--prompt-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A prompt of several lines (e.g. few-shot examples, `malsori llm prompt`), each ended by the "
+                   "end-of-sentence token as in training, the last continued; instead of --prompt.")
+def generate_cmd(model: str, prompt: str, temperature: float, top_k: int, top_p: float, seed: int, max_tokens: int, num: int,
+                 prompt_file: Path | None) -> None:
+    """Sample sentences from a neural LM model folder (or an adapter folder), each continuing --prompt, one a line."""
     from malsori.lm.generate import generate
+    from malsori.lm.text_files import iter_text_lines
+    from malsori.llm.prompts import encode_prompt
     from malsori.text import normalize
 
     m = _load_lm(model)
-    text = normalize(prompt) if m.config.get("normalize", True) else prompt.strip()
+    lines = list(iter_text_lines([prompt_file])) if prompt_file is not None else [prompt]
+    lines = [normalize(ln) if m.config.get("normalize", True) else ln.strip() for ln in lines]
     eos = m.tokenizer.special_ids.eos
-    start = [eos] + (m.tokenizer.encode(text) if text else [])
+    start = encode_prompt(lines, m.tokenizer) if any(lines) else [eos]
     for k in range(num):
         opts = SamplingOptions(temperature, top_k, top_p, max_tokens, seed + k)
         new = generate(m.model, start, eos, opts)
-        click.echo(m.tokenizer.decode(start[1:] + new))
+        last = len(start) - start[::-1].index(eos)  # the prompt's last line (its only one with --prompt)
+        click.echo(m.tokenizer.decode(start[last:] + new))

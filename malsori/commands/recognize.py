@@ -25,9 +25,10 @@ def lm_options(command):
     """--lm, --lm-weight, --word-bonus, --no-lm-lookahead, --unk-logprob, --lm-rescore: a word n-gram LM in the search;
     --hotwords, --hotwords-score: contextual biasing."""
     options = [
-        click.option("--lm", "lm_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="Word n-gram LM (ARPA, plain or .gz, e.g. from `malsori lm train-ngram`) fused into the beam "
-                          "method's search (shallow fusion), scored at word ends."),
+        click.option("--lm", "lm_path", type=click.Path(path_type=Path), default=None,
+                     help="LM fused into the search (shallow fusion): a word n-gram LM file (ARPA, plain or .gz, e.g. "
+                          "from `malsori lm train-ngram`; scored at word ends) or a GPT model folder trained in the "
+                          "model's own units (`malsori train` with data.tokenizer_dir = the model; scored per token)."),
         click.option("--lm-weight", type=Bounded(Range(ge=0), float), default=0.5, show_default=True, help="λ: weight of the LM's log-probability."),
         click.option("--word-bonus", type=Bounded(Range(), float), default=0.0, show_default=True, help="β: added per completed word."),
         click.option("--no-lm-lookahead", is_flag=True,
@@ -36,6 +37,8 @@ def lm_options(command):
                      help="Natural-log score of a word the LM does not know (default: the LM's <unk> probability)."),
         click.option("--lm-rescore", is_flag=True,
                      help="Re-rank the beam's n-best with the LM after the search instead of fusing it."),
+        click.option("--ilm-weight", type=field_type(DecodeOptions, "ilm_weight"), default=0.0, show_default=True,
+                     help="μ: subtract μ × the model's internal LM estimate (transducer and attention models; ILME)."),
         click.option("--hotwords", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Phrases to favour, one a line, optionally ending in ' :BOOST' (sherpa-onnx's format)."),
         click.option("--hotwords-score", type=Bounded(Range(), float), default=1.5, show_default=True,
@@ -48,9 +51,9 @@ def lm_options(command):
 
 def decode_options(model: Path, method: str, beam_size: int, lm_path: Path | None, lm_weight: float, word_bonus: float,
                    no_lm_lookahead: bool, unk_logprob: float | None, lm_rescore: bool, hotwords: Path | None,
-                   hotwords_score: float):
-    """The `DecodeOptions` of the command line: the word LM's scorers (built for MODEL's tokenizer), fused or
-    rescoring, and the hotwords' scorer (fused)."""
+                   hotwords_score: float, ilm_weight: float = 0.0, device: str = "cpu"):
+    """The `DecodeOptions` of the command line: the LM's scorers (an ARPA file or a GPT folder, built for MODEL's
+    tokenizer; a GPT on `device`), fused or rescoring, the internal LM weight, and the hotwords' scorer (fused)."""
 
     if lm_path is None:
         for name, value, default in (("--lm-weight", lm_weight, 0.5), ("--word-bonus", word_bonus, 0.0),
@@ -61,22 +64,25 @@ def decode_options(model: Path, method: str, beam_size: int, lm_path: Path | Non
     if hotwords is None and hotwords_score != 1.5:
         raise MalsoriError("--hotwords-score: needs --hotwords")
     if lm_path is None and hotwords is None:
-        return DecodeOptions(method=method, beam_size=beam_size)
+        return DecodeOptions(method=method, beam_size=beam_size, ilm_weight=ilm_weight)
     from malsori.decode.hotwords import HotwordScorer
     from malsori.decode.scorers import WeightedScorer
-    from malsori.decode.word_lm import word_lm_scorers
-    from malsori.lm.ngram import NgramLM
+    from malsori.lm_scorers import lm_scorers
     from malsori.pretrained import resolve_model
     from malsori.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(resolve_model(model))
-    lm = () if lm_path is None else word_lm_scorers(NgramLM.read_arpa(lm_path), tokenizer, lm_weight, word_bonus,
-                                                     not no_lm_lookahead, unk_logprob)
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    lm = () if lm_path is None else lm_scorers(lm_path, tokenizer, lm_weight, word_bonus, not no_lm_lookahead,
+                                               unk_logprob, device)
     bias = () if hotwords is None else (
         WeightedScorer("hotwords", HotwordScorer.from_file(hotwords, tokenizer, hotwords_score), 1.0),)
     if lm_rescore:
-        return DecodeOptions(method=method, beam_size=beam_size, scorers=bias, rescorers=lm)
-    return DecodeOptions(method=method, beam_size=beam_size, scorers=lm + bias)
+        return DecodeOptions(method=method, beam_size=beam_size, scorers=bias, rescorers=lm, ilm_weight=ilm_weight)
+    return DecodeOptions(method=method, beam_size=beam_size, scorers=lm + bias, ilm_weight=ilm_weight)
 
 
 @click.command(name="eval")
@@ -96,7 +102,7 @@ def evaluate(model, manifest, method, beam_size, batch_size, device, report, lim
     from malsori.pretrained import bound_heap
 
     bound_heap()
-    res = evaluate_manifest(model, manifest, decode_options(model, method, beam_size, **lm), batch_size=batch_size,
+    res = evaluate_manifest(model, manifest, decode_options(model, method, beam_size, device=device, **lm), batch_size=batch_size,
                             device=device, report=report, limit=limit, strict=strict)
     click.echo(res.summary())
 
@@ -120,7 +126,7 @@ def transcribe(model, files, method, beam_size, batch_size, device, as_json, **l
     from malsori.pretrained import bound_heap
 
     bound_heap()
-    options = decode_options(model, method, beam_size, **lm)
+    options = decode_options(model, method, beam_size, device=device, **lm)
     rec = malsori.load(model, device)
     failed, t0 = 0, time.time()
     for t in rec.transcribe_each([str(f) for f in files], options, batch_size=batch_size):

@@ -17,7 +17,7 @@ from malsori.config import bounded, check_ranges
 from malsori.decode.scorers import WeightedScorer
 from malsori.errors import ConfigError
 
-BUILT_IN_SCORERS = ("att", "ctc", "transducer")  # the searches' own parts in `Hypothesis.scores`
+BUILT_IN_SCORERS = ("att", "ctc", "transducer")  # "ilm" is taken too while ilm_weight > 0 (malsori.decode.ilm)  # the searches' own parts in `Hypothesis.scores`
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class DecodeOptions:
     max_len: int | None = bounded(None, ge=1)  # attention models: at most this many labels, whatever the input length (instead of max_len_ratio)
     scorers: tuple[WeightedScorer, ...] = ()  # extra scorers (LM, biasing, ...) with weights, added in every search that takes labels one at a time
     rescorers: tuple[WeightedScorer, ...] = ()  # scorers with weights re-ranking a beam method's n-best afterwards (the search keeps its whole beam)
+    ilm_weight: float = bounded(0.0, ge=0)  # transducer and attention models: μ, the weight of the model's internal LM estimate subtracted per label (ILME, malsori.decode.ilm; 0 = off)
     prompt: tuple[int, ...] = bounded((), ge=0)  # token ids read before the output by the label-side models (decoder, prediction network, extra scorers); not returned, not scored
 
     def __post_init__(self) -> None:

@@ -95,7 +95,12 @@ def lm_rescore(nbest: list[list[Hypothesis]], scorers: Sequence[WeightedScorer],
 
 
 def sequence_logprobs(scorer: Scorer, sequences: list[list[int]], eos: int = SPECIAL_IDS.eos) -> Tensor:
-    """[M] Σ_i log p(y_i | y_<i) + log p(eos | y) of each token sequence under `scorer`, teacher-forced in one batch."""
+    """[M] Σ_i log p(y_i | y_<i) + log p(eos | y) of each token sequence under `scorer`, teacher-forced in one batch
+    (step by step through the scorer protocol, or in one pass where the scorer has its own `sequence_logprobs`)."""
+    own = getattr(scorer, "sequence_logprobs", None)
+    total = own(sequences, eos) if own is not None else None
+    if total is not None:
+        return total
     n = len(sequences)
     longest = max((len(y) for y in sequences), default=0)
     tokens = torch.full((n, longest + 1), eos, dtype=torch.long)

@@ -69,11 +69,16 @@ class GPT(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         """tokens [B, T] → logits [B, T, V] (causal: position t sees tokens 0..t)."""
-        t = tokens.size(1)
-        causal = torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril()
-        x = self.dropout(self.embed(tokens))
+        return self.forward_embeddings(self.embed(tokens))
+
+    def forward_embeddings(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Input vectors [B, T, D] (token embeddings, or a prefix of other vectors before them: soft prompts, speech
+        frames) → logits [B, T, V], causally; `mask` [B, T] (True = real) hides padding positions as keys."""
+        t = x.size(1)
+        causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        x = self.dropout(x)
         for layer in self.layers:
-            x, _ = layer(x, attn_mask=causal)
+            x, _ = layer(x, mask, attn_mask=causal)
         return self.logits(x)
 
     def init_cache(self, batch: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
@@ -86,12 +91,16 @@ class GPT(nn.Module):
 
         T may be more than 1 (a prompt): the new tokens attend causally among themselves and to all cached ones.
         """
-        past, t = cache.size(4), tokens.size(1)
-        positions = torch.arange(past, past + t, device=tokens.device)
+        return self.forward_cached_embeddings(self.embed(tokens), cache)
+
+    def forward_cached_embeddings(self, x: Tensor, cache: Tensor) -> tuple[Tensor, Tensor]:
+        """`forward_cached` on input vectors [B, T, D] (see `forward_embeddings`)."""
+        past, t = cache.size(4), x.size(1)
+        positions = torch.arange(past, past + t, device=x.device)
         allowed = None
-        if t > 1:  # new token i may see the past and new tokens 0..i
-            allowed = torch.arange(past + t, device=tokens.device)[None, :] <= positions[:, None]
-        x = self.dropout(self.embed(tokens))
+        if t > 1:  # new position i may see the past and new positions 0..i
+            allowed = torch.arange(past + t, device=x.device)[None, :] <= positions[:, None]
+        x = self.dropout(x)
         caches = []
         for j, layer in enumerate(self.layers):
             x, (keys, values, _) = layer(x, attn_mask=allowed, positions=positions, cache=(cache[:, j, 0], cache[:, j, 1], None))

@@ -60,3 +60,19 @@ def iter_text_lines(
                         yield line
         except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
             raise TextFileError(f"{path}: cannot read text file after line {lineno} ({e})") from None
+
+
+def excluded_sentences(paths: Iterable[str | os.PathLike], strict: bool = True) -> set[str]:
+    """The normalized sentences of text files (one a line) and `.jsonl` manifests (their transcripts): lines of LM
+    training text that normalize to one of them are left out (test transcripts must not leak into an LM)."""
+    from malsori.data.manifest import read_manifest
+    from malsori.text import normalize
+
+    out: set[str] = set()
+    for path in map(Path, paths):
+        if path.name.endswith(".jsonl"):
+            out.update(normalize(u.text) for u in read_manifest(path, strict=True).utterances)
+        else:
+            out.update(normalize(line) for line in iter_text_lines([path], strict))
+    out.discard("")
+    return out

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from malsori.decode.beam import BeamSearch
 from malsori.decode.ctc import ctc_prefix_beam_search
 from malsori.decode.fusion import RowFusion, active
+from malsori.decode.ilm import DecoderILMScorer, with_ilm
 from malsori.decode.options import DecodeOptions
 from malsori.decode.rescore import attention_rescore, rescore_with_options
 from malsori.decode.result import Hypothesis
@@ -140,6 +141,7 @@ class AttentionModel(nn.Module):
         Call `model.eval()` first.
         """
         self.check_options(options)
+        options = with_ilm(options, self.internal_lm)
         ids, method = self.special_ids, options.method
         w = self.cfg.decode_ctc_weight if options.ctc_weight is None else options.ctc_weight
         w = 0.0 if self.ctc is None and method in ("greedy", "beam") else w
@@ -169,6 +171,10 @@ class AttentionModel(nn.Module):
             hyp.nbest = hyp.nbest[: options.search_nbest]
         return rescore_with_options(rescored, options)
 
+    def internal_lm(self) -> DecoderILMScorer:
+        """The internal LM estimate for ILME: the decoder over an all-zero memory."""
+        return DecoderILMScorer(self.decoder, self.encoder.output_dim, self.special_ids.sos)
+
     def check_options(self, options: DecodeOptions) -> None:
         """ConfigError for a method this model lacks or a setting its method does not use."""
         method, mocha = options.method, "mocha" in (getattr(self.decoder, "kind", None), getattr(self.decoder, "cross", None))
@@ -182,6 +188,8 @@ class AttentionModel(nn.Module):
                           length_bonus="no search here ranks hypotheses of different lengths by it")
         if method in ("greedy", "ctc_greedy"):
             unused["rescorers"] = "a greedy search has no n-best"
+        if method in ("ctc_greedy", "ctc_beam", "rescore"):
+            unused["ilm_weight"] = "the internal LM estimate is the decoder's, which scores only in greedy and beam"
         if method in ("greedy", "beam") and self.ctc is None:
             unused["ctc_weight"] = "this model has no CTC head"
         if method in ("greedy", "ctc_greedy", "ctc_beam"):

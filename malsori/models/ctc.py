@@ -63,7 +63,8 @@ class CTCModel(nn.Module):
     def check_options(self, options: DecodeOptions) -> None:
         """ConfigError for an unknown method or a setting this model's searches do not use."""
         unused = {"ctc_weight": "a CTC model has only CTC", "max_len": "CTC decides the length",
-                  "max_len_ratio": "CTC decides the length"}
+                  "max_len_ratio": "CTC decides the length",
+                  "ilm_weight": "CTC has no internal LM to estimate (its outputs are conditionally independent)"}
         if options.method == "greedy":
             unused.update(scorers="greedy CTC takes no extra scorers (use beam)", rescorers="greedy CTC has no n-best (use beam)",
                           length_bonus="greedy CTC ranks nothing (use beam)")

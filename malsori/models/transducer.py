@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from malsori.decode.ilm import TransducerILMScorer, with_ilm
 from malsori.decode.options import DecodeOptions
 from malsori.decode.rescore import rescore_with_options
 from malsori.decode.result import Hypothesis
@@ -175,6 +176,7 @@ class TransducerModel(nn.Module):
         The beam methods add the extra scorers and length bonus of `options` per label and keep `options.nbest`
         hypotheses in `.nbest`, re-ranked by `options.rescorers`; every method feeds `options.prompt` to the prediction network first."""
         self.check_options(options)
+        options = with_ilm(options, self.internal_lm)
         enc, enc_lens = self.encoder(feats, feat_lens)
         m, method, prompt = self.cfg.max_symbols_per_frame, options.method, options.prompt
         if method == "greedy":
@@ -188,12 +190,17 @@ class TransducerModel(nn.Module):
             hyp.nbest = hyp.nbest[: options.search_nbest]
         return rescore_with_options(hyps, options)
 
+    def internal_lm(self) -> TransducerILMScorer:
+        """The internal LM estimate for ILME: the prediction network and joiner with the encoder's part zeroed."""
+        return TransducerILMScorer(self.predictor, self.joiner, self.special_ids.blank)
+
     def check_options(self, options: DecodeOptions) -> None:
         """ConfigError for an unknown method or a setting this model's searches do not use."""
         unused = {"ctc_weight": "transducer searches do not use the CTC head", "max_len": "the frames bound the length",
                   "max_len_ratio": "the frames bound the length"}
         if options.method == "greedy":
-            unused.update(scorers="greedy transducer search takes no extra scorers (use beam or modified_beam)",
+            unused.update(ilm_weight="greedy transducer search takes no LM (use beam or modified_beam)",
+                          scorers="greedy transducer search takes no extra scorers (use beam or modified_beam)",
                           rescorers="greedy transducer search has no n-best (use beam or modified_beam)",
                           length_bonus="greedy transducer search ranks nothing (use beam or modified_beam)")
         options.check("a transducer model", DECODE_METHODS, unused, self.vocab_size)

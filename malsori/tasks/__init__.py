@@ -15,9 +15,10 @@ from malsori.tasks.base import RunConfig, Task
 
 def _tasks() -> dict[str, type[Task]]:
     from malsori.tasks.asr import SpeechTask
+    from malsori.tasks.llm import PromptedLMTask
     from malsori.tasks.lm import TextLMTask
 
-    return {t.name: t for t in (SpeechTask, TextLMTask)}
+    return {t.name: t for t in (SpeechTask, TextLMTask, PromptedLMTask)}
 
 
 def task_class(name: str) -> type[Task]:

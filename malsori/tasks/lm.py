@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from malsori.config import bounded, to_dict
 from malsori.errors import ConfigError, MalsoriError
-from malsori.lm.text_files import TextReadStats, iter_text_lines
+from malsori.lm.text_files import TextReadStats, excluded_sentences, iter_text_lines
 from malsori.models.registry import LMConfig, build_lm
 from malsori.pretrained import write_model_dir
 from malsori.tasks.base import RunConfig, Task, Validation, prepare_tokenizer
@@ -34,6 +34,7 @@ class TextDataConfig:
     train: list[str] = field(default_factory=list)  # text files (plain or .gz, one sentence or paragraph a line)
     valid: list[str] = field(default_factory=list)  # held-out text files, scored by perplexity
     holdout_every: int = bounded(0, ge=0)  # also hold out every N-th line of the training files for validation (0 = none)
+    exclude: list[str] = field(default_factory=list)  # text files or .jsonl manifests: training lines that normalize to one of their sentences are left out (test transcripts)
     max_lines: int = bounded(0, ge=0)  # read at most this many lines of the training files, from the start (0 = all)
     max_valid_tokens: int = bounded(50000, ge=1)  # validate on the first whole lines of held-out text up to about this many tokens
     normalize: bool = True  # normalize lines like ASR transcripts (malsori.text.normalize), so the LM scores what recognizers write
@@ -142,6 +143,12 @@ class TextLMTask(Task):
         if d.holdout_every:
             lines = [ln for k, ln in enumerate(lines) if k % d.holdout_every != d.holdout_every - 1]
         texts = [normalize(ln) for ln in lines] if d.normalize else lines
+        excluded = excluded_sentences(d.exclude, d.strict)
+        self.excluded_lines = 0  # training lines left out by data.exclude
+        if excluded:
+            kept = [k for k, t in enumerate(texts) if (t if d.normalize else normalize(t)) not in excluded]
+            self.excluded_lines = len(texts) - len(kept)
+            texts = [texts[k] for k in kept]
         step = max(1, math.ceil(len(texts) / max(1, d.tokenizer_lines)))
         self.tokenizer = prepare_tokenizer(d.tokenizer, d.vocab_size, d.tokenizer_dir, texts[::step], out)
         self.train = encode_lines(texts, self.tokenizer, normalized=False)
@@ -149,8 +156,9 @@ class TextLMTask(Task):
         self.valid = encode_lines(valid_lines, self.tokenizer, d.normalize, d.max_valid_tokens) if d.valid or held else None
         if verbose:
             skipped = f", {len(stats.skipped):,} lines skipped (not UTF-8; first: {stats.skipped[0]})" if stats.skipped else ""
+            left_out = f", {self.excluded_lines:,} left out by data.exclude" if d.exclude else ""
             tqdm.write(f"text: {self.train.lines:,} training lines, {self.train.words:,} words, {self.train.predicted:,} "
-                       f"tokens; validation: {self.valid.lines if self.valid else 0:,} lines{skipped}")
+                       f"tokens; validation: {self.valid.lines if self.valid else 0:,} lines{skipped}{left_out}")
         self.context = 0  # set by build_model
 
     def build_model(self) -> torch.nn.Module:

@@ -1,0 +1,146 @@
+"""The LLM lessons measured on one base GPT: in-context learning against k, then prompt tuning vs LoRA vs full
+fine-tuning (the same steps each) vs few-shot prompting on one task, then (optionally) instruction tuning with a task
+left out. Runs one thing at a time; results go to OUT/results.json, appended as each part finishes.
+
+    python -m experiments.llm.compare --base /work/exp-llm/base/model --tasks /work/exp-llm/tasks --out /work/exp-llm/compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from malsori.llm.adapters import load_lm
+from malsori.llm.icl import evaluate_shots, reference_loss
+from malsori.llm.prompts import PromptFormat
+from malsori.llm.taskfile import load_task
+
+METHODS = {"prompt": "llm/prompt_tuning", "lora": "llm/lora", "full": "llm/full_finetune"}
+
+
+def _save(out: Path, results: dict) -> None:
+    (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
+
+
+def _eval(model: str, task_dir: Path, ks: list[int], items: int, instruction: bool = False) -> list[dict]:
+    m = load_lm(model)
+    rows = evaluate_shots(m.model, m.tokenizer, load_task(task_dir), ks, PromptFormat(instruction=instruction), items)
+    for r in rows:
+        print(r.line(), flush=True)
+    return [r.__dict__ for r in rows]
+
+
+def _train(recipe: str, out: Path, overrides: list[str]) -> dict:
+    """One `malsori train` run in a child process; its wall and CPU seconds."""
+    start, cpu0 = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cmd = [sys.executable, "-m", "malsori.cli", "train", recipe, f"out={out}", "progress=false", *overrides]
+    print(" ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"wall_s": round(time.time() - start, 1), "cpu_s": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1),
+            "command": " ".join(cmd[1:])}
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.suffix == ".safetensors")
+
+
+def _positions(base: str, run: Path, text: Path, windows: int = 64) -> list[dict]:
+    """Loss by position on held-out pretraining text for each checkpoint of the base run (Olsson et al.'s ICL score)."""
+    from safetensors.torch import load_file
+
+    from malsori.lm.text_files import iter_text_lines
+    from malsori.llm.icl import loss_by_position
+    from malsori.tasks.lm import encode_lines
+
+    m = load_lm(base)
+    held = [ln for k, ln in enumerate(iter_text_lines([text])) if k % 200 == 199]
+    stream = torch.from_numpy(encode_lines(held, m.tokenizer, normalized=False).tokens)
+    rows = []
+    for ckpt in sorted(run.glob("ckpt-*")):
+        m.model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+        curve = loss_by_position(m.model, stream, windows)
+        step = int(ckpt.name.split("-")[1])
+        early, late = float(curve[40:60].mean()), float(curve[490:510].mean())  # bands of 20 positions: less noise
+        rows.append({"step": step, "curve": [round(float(v), 4) for v in curve], "loss_50": early, "loss_500": late,
+                     "icl_score": late - early})
+        print(f"step {step}: loss at 40-59 {early:.3f}, at 490-509 {late:.3f}, ICL score {late - early:+.3f}", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", required=True)
+    ap.add_argument("--tasks", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--icl-tasks", default="substitution,linear,normalize,eng_fra")
+    ap.add_argument("--shots", default="0,1,2,4,8")
+    ap.add_argument("--icl-items", type=int, default=50)
+    ap.add_argument("--tune-task", default="normalize")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--test-items", type=int, default=100)
+    ap.add_argument("--parts", default="position,icl,tune,instruct")
+    ap.add_argument("--instruct-tasks", default="eng_fra,punctuate")
+    ap.add_argument("--base-run", type=Path, help="the base GPT's run folder: its checkpoints get the loss-by-position curve")
+    ap.add_argument("--text", type=Path, help="the pretraining text; its held-out lines (every 200th) are scored by position")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results.setdefault("load_before", os.getloadavg())
+    ks = [int(k) for k in args.shots.split(",")]
+    parts = args.parts.split(",")
+    if "position" in parts and "position" not in results:
+        results["position"] = _positions(args.base, args.base_run, args.text)
+        _save(args.out, results)
+    if "icl" in parts:
+        for name in args.icl_tasks.split(","):
+            if name not in results.get("icl", {}):
+                results.setdefault("icl", {})[name] = _eval(args.base, args.tasks / name, ks, args.icl_items)
+                _save(args.out, results)
+    if "icl_nll" in parts:
+        for name in args.icl_tasks.split(","):
+            if name not in results.get("icl_nll", {}):
+                m, task = load_lm(args.base), load_task(args.tasks / name)
+                rows = reference_loss(m.model, m.tokenizer, task, ks, PromptFormat(), args.icl_items)
+                print(f"{name}: reference loss by k: " + ", ".join(f"k={k} {v:.3f}" for k, v in rows), flush=True)
+                results.setdefault("icl_nll", {})[name] = [{"k": k, "nats_per_token": v} for k, v in rows]
+                _save(args.out, results)
+    task_dir = args.tasks / args.tune_task
+    if "tune" in parts:
+        tune = results.setdefault("tune", {})
+        for method, recipe in METHODS.items():
+            if method in tune:
+                continue
+            out = args.out / method
+            run = _train(recipe, out, [f"base={args.base}", f"data.tasks=[{task_dir}]", f"max_steps={args.steps}", "data.valid_items=50"])
+            m = load_lm(out / "model")
+            run["trainable"] = sum(p.numel() for p in m.model.parameters() if p.requires_grad or method == "full")
+            run["bytes_on_disk"] = _size(out / "model")
+            run["test"] = _eval(str(out / "model"), task_dir, [0], args.test_items)[0]
+            tune[method] = run
+            _save(args.out, results)
+    if "instruct" in parts and "instruct" not in results:
+        held_out = args.tune_task
+        before = _eval(args.base, task_dir, [0], args.test_items, instruction=True)[0]
+        out = args.out / "instruct"
+        mixture = ",".join(str(args.tasks / t) for t in args.instruct_tasks.split(","))
+        run = _train("llm/instruction_tuning", out, [f"base={args.base}", f"data.tasks=[{mixture}]", f"max_steps={args.steps}",
+                                                     "data.valid_items=30"])
+        after = _eval(str(out / "model"), task_dir, [0], args.test_items, instruction=True)[0]
+        results["instruct"] = {"held_out": held_out, "mixture": args.instruct_tasks, "before": before, "after": after, **run}
+        _save(args.out, results)
+    results["load_after"] = os.getloadavg()
+    _save(args.out, results)
+
+
+if __name__ == "__main__":
+    main()
