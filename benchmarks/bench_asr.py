@@ -37,6 +37,7 @@ from malsori.data.manifest import Utterance, read_manifest  # noqa: E402
 from malsori.data.select import evenly_spaced, load_waves  # noqa: E402
 from malsori.decode.options import DecodeOptions  # noqa: E402
 from malsori.errors import MalsoriError  # noqa: E402
+from malsori.evaluate import score_waves  # noqa: E402
 from malsori.metrics import ErrorRates, error_rates  # noqa: E402
 from malsori.pretrained import Recognizer  # noqa: E402
 from malsori.text import normalize  # noqa: E402
@@ -103,15 +104,14 @@ def load_set(name: str, manifest: Path, limit: int) -> EvalSet:
 
 
 def run_malsori(rec: Recognizer, s: EvalSet, method: str, beam_size: int, batch_size: int, repeats: int) -> Result:
-    """Decode the whole set (length-sorted batches inside the Recognizer) `repeats` times; the median time counts."""
-    times, out = [], []
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        out = rec.transcribe_waves(s.waves, DecodeOptions(method=method, beam_size=beam_size), batch_size)
-        times.append(time.perf_counter() - start)
-    hyps = [normalize(t.text) for t in out]
+    """Decode the whole set with `malsori.evaluate.score_waves` `repeats` times (the median time counts); the
+    hypotheses are scored after the normalizer, like every peer's."""
+    runs = [score_waves(rec, s.utts, s.waves, DecodeOptions(method=method, beam_size=beam_size), batch_size)
+            for _ in range(max(1, repeats))]
+    hyps = [normalize(h) for h in runs[-1].hyps]
     search = f"beam {beam_size}" if method == "beam" else method
-    return Result(s.name, "malsori", search, hyps, error_rates(s.refs, hyps), statistics.median(times), s.seconds)
+    return Result(s.name, "malsori", search, hyps, error_rates(s.refs, hyps), statistics.median(r.decode_seconds for r in runs),
+                  s.seconds)
 
 
 def pocketsphinx_decoder():

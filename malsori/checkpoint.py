@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from malsori.data.manifest import atomic_write_text
 from malsori.errors import MalsoriError
 from malsori.files import follow_umask, sha256_of, strict_json
-from malsori.nn.load import load_state_dict_strict
+from malsori.nn.load import load_state_dict_strict, upgrade_keys
 
 TENSOR_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors")
 
@@ -210,7 +210,7 @@ def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
         raise MalsoriError("no checkpoints to average")
     avg: dict[str, torch.Tensor] = {}
     for p in paths:
-        sd = _read_tensors(Path(p), "model.safetensors", _read_state(Path(p)))
+        sd = upgrade_keys(_read_tensors(Path(p), "model.safetensors", _read_state(Path(p))))
         for k, v in sd.items():
             if v.is_floating_point():
                 avg[k] = avg[k] + v.double() if k in avg else v.double()

@@ -9,11 +9,10 @@ feature_stats.json (CMVN). Version 1 folders (before tasks; no task, no checksum
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence, Union
 
@@ -33,6 +32,7 @@ from malsori.files import follow_umask, read_json, sha256_of, strict_json
 from malsori.models.registry import LMConfig, ModelConfig, build_lm, build_model
 from malsori.nn.load import load_state_dict_strict
 from malsori.tokenizer import Tokenizer, load_tokenizer
+from malsori.transcript import Transcript, Word
 
 FORMAT_VERSION = 2  # 2: task and weights_sha256 in config.json; 1: speech only, no checksum
 RELEASED_MODELS = Path(__file__).resolve().parent.parent / "models"  # models released in the repository (en-small, ...)
@@ -169,7 +169,7 @@ def load_model_dir(path: str | os.PathLike) -> ModelDir:
             model = build_lm(from_dict(LMConfig, config["model"], "model"), tokenizer.vocab_size)
         elif task == "mt":
             from malsori.mt.model import TranslatorConfig
-            from malsori.mt.registry import build_translator
+            from malsori.mt.model import build_translator
 
             model = build_translator(from_dict(TranslatorConfig, config["model"], "model"), tokenizer.vocab_size)
         else:
@@ -190,33 +190,6 @@ def load_task_model(path: str | os.PathLike, task: str, what: str, device: str =
     if m.task != task:
         raise MalsoriError(f"{m.path}: a model of task {m.task!r}, not {what}")
     return m, ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-
-@dataclass
-class Word:
-    """A recognized word and its time span in seconds (from the token alignment)."""
-
-    word: str
-    start: float
-    end: float
-
-
-@dataclass
-class Transcript:
-    """One recognition result."""
-
-    text: str  # normalized words
-    tokens: list[int] = field(default_factory=list)  # token ids
-    score: float = 0.0  # log-probability from the search
-    words: list[Word] = field(default_factory=list)  # word timestamps
-    id: str = ""  # utterance id or file path
-    duration: float = 0.0  # seconds of audio
-    token_times: list[float] = field(default_factory=list)  # seconds at which each token was emitted (empty if unknown)
-
-    def to_json(self) -> dict:
-        score = round(self.score, 4) if math.isfinite(self.score) else None  # JSON has no NaN or Infinity
-        return {"id": self.id, "text": self.text, "score": score, "duration": round(self.duration, 3),
-                "words": [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)} for w in self.words]}
 
 
 # a file, a 16 kHz waveform, a manifest utterance, or (transcribe_each only) an iterator of 16 kHz float32 blocks

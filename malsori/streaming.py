@@ -31,7 +31,7 @@ from malsori.decode.result import Hypothesis
 from malsori.decode.transducer import GreedySearch, ModifiedBeamSearch
 from malsori.errors import ConfigError
 from malsori.features import StreamingFbank
-from malsori.pretrained import Transcript, Word
+from malsori.transcript import Transcript, Word
 
 
 @dataclass
@@ -81,7 +81,7 @@ class _CTCSearch:
         self.hyp, self.prev, self.frames_seen = Hypothesis([], 0.0, []), None, 0
 
     def advance(self, enc: Tensor) -> None:
-        log_probs = self.model.head(enc).float().log_softmax(-1)  # [1, n, V]
+        log_probs = self.model.head.log_probs(enc)  # [1, n, V]
         if self.beam is not None:
             self.beam.advance_log_probs(log_probs[0])
         else:

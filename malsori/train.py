@@ -38,11 +38,13 @@ def warm_start(model: torch.nn.Module, folder: Path) -> int:
     """Copy the tensors of a saved model folder whose names and shapes match into `model`; returns how many."""
     from safetensors.torch import load_file
 
+    from malsori.nn.load import upgrade_keys
+
     path = folder / "model.safetensors"
     if not path.is_file():
         raise ConfigError(f"init_from: {folder} is not a malsori model folder (no model.safetensors)")
     own = model.state_dict()
-    saved = {k: v for k, v in load_file(str(path)).items() if k in own and own[k].shape == v.shape}
+    saved = {k: v for k, v in upgrade_keys(load_file(str(path))).items() if k in own and own[k].shape == v.shape}
     if not saved:
         raise ConfigError(f"init_from: no tensor of {folder} matches this model's names and shapes")
     model.load_state_dict(saved, strict=False)

@@ -12,8 +12,7 @@ import torch
 from malsori.decode.options import DecodeOptions
 from malsori.errors import MalsoriError
 from malsori.mt.data import ParallelReadStats, group_references, read_parallel
-from malsori.mt.model import RNNConfig, TransformerMTConfig, TranslatorConfig, reverse_padded
-from malsori.mt.registry import build_translator
+from malsori.mt.model import RNNConfig, TransformerMTConfig, TranslatorConfig, build_translator, reverse_padded
 from malsori.mt.score import score
 from malsori.mt.split import make_split, overlap, read_split, sentence_groups, write_split
 from malsori.mt.translate import TextTranslator, pad_batch

@@ -1,5 +1,6 @@
-"""Extra scorers in every search: CTC prefix beam, attention beam, joint CTC/attention beam, transducer beam and
-modified beam, attention greedy, MoChA streaming, streaming CTC and transducer. For each, with toy scorers written
+"""Extra scorers in every search: CTC prefix beam (of a CTC model and of an attention model's CTC head), attention
+beam, joint CTC/attention beam, transducer beam and modified beam, attention greedy, MoChA beam (LAS and Transformer
+decoders), MoChA streaming (LAS and Transformer), streaming CTC and transducer. For each, with toy scorers written
 in the tests (conftest.py): a scorer that rewards one token makes it appear; at weight 0 nothing changes (bit for
 bit, and the scorer is never run); a constant scorer at weight 1 leaves the n-best order unchanged; the reported
 total is the weighted sum of each part, the extra scorers' parts recomputed on their own."""
@@ -103,6 +104,10 @@ def _mocha(toys) -> AttentionModel:
     return _attention(toys, 0.0, decoder="las", las_attention="mocha", mocha_init_bias=0.0, max_len_ratio=1.0)
 
 
+def _transformer_mocha(toys) -> AttentionModel:
+    return _attention(toys, 0.0, transformer_cross="mocha", mocha_init_bias=0.0, max_len_ratio=1.0)
+
+
 SEARCHES = {
     "ctc_prefix_beam": lambda toys: Search(_offline(_ctc(toys), [14, 9]), DecodeOptions("beam", beam_size=V, nbest=3),
                                            {"ctc": 1.0}, False, False),
@@ -118,6 +123,15 @@ SEARCHES = {
                                                     {"transducer": 1.0}, False, False),
     "attention_greedy": lambda toys: Search(_offline(_attention(toys, 0.0), [10, 7]), DecodeOptions("greedy", max_len=5),
                                             {"att": 1.0}, True, True),
+    "attention_ctc_beam": lambda toys: Search(_offline(_attention(toys, 0.3), [14, 9]),
+                                              DecodeOptions("ctc_beam", beam_size=V, nbest=3), {"ctc": 1.0}, False, False),
+    "mocha_beam": lambda toys: Search(_offline(_mocha(toys), [10, 7]), DecodeOptions("beam", beam_size=4, nbest=3, max_len=5),
+                                      {"att": 1.0}, True, False),
+    "transformer_mocha_beam": lambda toys: Search(_offline(_transformer_mocha(toys), [10, 7]),
+                                                  DecodeOptions("beam", beam_size=4, nbest=3, max_len=5), {"att": 1.0},
+                                                  True, False),
+    "transformer_mocha_streaming": lambda toys: Search(_streamed(_transformer_mocha(toys), 12),
+                                                       DecodeOptions("greedy", max_len=5), {"att": 1.0}, True, True),
     "mocha_streaming": lambda toys: Search(_streamed(_mocha(toys), 12), DecodeOptions("greedy", max_len=5), {"att": 1.0},
                                            True, True),
     "streaming_ctc": lambda toys: Search(_streamed(_ctc(toys), 14), DecodeOptions("beam", beam_size=V), {"ctc": 1.0},

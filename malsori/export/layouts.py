@@ -50,8 +50,10 @@ class _MaskedCache(nn.Module):
         self.inner = inner
         self.mask: Tensor | None = None
 
-    def forward_cached(self, x: Tensor, positions: Tensor, keys: Tensor, values: Tensor, keep: int = -1, uncached: int = 0):
-        return self.inner.forward_cached(x, positions, keys, values, keep, uncached, self.mask)
+    def forward_cached(self, x: Tensor, positions: Tensor, keys: Tensor, values: Tensor, keep: int = -1, uncached: int = 0,
+                       attn_mask: Tensor | None = None):
+        mask = self.mask if attn_mask is None or self.mask is None else self.mask & attn_mask
+        return self.inner.forward_cached(x, positions, keys, values, keep, uncached, attn_mask if mask is None else mask)
 
 
 class StreamingEncoder(nn.Module):

@@ -27,8 +27,8 @@ from typing import BinaryIO
 import numpy as np
 
 from malsori.errors import MalsoriError
-from malsori.lm.ngram import (
-    BOS, EOS, NO_PROB, UNK, WORD_BITS, WORD_MASK, NgramLM, NgramTable, find_rows, ngram_ids, rows_of,
+from malsori.lm.ngram_tables import (
+    BOS, EOS, NO_PROB, UNK, WORD_BITS, WORD_MASK, NgramTable, backoff_log10prob, find_rows, ngram_ids, rows_of,
 )
 
 CHUNK = 65536  # n-grams formatted at once when writing
@@ -40,23 +40,24 @@ class ArpaError(MalsoriError):
     """An ARPA file is missing or malformed (the message names the line)."""
 
 
-def write_arpa(lm: NgramLM, path: str | os.PathLike, digits: int | None = None) -> None:
-    """Write `lm` as ARPA (see NgramLM.write_arpa); backoff weights only where they are not 0."""
+def write_arpa(vocab: list[str], tables: list[NgramTable], path: str | os.PathLike, digits: int | None = None) -> None:
+    """Write a model's `vocab` and `tables` as ARPA (see NgramLM.write_arpa); backoff weights only where they are
+    not 0."""
     path = Path(path)
     fmt = float.__repr__ if digits is None else (lambda x: f"{x:.{digits}g}")
-    vocab = np.asarray(lm.vocab, dtype=object)
+    words_of = np.asarray(vocab, dtype=object)
     opened = gzip.open(path, "wt", encoding="utf-8", compresslevel=6) if path.name.endswith(".gz") else open(
         path, "w", encoding="utf-8")
     with opened as f:
         f.write("\\data\\\n")
-        for k, t in enumerate(lm.tables, 1):
+        for k, t in enumerate(tables, 1):
             f.write(f"ngram {k}={len(t)}\n")
-        for k, t in enumerate(lm.tables):
+        for k, t in enumerate(tables):
             f.write(f"\n\\{k + 1}-grams:\n")
-            top = k == lm.order - 1
+            top = k == len(tables) - 1
             for lo in range(0, len(t), CHUNK):
                 rows = np.arange(lo, min(lo + CHUNK, len(t)))
-                words = vocab[ngram_ids(lm.tables, k, rows)]
+                words = words_of[ngram_ids(tables, k, rows)]
                 probs = t.log10_prob[rows].tolist()
                 bows = t.log10_bow[rows].tolist()
                 lines = []
@@ -221,9 +222,9 @@ def _assemble(path: Path, vocab: list[str], parsed: list[list[np.ndarray]]) -> l
             return None
         added = np.isnan(probs)
         if added.any():  # the probability the back-off rule gives, computed before the n-gram is listed
-            partial = NgramLM(vocab, tables + [NgramTable(keys[~added], probs[~added], bows[~added])])
+            partial = tables + [NgramTable(keys[~added], probs[~added], bows[~added])]
             probs = probs.copy()
-            probs[added] = [partial.log10prob_ids(int(r[-1]), [int(x) for x in r[:-1]]) for r in ids[added]]
+            probs[added] = [backoff_log10prob(partial, int(r[-1]), [int(x) for x in r[:-1]]) for r in ids[added]]
         tables.append(NgramTable(keys, probs.copy(), bows.copy()))
     tables[-1].log10_bow = np.zeros(len(tables[-1]))  # the top order is never a history
     return tables

@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from malsori.lm.ngram import BOS, EOS, NO_PROB, UNK, WORD_BITS, NgramError, NgramTable
+from malsori.lm.ngram_tables import BOS, EOS, NO_PROB, UNK, WORD_BITS, NgramError, NgramTable
 
 
 @dataclass(frozen=True)

@@ -12,58 +12,20 @@ Invariant of every model built here: the prefix and the suffix of every listed n
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from malsori.errors import MalsoriError
+from malsori.lm.arpa import read_arpa, write_arpa
+from malsori.lm.kneser_ney import KneserNeyConfig, train_kneser_ney
+from malsori.lm.ngram_tables import (  # noqa: F401  (table names this module has always offered)
+    BOS, EOS, LN10, NO_PROB, UNK, WORD_BITS, WORD_MASK, NgramError, NgramTable, backoff_log10prob, find_rows,
+    history_rows, ngram_ids, ngram_row, rows_of,
+)
+from malsori.lm.prune import prune_tables
 from malsori.text import normalize
-
-if TYPE_CHECKING:
-    from malsori.lm.kneser_ney import KneserNeyConfig
-
-UNK, BOS, EOS = "<unk>", "<s>", "</s>"
-NO_PROB = -99.0  # log10 probability listed for <s>, which is never predicted (SRILM and KenLM write the same)
-WORD_BITS = 32  # low bits of a key hold the last word's id; the high bits the prefix row
-WORD_MASK = (1 << WORD_BITS) - 1
-LN10 = math.log(10.0)
-
-
-class NgramError(MalsoriError):
-    """An n-gram LM cannot be trained, pruned or queried as asked (no text, bad order, no counts)."""
-
-
-@dataclass
-class NgramTable:
-    """The n-grams of one order, sorted by key; row r of every array describes the same n-gram."""
-
-    keys: np.ndarray  # int64, ascending: prefix row << 32 | last word id; for unigrams the word id (row == id)
-    log10_prob: np.ndarray  # float64, log10 P(last word | the other words)
-    log10_bow: np.ndarray  # float64, log10 backoff weight when the n-gram is a history (0: none; all 0 at top order)
-    count: np.ndarray | None = None  # int64 raw count in the training text; None for a model read from ARPA
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    @property
-    def prefix_rows(self) -> np.ndarray:
-        """Row of each n-gram's prefix (all words but the last) in the table one order down."""
-        return self.keys >> WORD_BITS
-
-    @property
-    def last_words(self) -> np.ndarray:
-        """Id of each n-gram's last word."""
-        return self.keys & WORD_MASK
-
-    def take(self, rows: np.ndarray, keys: np.ndarray | None = None) -> "NgramTable":
-        """The table restricted to `rows` (ascending), with new keys when the prefix rows were renumbered."""
-        return NgramTable(
-            self.keys[rows] if keys is None else keys, self.log10_prob[rows], self.log10_bow[rows],
-            None if self.count is None else self.count[rows],
-        )
 
 
 @dataclass
@@ -137,8 +99,6 @@ class NgramLM:
               config: KneserNeyConfig | None = None) -> "NgramLM":
         """Interpolated modified Kneser–Ney on sentences (text is normalized; see `sentence_words`). The order
         is lowered to the longest padded sentence when no n-gram of the asked order fits."""
-        from malsori.lm.kneser_ney import KneserNeyConfig, train_kneser_ney
-
         cfg = config if config is not None else KneserNeyConfig()
         vocab, tables, discounts = train_kneser_ney((sentence_words(s) for s in sentences), order, cfg)
         return cls(vocab, tables, discounts)
@@ -146,25 +106,19 @@ class NgramLM:
     @classmethod
     def read_arpa(cls, path: str | os.PathLike) -> "NgramLM":
         """A model from an ARPA file (plain or .gz), from malsori or any other toolkit."""
-        from malsori.lm.arpa import read_arpa
-
         vocab, tables = read_arpa(path)
         return cls(vocab, tables)
 
     def write_arpa(self, path: str | os.PathLike, digits: int | None = None) -> None:
         """Write the model as ARPA (gzip when the name ends in .gz); `digits` significant digits, or None for
         the shortest text that reads back to the same float (exact round trip)."""
-        from malsori.lm.arpa import write_arpa
-
-        write_arpa(self, path, digits)
+        write_arpa(self.vocab, self.tables, path, digits)
 
     def prune(self, min_count: int | None = None, max_ngrams: int | None = None) -> "NgramLM":
         """A pruned copy: n-grams (order ≥ 2) seen fewer than `min_count` times dropped, then the least useful
         (Stolcke's relative entropy) until at most `max_ngrams` n-grams of all orders remain; backoff weights are
         recomputed so the model stays normalized. Unigrams are never dropped."""
-        from malsori.lm.prune import prune_tables
-
-        return NgramLM(self.vocab, prune_tables(self, min_count, max_ngrams), self.discounts)
+        return NgramLM(self.vocab, prune_tables(self.tables, self.bos, self.eos, min_count, max_ngrams), self.discounts)
 
     # --- shape --------------------------------------------------------------------------------------------------
 
@@ -188,42 +142,13 @@ class NgramLM:
 
     # --- queries ------------------------------------------------------------------------------------------------
 
-    def _find(self, k: int, prefix_row: int, word: int) -> int:
-        """Row of the (k+1)-gram (prefix, word) in table k, or -1."""
-        keys = self.tables[k].keys
-        key = (prefix_row << WORD_BITS) | word
-        i = int(np.searchsorted(keys, key))
-        return i if i < len(keys) and keys[i] == key else -1
-
     def row(self, ids: Sequence[int]) -> int:
         """Row of the n-gram `ids` in the table of its order, or -1 when it is not listed."""
-        if not ids or len(ids) > self.order:
-            return -1
-        r = ids[0]
-        for k in range(1, len(ids)):
-            r = self._find(k, r, ids[k])
-            if r < 0:
-                return -1
-        return r
-
-    def _history_rows(self, history: Sequence[int]) -> list[int]:
-        """rows[j] = row of the last j history words as a j-gram (-1 if not listed), j = 1 .. len(history)."""
-        m = len(history)
-        return [-1] + [self.row(history[m - j:]) for j in range(1, m + 1)]
+        return ngram_row(self.tables, ids)
 
     def log10prob_ids(self, word: int, history: Sequence[int]) -> float:
         """log10 P(word | history) for ids, the ARPA backoff rule on the last order-1 history words."""
-        history = history[-(self.order - 1):] if self.order > 1 else ()
-        rows = self._history_rows(history)
-        backoff = 0.0
-        for j in range(len(history), 0, -1):
-            if rows[j] < 0:
-                continue  # an unlisted history has no n-grams and a backoff weight of 1
-            r = self._find(j, rows[j], word)
-            if r >= 0:
-                return backoff + float(self.tables[j].log10_prob[r])
-            backoff += float(self.tables[j - 1].log10_bow[rows[j]])
-        return backoff + float(self.tables[0].log10_prob[word])
+        return backoff_log10prob(self.tables, word, history)
 
     def log10prob(self, word: str, history: Sequence[str] = ()) -> float:
         """log10 P(word | history); words not in the vocabulary are <unk>."""
@@ -239,7 +164,7 @@ class NgramLM:
         ids = self.ids(history)
         ids = ids[-(self.order - 1):] if self.order > 1 else []
         out = self.tables[0].log10_prob.copy()
-        rows = self._history_rows(ids)
+        rows = history_rows(self.tables, ids)
         for j in range(1, len(ids) + 1):
             if rows[j] < 0:
                 continue
@@ -311,32 +236,3 @@ class NgramLM:
                 else:
                     out.log10_prob_known += lp
         return out
-
-
-def find_rows(table: NgramTable, prefix: np.ndarray, word: np.ndarray) -> np.ndarray:
-    """Rows of the n-grams (prefix row, word id) in `table`, −1 where absent (or where the prefix row is −1)."""
-    if len(table) == 0:
-        return np.full(len(word), -1, dtype=np.int64)
-    key = (np.maximum(prefix, 0) << WORD_BITS) | word
-    i = np.minimum(np.searchsorted(table.keys, key), len(table) - 1)
-    return np.where((prefix >= 0) & (table.keys[i] == key), i, -1)
-
-
-def rows_of(tables: Sequence[NgramTable], ids: np.ndarray) -> np.ndarray:
-    """Row of each n-gram (a row of the [n, k] id matrix) in the table of order k, −1 where it is not listed."""
-    rows = ids[:, 0].astype(np.int64)
-    for j in range(1, ids.shape[1]):
-        rows = find_rows(tables[j], rows, ids[:, j])
-    return rows
-
-
-def ngram_ids(tables: Sequence[NgramTable], k: int, rows: np.ndarray) -> np.ndarray:
-    """The word ids ([len(rows), k+1]) of rows of table k (k = 0 for unigrams), by following the prefix rows."""
-    out = np.empty((len(rows), k + 1), dtype=np.int64)
-    r = np.asarray(rows, dtype=np.int64)
-    for j in range(k, 0, -1):
-        key = tables[j].keys[r]
-        out[:, j] = key & WORD_MASK
-        r = key >> WORD_BITS
-    out[:, 0] = r
-    return out

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from malsori.lm.ngram import WORD_BITS, NgramError, NgramLM, NgramTable, find_rows
+from malsori.lm.ngram_tables import WORD_BITS, NgramError, NgramTable, find_rows
 
 
 def suffix_rows(tables: list[NgramTable]) -> list[np.ndarray]:
@@ -61,20 +61,20 @@ def recompute_backoffs(tables: list[NgramTable]) -> None:
     tables[-1].log10_bow = np.zeros(len(tables[-1]))
 
 
-def history_probs(lm: NgramLM) -> list[np.ndarray]:
-    """P(n-gram as a word sequence) for every row of every table, by the chain rule over listed probabilities."""
-    p1 = 10.0 ** lm.tables[0].log10_prob
-    p1[lm.bos] = p1[lm.eos]
+def history_probs(tables: list[NgramTable], bos: int, eos: int) -> list[np.ndarray]:
+    """P(n-gram as a word sequence) for every row of every table, by the chain rule over listed probabilities
+    (`bos`, `eos`: the ids of <s> and </s>)."""
+    p1 = 10.0 ** tables[0].log10_prob
+    p1[bos] = p1[eos]
     out = [p1]
-    for t in lm.tables[1:]:
+    for t in tables[1:]:
         out.append(out[-1][t.prefix_rows] * 10.0 ** t.log10_prob)
     return out
 
 
-def stolcke_criterion(lm: NgramLM, suffixes: list[np.ndarray]) -> list[np.ndarray]:
+def stolcke_criterion(tables: list[NgramTable], bos: int, eos: int, suffixes: list[np.ndarray]) -> list[np.ndarray]:
     """ΔH of dropping each n-gram alone (see the module docstring), per table; unigrams get +inf."""
-    tables = lm.tables
-    joint = history_probs(lm)
+    joint = history_probs(tables, bos, eos)
     out = [np.full(len(tables[0]), np.inf)]
     for k in range(1, len(tables)):
         t = tables[k]
@@ -100,9 +100,10 @@ def _close(tables: list[NgramTable], keep: list[np.ndarray]) -> None:
         keep[k - 1][suffixes[k][keep[k]]] = True
 
 
-def prune_tables(lm: NgramLM, min_count: int | None = None, max_ngrams: int | None = None) -> list[NgramTable]:
-    """New tables without the pruned n-grams, backoff weights recomputed (see NgramLM.prune)."""
-    tables = lm.tables
+def prune_tables(tables: list[NgramTable], bos: int, eos: int, min_count: int | None = None,
+                 max_ngrams: int | None = None) -> list[NgramTable]:
+    """New tables without the pruned n-grams, backoff weights recomputed (see NgramLM.prune); `bos`, `eos`: the
+    ids of <s> and </s>."""
     keep = [np.ones(len(t), dtype=bool) for t in tables]
     if min_count is not None:
         if min_count < 1:
@@ -120,7 +121,7 @@ def prune_tables(lm: NgramLM, min_count: int | None = None, max_ngrams: int | No
         keep = [np.ones(len(t), dtype=bool) for t in tables]
         recompute_backoffs(tables)
         suffixes = suffix_rows(tables)
-        rank = stolcke_criterion(NgramLM(lm.vocab, tables), suffixes)
+        rank = stolcke_criterion(tables, bos, eos, suffixes)
         for k in range(len(tables) - 1, 1, -1):  # a prefix or suffix ranks at least as high as what needs it
             np.maximum.at(rank[k - 1], tables[k].prefix_rows, rank[k])
             np.maximum.at(rank[k - 1], suffixes[k], rank[k])

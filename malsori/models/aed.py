@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from malsori.decode.beam import BeamSearch
-from malsori.decode.ctc import ctc_greedy, ctc_prefix_beam_search
+from malsori.decode.ctc import ctc_prefix_beam_search
 from malsori.decode.fusion import RowFusion, active
 from malsori.decode.ilm import DecoderILMScorer, with_ilm
 from malsori.decode.options import DecodeOptions
@@ -24,6 +24,7 @@ from malsori.decode.result import Hypothesis
 from malsori.decode.scorers import CTCPrefixScorer, DecoderScorer, Scorer
 from malsori.config import bounded
 from malsori.errors import ConfigError
+from malsori.models.ctc_head import CTCHead
 from malsori.nn.attention import check_heads
 from malsori.nn.decoders import Attention, FixedVectorDecoder, LASDecoder
 from malsori.nn.mask import length_mask
@@ -107,13 +108,13 @@ class AttentionModel(nn.Module):
         self.special_ids = special_ids
         self.encoder = encoder
         self.decoder = build_decoder(cfg, encoder, vocab_size)
-        self.ctc = nn.Linear(encoder.output_dim, vocab_size) if cfg.ctc_weight > 0 else None
+        self.ctc = CTCHead(encoder.output_dim, vocab_size, special_ids.blank) if cfg.ctc_weight > 0 else None
 
     def ctc_log_probs(self, enc: Tensor) -> Tensor:
         """enc [B, T, D] → CTC log-probs [B, T, V] (float32)."""
         if self.ctc is None:
             raise ConfigError("this model has no CTC head (trained with model.attention.ctc_weight = 0)")
-        return self.ctc(enc).float().log_softmax(-1)
+        return self.ctc.log_probs(enc)
 
     def compute_loss(self, feats: Tensor, feat_lens: Tensor, targets: Tensor, target_lens: Tensor) -> tuple[Tensor, dict[str, float]]:
         """Joint loss, summed over the batch / batch size; stats: loss, att (smoothed CE), ctc, acc (next-token accuracy)."""
@@ -126,8 +127,7 @@ class AttentionModel(nn.Module):
         acc = (logits.argmax(-1) == ys_out)[real].float().mean()
         loss, ctc = att, att.new_zeros(())
         if self.ctc is not None:
-            ctc = F.ctc_loss(self.ctc_log_probs(enc).transpose(0, 1), targets, enc_lens, target_lens, blank=self.special_ids.blank,
-                             reduction="sum", zero_infinity=True) / feats.size(0)
+            ctc = self.ctc.loss(self.ctc.log_probs(enc), enc_lens, targets, target_lens).sum() / feats.size(0)
             loss = self.cfg.ctc_weight * ctc + (1.0 - self.cfg.ctc_weight) * att
         return loss, {"loss": loss.item(), "att": att.item(), "ctc": ctc.item(), "acc": acc.item()}
 
@@ -164,13 +164,9 @@ class AttentionModel(nn.Module):
             return rescore_with_options(search(enc, lens), options)
         log_probs = self.ctc_log_probs(enc)
         if method == "ctc_greedy":
-            return ctc_greedy(log_probs, lens, blank_id=ids.blank)
+            return self.ctc.greedy(log_probs, lens)
         if method == "ctc_beam":
-            hyps = ctc_prefix_beam_search(log_probs, lens, options.beam_size, nbest=options.search_nbest,
-                                          blank_id=ids.blank, scorers=options.scorers,
-                                          length_bonus=options.length_bonus or 0.0, prompt=options.prompt, memory=enc,
-                                          memory_lens=lens)
-            return rescore_with_options(hyps, options)
+            return self.ctc.beam_search(log_probs, lens, options, enc)
         first = ctc_prefix_beam_search(log_probs, lens, options.beam_size, nbest=options.beam_size, blank_id=ids.blank)
         rescored = attention_rescore(self.decoder, enc, lens, [h.nbest or [h] for h in first], w, ids)
         for hyp in rescored:

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from malsori.decode.ctc import ctc_greedy, ctc_prefix_beam_search
 from malsori.decode.fusion import active
 from malsori.decode.options import DecodeOptions
-from malsori.decode.rescore import rescore_with_options
 from malsori.decode.result import Hypothesis
+from malsori.models.ctc_head import CTCHead
 from malsori.tokenizer import SPECIAL_IDS, SpecialIds
 
 DECODE_METHODS = ("greedy", "beam")
 
 
 class CTCModel(nn.Module):
-    """Encoder → Linear(output_dim, vocab_size) → log-softmax; `special_ids.blank` (the tokenizer's) is the CTC blank."""
+    """Encoder → CTCHead (Linear(output_dim, vocab_size) → log-softmax); `special_ids.blank` (the tokenizer's) is the
+    CTC blank."""
 
     def __init__(self, encoder: nn.Module, vocab_size: int, special_ids: SpecialIds = SPECIAL_IDS) -> None:
         super().__init__()
@@ -25,12 +24,12 @@ class CTCModel(nn.Module):
         self.vocab_size = vocab_size
         self.special_ids = special_ids
         self.blank_id = special_ids.blank
-        self.head = nn.Linear(encoder.output_dim, vocab_size)
+        self.head = CTCHead(encoder.output_dim, vocab_size, special_ids.blank)
 
     def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """feats [B, T, F], lengths [B] → (log_probs [B, T', V] in float32, out_lengths [B])."""
         enc, enc_lengths = self.encoder(feats, lengths)
-        return self.head(enc).float().log_softmax(dim=-1), enc_lengths
+        return self.head.log_probs(enc), enc_lengths
 
     def compute_loss(
         self, feats: Tensor, feat_lens: Tensor, targets: Tensor, target_lens: Tensor
@@ -41,15 +40,7 @@ class CTCModel(nn.Module):
         Utterances whose targets cannot fit their frames give zero loss (zero_infinity) instead of inf.
         """
         log_probs, out_lens = self(feats, feat_lens)
-        losses = F.ctc_loss(
-            log_probs.transpose(0, 1),
-            targets,
-            out_lens,
-            target_lens,
-            blank=self.blank_id,
-            reduction="none",
-            zero_infinity=True,
-        )
+        losses = self.head.loss(log_probs, out_lens, targets, target_lens)
         loss = losses.sum() / feats.size(0)
         value = loss.item()
         return loss, {"loss": value, "ctc": value, "utt": losses.detach().cpu()}
@@ -64,14 +55,10 @@ class CTCModel(nn.Module):
         """
         self.check_options(options)
         enc, enc_lens = self.encoder(feats, feat_lens)
-        log_probs = self.head(enc).float().log_softmax(dim=-1)
+        log_probs = self.head.log_probs(enc)
         if options.method == "greedy":
-            return ctc_greedy(log_probs, enc_lens, blank_id=self.blank_id)
-        hyps = ctc_prefix_beam_search(log_probs, enc_lens, options.beam_size, nbest=options.search_nbest,
-                                      blank_id=self.blank_id, scorers=options.scorers,
-                                      length_bonus=options.length_bonus or 0.0, prompt=options.prompt, memory=enc,
-                                      memory_lens=enc_lens)
-        return rescore_with_options(hyps, options)
+            return self.head.greedy(log_probs, enc_lens)
+        return self.head.beam_search(log_probs, enc_lens, options, enc)
 
     def check_options(self, options: DecodeOptions) -> None:
         """ConfigError for an unknown method or a setting this model's searches do not use."""

@@ -22,6 +22,7 @@ from malsori.decode.transducer import modified_beam_search, transducer_beam_sear
 from malsori.config import bounded
 from malsori.errors import ConfigError
 from malsori.losses import rnnt_loss
+from malsori.models.ctc_head import CTCHead
 from malsori.tokenizer import SPECIAL_IDS, SpecialIds
 
 DECODE_METHODS = ("greedy", "beam", "modified_beam")
@@ -141,7 +142,7 @@ class TransducerModel(nn.Module):
         else:
             raise ConfigError(f"model.transducer.predictor.kind: unknown '{cfg.predictor.kind}' (known: lstm, stateless)")
         self.joiner = Joiner(encoder.output_dim, self.predictor.output_dim, cfg.joiner_dim, vocab_size)
-        self.ctc = nn.Linear(encoder.output_dim, vocab_size) if cfg.ctc_weight > 0 else None
+        self.ctc = CTCHead(encoder.output_dim, vocab_size, special_ids.blank) if cfg.ctc_weight > 0 else None
 
     def joint_logits(self, enc: Tensor, targets: Tensor) -> Tensor:
         """enc [B, T, D], targets [B, U] → logits [B, T, U+1, V] for every lattice node."""
@@ -162,8 +163,7 @@ class TransducerModel(nn.Module):
         stats = {"rnnt": rnnt.item(), "utt": torch.where(enc_lens > 0, losses, 0.0).detach().cpu()}
         loss = rnnt
         if self.ctc is not None:
-            log_probs = self.ctc(enc).float().log_softmax(-1).transpose(0, 1)
-            ctc = F.ctc_loss(log_probs, targets, enc_lens, target_lens, blank=self.special_ids.blank, reduction="sum", zero_infinity=True) / B
+            ctc = self.ctc.loss(self.ctc.log_probs(enc), enc_lens, targets, target_lens).sum() / B
             w = self.cfg.ctc_weight
             loss = (1 - w) * rnnt + w * ctc
             stats["ctc"] = ctc.item()

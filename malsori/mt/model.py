@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from malsori.config import bounded
 from malsori.errors import ConfigError
 from malsori.models.aed import AttentionConfig, AttentionModel
-from malsori.mt.registry import register_translator
+from malsori.mt.registry import TRANSLATORS, register_translator
 from malsori.nn.attention import check_heads
 from malsori.nn.lstm import LSTMConfig, LSTMEncoder
 from malsori.nn.mask import length_mask
@@ -232,3 +232,10 @@ def build_transformer(cfg: TranslatorConfig, vocab_size: int) -> Translator:
             raise ConfigError("model.transformer.tie_output: needs share_embeddings (one matrix for both sides and the output)")
         model.decoder.output = TiedOutput(model.encoder.embed)
     return model
+
+
+def build_translator(cfg: TranslatorConfig, vocab_size: int) -> nn.Module:
+    """The translator `cfg.kind` names, over a (joint) vocabulary of `vocab_size` tokens."""
+    if cfg.kind not in TRANSLATORS:
+        raise ConfigError(f"model.kind: unknown translator '{cfg.kind}' (known: {', '.join(sorted(TRANSLATORS))})")
+    return TRANSLATORS[cfg.kind](cfg, vocab_size)

@@ -1,18 +1,15 @@
 """Translators by name: each family registers its builder (`@register_translator("transformer")`), and
-`build_translator` makes the one a config names, as `build_lm` does for language models."""
+`malsori.mt.model.build_translator` makes the one a config names (this module imports no family, so the families
+can import it)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable
 
 from torch import nn
 
-from malsori.errors import ConfigError
 
-if TYPE_CHECKING:
-    from malsori.mt.model import TranslatorConfig
-
-TranslatorBuilder = Callable[["TranslatorConfig", int], nn.Module]
+TranslatorBuilder = Callable[[Any, int], nn.Module]  # (a malsori.mt.model.TranslatorConfig, vocab size) -> translator
 TRANSLATORS: dict[str, TranslatorBuilder] = {}
 
 
@@ -24,12 +21,3 @@ def register_translator(name: str) -> Callable[[TranslatorBuilder], TranslatorBu
         return builder
 
     return wrap
-
-
-def build_translator(cfg: "TranslatorConfig", vocab_size: int) -> nn.Module:
-    """The translator `cfg.kind` names, over a (joint) vocabulary of `vocab_size` tokens."""
-    import malsori.mt.model  # noqa: F401  (its families register themselves)
-
-    if cfg.kind not in TRANSLATORS:
-        raise ConfigError(f"model.kind: unknown translator '{cfg.kind}' (known: {', '.join(sorted(TRANSLATORS))})")
-    return TRANSLATORS[cfg.kind](cfg, vocab_size)

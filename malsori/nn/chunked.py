@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from malsori.config import bounded
+from malsori.nn.attention import MultiHeadSelfAttention
 from malsori.nn.mask import length_mask
 
 
@@ -88,6 +89,19 @@ class LookAhead:
         pos = self.position[:, None] - (kernel - 1) + torch.arange(kernel, device=self.position.device)[None, :]
         own = torch.arange(self.copies, device=pos.device)[:, None] - (self.position[:, None] - pos)
         return torch.where(pos < self.chunk_end[:, None], kernel - 1 + pos, kernel - 1 + self.frames + own)
+
+
+def block_attention(
+    attention: MultiHeadSelfAttention, h: Tensor, mask: Tensor | None, attn_mask: Tensor | None, positions: Tensor | None,
+    cache: tuple[Tensor, ...] | None, keep: int, lookahead: LookAhead | None,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The self-attention branch of a chunked encoder's block over its normed input h [B, T, D]: the full `attention`
+    without a cache, else one streaming chunk over the cached keys/values cache[0], cache[1] (the look-ahead copies at
+    the end of h kept out of the new cache, `keep` frames kept) → (output, keys, values; None, None without a cache)."""
+    if cache is None:
+        return attention(h, mask, attn_mask, positions), None, None
+    uncached = lookahead.copies if lookahead is not None else 0
+    return attention.forward_cached(h, positions, cache[0], cache[1], keep, uncached, attn_mask)
 
 
 def chunk_mask(length: int, chunk_size: int, left_chunks: int = -1, device: torch.device | None = None) -> Tensor:

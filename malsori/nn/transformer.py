@@ -15,7 +15,8 @@ from torch import Tensor, nn
 
 from malsori.config import bounded
 from malsori.nn.attention import MultiHeadSelfAttention, check_heads
-from malsori.nn.chunked import ChunkConfig, ChunkedEncoder, LookAhead
+from malsori.nn.chunked import ChunkConfig, ChunkedEncoder, LookAhead, block_attention
+from malsori.nn.feedforward import FeedForward
 from malsori.nn.mask import length_mask
 from malsori.nn.mocha import MonotonicChunkwiseAttention, initial_alignment
 from malsori.nn.state import select_state
@@ -41,14 +42,6 @@ class TransformerEncoderConfig:
         check_heads(self.d_model, self.num_heads)
 
 
-def feed_forward(d_model: int, expansion: int, dropout: float) -> nn.Sequential:
-    """LayerNorm → Linear(D, e·D) → ReLU → Dropout → Linear(e·D, D): the pre-LN feed-forward branch."""
-    return nn.Sequential(
-        nn.LayerNorm(d_model), nn.Linear(d_model, expansion * d_model), nn.ReLU(), nn.Dropout(dropout),
-        nn.Linear(expansion * d_model, d_model),
-    )
-
-
 class TransformerBlock(nn.Module):
     """x + MHSA(LN(x)) → x + FFN(LN(x)), both branches with dropout."""
 
@@ -56,7 +49,7 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.norm_att = nn.LayerNorm(d_model)
         self.attention = MultiHeadSelfAttention(d_model, num_heads, attention_dropout)
-        self.ff = feed_forward(d_model, ff_expansion, dropout)
+        self.ff = FeedForward(d_model, ff_expansion, dropout)
         self.dropout = nn.Dropout(dropout)
 
     def forward(
@@ -69,14 +62,9 @@ class TransformerBlock(nn.Module):
         `lookahead` marks the look-ahead copies at the end of x (kept out of the cache); attn_mask is then
         [T, L + T] over the cached and new frames (None = all).
         """
-        h = self.norm_att(x)
-        if cache is None:
-            x = x + self.dropout(self.attention(h, mask, attn_mask, positions))
-        else:
-            uncached = lookahead.copies if lookahead is not None else 0
-            a, keys, values = self.attention.forward_cached(h, positions, cache[0], cache[1], keep, uncached, attn_mask)
-            x, cache = x + self.dropout(a), (keys, values, cache[2])
-        return x + self.dropout(self.ff(x)), cache
+        a, keys, values = block_attention(self.attention, self.norm_att(x), mask, attn_mask, positions, cache, keep, lookahead)
+        x = x + self.dropout(a)
+        return x + self.dropout(self.ff(x)), (None if cache is None else (keys, values, cache[2]))
 
 
 class TransformerEncoder(ChunkedEncoder):
@@ -185,7 +173,7 @@ class DecoderBlock(nn.Module):
             self.cross_attention = MonotonicCrossAttention(d_model, memory_dim, m.dim, m.chunk, m.init_bias, m.noise)
         else:
             raise ValueError(f"unknown cross-attention {cross!r} (known: full, mocha)")
-        self.ff = feed_forward(d_model, ff_expansion, dropout)
+        self.ff = FeedForward(d_model, ff_expansion, dropout)
         self.dropout = nn.Dropout(dropout)
 
     def attend_self(self, x: Tensor, mask: Tensor, causal: Tensor) -> Tensor:

@@ -18,8 +18,7 @@ from malsori.config import bounded, to_dict
 from malsori.decode.options import DecodeOptions
 from malsori.errors import ConfigError, MalsoriError
 from malsori.mt.data import Multi, Pair, ParallelReadStats, group_references, read_parallel
-from malsori.mt.model import TranslatorConfig
-from malsori.mt.registry import build_translator
+from malsori.mt.model import TranslatorConfig, build_translator
 from malsori.mt.split import read_split
 from malsori.mt.translate import TextTranslator, evaluate_translations, pad_batch
 from malsori.pretrained import write_model_dir

@@ -14,18 +14,15 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from malsori.data.synth_config import ENGINES, SynthConfig
 from malsori.errors import ConfigError
 from malsori.text import normalize
 
-if TYPE_CHECKING:
-    from malsori.data.synth import SynthConfig
-
 SAMPLE_RATE = 16000  # every engine's output rate
-ENGINES = ("espeak", "kokoro", "piper")
 
 
 class Engine(abc.ABC):
@@ -33,7 +30,6 @@ class Engine(abc.ABC):
     models lazily, on the first `synthesize`, into `self._lazy`, which stays in its process."""
 
     name = ""
-    defaults: dict[str, Any] = {}  # values for SynthConfig fields left at None (held-out voice counts, silences)
     chars_per_second = 16.0  # characters of normalized text spoken per second at speed 1 (sizes --hours corpora)
 
     def __init__(self, cfg: SynthConfig):

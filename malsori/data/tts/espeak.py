@@ -191,7 +191,6 @@ class EspeakEngine(Engine):
     """eSpeak NG: voices are accent x variant combinations; rate, pitch, range, volume and word gap are drawn."""
 
     name = "espeak"
-    defaults = dict(dev_voices=12, test_voices=12, silence=(0.05, 0.4))
 
     def __init__(self, cfg):
         super().__init__(cfg)

@@ -75,7 +75,6 @@ class KokoroEngine(Engine):
     """Kokoro-82M: 54 voices (28 native US/UK English, 26 of other languages reading English) and blends of two."""
 
     name = "kokoro"
-    defaults = dict(dev_voices=3, test_voices=4, silence=(0.05, 0.3))
     chars_per_second = 16.4  # measured (docs/benchmarks.md, synthesis_engines)
     max_phonemes = MAX_PHONEMES  # phonemes per model call; longer readings are split (tests lower it)
 

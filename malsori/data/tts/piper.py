@@ -39,7 +39,6 @@ class PiperEngine(Engine):
     """Piper with the "joe" voice: splits are disjoint by sentence only."""
 
     name = "piper"
-    defaults = dict(dev_voices=0, test_voices=0, silence=(0.05, 0.3))
     chars_per_second = 17.3  # measured (docs/benchmarks.md, synthesis_engines)
 
     def check(self) -> None:
