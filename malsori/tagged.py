@@ -17,11 +17,12 @@ from malsori.errors import ConfigError
 
 @dataclass(frozen=True)
 class Family:
-    """One registered family: its name, its settings dataclass (None: no settings) and its builder."""
+    """One registered family: its name, its settings dataclass (None: no settings), its section and its builder."""
 
-    name: str  # the tag's value that picks it, and the name of its config section
-    config_class: type | None  # dataclass of its settings (parsed from the section `name`), or None
-    build: Callable[..., Any]  # builder; its arguments are the registry's (the settings instance or None first)
+    name: str  # the tag's value that picks it
+    config_class: type | None  # dataclass of its settings, or None
+    section: str  # the config section holding its settings: its name, unless families share one (translators' `rnn`)
+    build: Callable[..., Any]  # builder; its arguments are the registry's (for most, the settings instance or None first)
 
 
 class Registry(dict[str, Family]):
@@ -31,13 +32,14 @@ class Registry(dict[str, Family]):
         super().__init__()
         self.what = what  # what a family of this table is, for error messages ("encoder")
 
-    def register(self, name: str, config_class: type | None = None) -> Callable[[Callable], Callable]:
-        """Decorator: file the builder under `name` with its settings dataclass; returns the builder unchanged."""
+    def register(self, name: str, config_class: type | None = None, section: str | None = None) -> Callable[[Callable], Callable]:
+        """Decorator: file the builder under `name` with its settings dataclass, read from the config section `section`
+        (default: `name`); returns the builder unchanged."""
 
         def wrap(builder: Callable) -> Callable:
             if name in self and self[name].build is not builder:
                 raise ValueError(f"{self.what} '{name}' is registered twice")
-            self[name] = Family(name, config_class, builder)
+            self[name] = Family(name, config_class, section or name, builder)
             return builder
 
         return wrap
@@ -52,15 +54,15 @@ class Registry(dict[str, Family]):
 @dataclass(init=False, eq=False)
 class TaggedConfig:
     """Base of a config whose tag fields (`TAGS`: field name → Registry) name families; each chosen family's settings
-    live in `sections` under its name and read as attributes (`cfg.conformer`; its defaults when absent). A subclass
-    is `@dataclass(init=False, eq=False)` with the tags (and any plain settings) as typed fields.
+    live in `sections` under its section name (the family's name unless shared) and read as attributes
+    (`cfg.conformer`; its defaults when absent). A subclass is `@dataclass(init=False, eq=False)` with the tags (and any plain settings) as typed fields.
 
     Read from a mapping (`config.from_dict` calls `from_mapping`), every section present is parsed and checked;
     written (`to_mapping`, used by `config.to_dict`), only the chosen families' sections are, so a model folder holds
     what its model needs and older folders with unused sections still load. Equality is equality when written."""
 
     TAGS: ClassVar[dict[str, Registry]] = {}
-    sections: dict[str, Any] = field(default_factory=dict, init=False)  # family name → its settings
+    sections: dict[str, Any] = field(default_factory=dict, init=False)  # section name → its settings
 
     def __init__(self, **values: Any) -> None:
         object.__setattr__(self, "sections", {})
@@ -78,11 +80,11 @@ class TaggedConfig:
         """Section name → settings dataclass, for every registered family (of any tag) that has settings."""
         out: dict[str, type] = {}
         for registry in cls.TAGS.values():
-            for name, fam in registry.items():
+            for fam in registry.values():
                 if fam.config_class is not None:
-                    if name in out and out[name] is not fam.config_class:
-                        raise TypeError(f"{cls.__name__}: two families named '{name}' with different settings")
-                    out[name] = fam.config_class
+                    if out.get(fam.section, fam.config_class) is not fam.config_class:
+                        raise TypeError(f"{cls.__name__}: two families use section '{fam.section}' with different settings")
+                    out[fam.section] = fam.config_class
         return out
 
     def __getattr__(self, name: str) -> Any:  # only called when normal lookup fails: a section
@@ -105,7 +107,7 @@ class TaggedConfig:
     def section(self, tag: str) -> Any:
         """The settings of the family chosen by `tag` (None for a family without settings)."""
         fam = self.family(tag)
-        return getattr(self, fam.name) if fam.config_class is not None else None
+        return getattr(self, fam.section) if fam.config_class is not None else None
 
     @classmethod
     def from_mapping(cls, data: dict, where: str) -> TaggedConfig:
@@ -134,7 +136,7 @@ class TaggedConfig:
                 if f.name in self.TAGS:
                     fam = self.family(f.name)
                     if fam.config_class is not None:
-                        out[fam.name] = to_dict(getattr(self, fam.name))
+                        out[fam.section] = to_dict(getattr(self, fam.section))
         return out
 
     def __eq__(self, other: object) -> bool:
