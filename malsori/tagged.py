@@ -55,7 +55,8 @@ class Registry(dict[str, Family]):
 class TaggedConfig:
     """Base of a config whose tag fields (`TAGS`: field name → Registry) name families; each chosen family's settings
     live in `sections` under its section name (the family's name unless shared) and read as attributes
-    (`cfg.conformer`; its defaults when absent). A subclass is `@dataclass(init=False, eq=False)` with the tags (and any plain settings) as typed fields.
+    (`cfg.conformer`; its defaults when absent). A subclass is `@dataclass(init=False, eq=False)` with the tags (and
+    any plain settings) as typed fields.
 
     Read from a mapping (`config.from_dict` calls `from_mapping`), every section present is parsed and checked;
     written (`to_mapping`, used by `config.to_dict`), only the chosen families' sections are, so a model folder holds
