@@ -160,6 +160,12 @@ def test_lm_and_translator_tags_name_their_path() -> None:
         load_train_config(None, ["task=lm", "model.lstm.hidden_size=3"])
     cfg = load_train_config(None, ["task=mt", "model.kind=attention", "model.rnn.hidden_size=8"])
     assert to_dict(cfg.model)["rnn"]["hidden_size"] == 8 and "transformer" not in to_dict(cfg.model)
+    old = {"kind": "fixed", "rnn": {"hidden_size": 8}, "transformer": {"d_model": 32, "num_heads": 2}, "label_smoothing": 0.0}
+    cfg = from_dict(TranslatorConfig, old, "model")  # a translation folder written before: both sections
+    assert to_dict(cfg) == {"kind": "fixed", "rnn": to_dict(cfg.rnn), "share_embeddings": True, "label_smoothing": 0.0,
+                            "max_len_ratio": 2.0, "normalize_length": True} and cfg.rnn.hidden_size == 8
+    with pytest.raises(ConfigError, match=r"^model\.transformer\.num_heads must be >= 1, got 0$"):
+        from_dict(TranslatorConfig, {**old, "transformer": {"num_heads": 0}}, "model")  # unused, still checked
 
 
 def test_sections_read_and_write_as_attributes() -> None:
