@@ -153,9 +153,17 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict, where: str = "") -> T:
-    """Build dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError naming the key."""
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError naming the key. A class with
+    a `from_mapping(data, where)` classmethod (a tagged config, `malsori.tagged`) parses itself."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
+    if hasattr(cls, "from_mapping"):
+        return cls.from_mapping(data, where)
+    return build_fields(cls, data, where)
+
+
+def build_fields(cls: type[T], data: dict, where: str = "") -> T:
+    """`from_dict`'s own work, without the `from_mapping` hook: each key a field of dataclass `cls`, ranges checked."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
@@ -173,7 +181,9 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
 
 
 def to_dict(obj: Any) -> Any:
-    """A dataclass config as plain JSON/YAML-ready data."""
+    """A dataclass config as plain JSON/YAML-ready data (a config with a `to_mapping()` method writes itself)."""
+    if hasattr(obj, "to_mapping"):
+        return obj.to_mapping()
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):

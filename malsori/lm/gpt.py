@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from malsori.config import bounded
 from malsori.nn.attention import check_heads
+from malsori.nn.kv_cache import block_cache, empty_cache, stack_cache
 from malsori.nn.transformer import TransformerBlock
 
 
@@ -83,8 +84,7 @@ class GPT(nn.Module):
 
     def init_cache(self, batch: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
         """An empty key/value cache [B, layers, 2, H, 0, dh]."""
-        a = self.layers[0].attention
-        return torch.zeros(batch, len(self.layers), 2, a.num_heads, 0, a.head_dim, device=device, dtype=dtype)
+        return empty_cache(self.layers[0].attention, batch, len(self.layers), device, dtype)
 
     def forward_cached(self, tokens: Tensor, cache: Tensor) -> tuple[Tensor, Tensor]:
         """tokens [B, T] continuing the P positions in `cache` → (logits [B, T, V], cache of P + T positions).
@@ -103,6 +103,6 @@ class GPT(nn.Module):
         x = self.dropout(x)
         caches = []
         for j, layer in enumerate(self.layers):
-            x, (keys, values, _) = layer(x, attn_mask=allowed, positions=positions, cache=(cache[:, j, 0], cache[:, j, 1], None))
-            caches.append(torch.stack((keys, values), 1))
-        return self.logits(x), torch.stack(caches, 1)
+            x, (keys, values, _) = layer(x, attn_mask=allowed, positions=positions, cache=(*block_cache(cache, j), None))
+            caches.append((keys, values))
+        return self.logits(x), stack_cache(caches)

@@ -25,6 +25,7 @@ from malsori.decode.scorers import CTCPrefixScorer, DecoderScorer, Scorer
 from malsori.config import bounded
 from malsori.errors import ConfigError
 from malsori.models.ctc_head import CTCHead
+from malsori.models.registry import register_head
 from malsori.nn.attention import check_heads
 from malsori.nn.decoders import Attention, FixedVectorDecoder, LASDecoder
 from malsori.nn.mask import length_mask
@@ -263,3 +264,8 @@ class AttentionModel(nn.Module):
                 hyp.scores = {"att": float(att[b]), **(dict(zip(fusion.names, parts[b].tolist())) if fusion else {})}
             hyps.append(hyp)
         return hyps
+
+
+@register_head("attention", AttentionConfig)
+def build_attention(cfg: AttentionConfig, encoder: nn.Module, vocab_size: int) -> AttentionModel:
+    return AttentionModel(encoder, vocab_size, cfg)

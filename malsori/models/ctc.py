@@ -9,6 +9,7 @@ from malsori.decode.fusion import active
 from malsori.decode.options import DecodeOptions
 from malsori.decode.result import Hypothesis
 from malsori.models.ctc_head import CTCHead
+from malsori.models.registry import register_head
 from malsori.tokenizer import SPECIAL_IDS, SpecialIds
 
 DECODE_METHODS = ("greedy", "beam")
@@ -71,3 +72,9 @@ class CTCModel(nn.Module):
         if not active(options.scorers):
             unused["prompt"] = "only the extra scorers would read it, and there are none"
         options.check("a CTC model", DECODE_METHODS, unused, self.vocab_size)
+
+
+@register_head("ctc")
+def build_ctc(cfg: None, encoder: nn.Module, vocab_size: int) -> CTCModel:
+    """The CTC head has no settings of its own."""
+    return CTCModel(encoder, vocab_size)

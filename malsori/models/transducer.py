@@ -23,6 +23,7 @@ from malsori.config import bounded
 from malsori.errors import ConfigError
 from malsori.losses import rnnt_loss
 from malsori.models.ctc_head import CTCHead
+from malsori.models.registry import register_head
 from malsori.tokenizer import SPECIAL_IDS, SpecialIds
 
 DECODE_METHODS = ("greedy", "beam", "modified_beam")
@@ -204,3 +205,8 @@ class TransducerModel(nn.Module):
                           rescorers="greedy transducer search has no n-best (use beam or modified_beam)",
                           length_bonus="greedy transducer search ranks nothing (use beam or modified_beam)")
         options.check("a transducer model", DECODE_METHODS, unused, self.vocab_size)
+
+
+@register_head("transducer", TransducerConfig)
+def build_transducer(cfg: TransducerConfig, encoder: nn.Module, vocab_size: int) -> TransducerModel:
+    return TransducerModel(encoder, vocab_size, cfg)

@@ -14,8 +14,8 @@ The source is token ids [B, S] with lengths, so the encoders see what the speech
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,7 @@ from malsori.nn.attention import check_heads
 from malsori.nn.lstm import LSTMConfig, LSTMEncoder
 from malsori.nn.mask import length_mask
 from malsori.nn.transformer import TransformerBlock
+from malsori.tagged import TaggedConfig
 from malsori.tokenizer import SPECIAL_IDS
 
 
@@ -65,13 +66,13 @@ class TransformerMTConfig:
         check_heads(self.d_model, self.num_heads)
 
 
-@dataclass
-class TranslatorConfig:
-    """Which translator and its sizes, and its decoding defaults."""
+@dataclass(init=False, eq=False)
+class TranslatorConfig(TaggedConfig):
+    """Which translator, its decoding defaults, and its sizes in the section its family reads (`rnn:` for fixed and
+    attention, `transformer:`), as `cfg.rnn` / `cfg.transformer`."""
 
+    TAGS: ClassVar = {"kind": TRANSLATORS}
     kind: str = "transformer"  # family, a name registered with register_translator: fixed | attention | transformer
-    rnn: RNNConfig = field(default_factory=RNNConfig)  # used by fixed and attention
-    transformer: TransformerMTConfig = field(default_factory=TransformerMTConfig)  # used by transformer
     share_embeddings: bool = True  # source and target embeddings are one matrix (a joint vocabulary)
     label_smoothing: float = bounded(0.1, ge=0, lt=1)  # probability mass spread uniformly over the vocabulary in the loss
     max_len_ratio: float = bounded(2.0, gt=0)  # at most this many target tokens per source token when decoding
@@ -202,7 +203,7 @@ def _rnn_decoder(r: RNNConfig) -> dict:
     return dict(embed_dim=r.embed_dim, hidden_size=r.decoder_hidden, num_layers=r.decoder_layers, dropout=r.dropout)
 
 
-@register_translator("fixed")
+@register_translator("fixed", RNNConfig, section="rnn")
 def build_fixed(cfg: TranslatorConfig, vocab_size: int) -> Translator:
     """The fixed-vector encoder–decoder: the summary is the BiLSTM's [last forward; first backward] states, or the
     LSTM's last state."""
@@ -211,7 +212,7 @@ def build_fixed(cfg: TranslatorConfig, vocab_size: int) -> Translator:
     return Translator(RNNTextEncoder(r, vocab_size), vocab_size, cfg, attention)
 
 
-@register_translator("attention")
+@register_translator("attention", RNNConfig, section="rnn")
 def build_attention(cfg: TranslatorConfig, vocab_size: int) -> Translator:
     """The attention LSTM: LAS's decoder (input feeding) with additive or multiplicative attention."""
     r = cfg.rnn
@@ -219,7 +220,7 @@ def build_attention(cfg: TranslatorConfig, vocab_size: int) -> Translator:
     return Translator(RNNTextEncoder(r, vocab_size), vocab_size, cfg, attention)
 
 
-@register_translator("transformer")
+@register_translator("transformer", TransformerMTConfig)
 def build_transformer(cfg: TranslatorConfig, vocab_size: int) -> Translator:
     """The Transformer: shared embeddings and, with `tie_output`, the output projection tied to them."""
     t = cfg.transformer
@@ -236,6 +237,4 @@ def build_transformer(cfg: TranslatorConfig, vocab_size: int) -> Translator:
 
 def build_translator(cfg: TranslatorConfig, vocab_size: int) -> nn.Module:
     """The translator `cfg.kind` names, over a (joint) vocabulary of `vocab_size` tokens."""
-    if cfg.kind not in TRANSLATORS:
-        raise ConfigError(f"model.kind: unknown translator '{cfg.kind}' (known: {', '.join(sorted(TRANSLATORS))})")
-    return TRANSLATORS[cfg.kind](cfg, vocab_size)
+    return cfg.family("kind").build(cfg, vocab_size)

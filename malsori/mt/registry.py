@@ -1,23 +1,10 @@
-"""Translators by name: each family registers its builder (`@register_translator("transformer")`), and
-`malsori.mt.model.build_translator` makes the one a config names (this module imports no family, so the families
-can import it)."""
+"""Translators by name: each family registers its builder and settings (`@register_translator("transformer",
+TransformerMTConfig)`; the two LSTM families share the section `rnn`), and `malsori.mt.model.build_translator` makes
+the one a config names (this module imports no family, so the families can import it)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from malsori.tagged import Registry
 
-from torch import nn
-
-
-TranslatorBuilder = Callable[[Any, int], nn.Module]  # (a malsori.mt.model.TranslatorConfig, vocab size) -> translator
-TRANSLATORS: dict[str, TranslatorBuilder] = {}
-
-
-def register_translator(name: str) -> Callable[[TranslatorBuilder], TranslatorBuilder]:
-    """Decorator: make `builder(cfg, vocab_size) -> Translator` available as `TranslatorConfig.kind = name`."""
-
-    def wrap(builder: TranslatorBuilder) -> TranslatorBuilder:
-        TRANSLATORS[name] = builder
-        return builder
-
-    return wrap
+TRANSLATORS = Registry("translator")  # builder(TranslatorConfig, vocab_size) -> Translator
+register_translator = TRANSLATORS.register

@@ -17,6 +17,7 @@ from malsori.config import bounded
 from malsori.nn.attention import MultiHeadSelfAttention, check_heads
 from malsori.nn.chunked import ChunkConfig, ChunkedEncoder, LookAhead, block_attention
 from malsori.nn.feedforward import FeedForward
+from malsori.nn.kv_cache import block_cache, empty_cache, stack_cache
 from malsori.nn.mask import length_mask
 from malsori.nn.mocha import MonotonicChunkwiseAttention, initial_alignment
 from malsori.nn.state import select_state
@@ -180,12 +181,12 @@ class DecoderBlock(nn.Module):
         """The causal self-attention branch: x + MHSA(LN(x))."""
         return x + self.dropout(self.self_attention(self.norm_self(x), mask, causal))
 
-    def attend_self_cached(self, x: Tensor, position: int, cache: Tensor) -> tuple[Tensor, Tensor]:
-        """The self-attention branch for one new position x [N, 1, D] at `position`, over the keys/values of the
-        earlier positions cache [N, 2, H, P, dh] → (x + MHSA(LN(x)), the cache with this position appended)."""
+    def attend_self_cached(self, x: Tensor, position: int, keys: Tensor, values: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """The self-attention branch for one new position x [N, 1, D] at `position`, over the keys and values
+        [N, H, P, dh] of the earlier positions → (x + MHSA(LN(x)), (keys, values) with this position appended)."""
         positions = torch.full((1,), position, dtype=torch.long, device=x.device)
-        y, keys, values = self.self_attention.forward_cached(self.norm_self(x), positions, cache[:, 0], cache[:, 1])
-        return x + self.dropout(y), torch.stack((keys, values), 1)
+        y, keys, values = self.self_attention.forward_cached(self.norm_self(x), positions, keys, values)
+        return x + self.dropout(y), (keys, values)
 
     def finish(self, x: Tensor, cross: Tensor) -> Tensor:
         """Add the cross-attention output, then the feed-forward branch."""
@@ -311,8 +312,7 @@ class TransformerDecoder(nn.Module):
 
     def init_state(self, memory: Tensor, memory_lens: Tensor) -> dict[str, Tensor | None]:
         n, t, _ = memory.shape
-        attention = self.layers[0].self_attention
-        empty = memory.new_zeros(n, len(self.layers), 2, attention.num_heads, 0, attention.head_dim)
+        empty = empty_cache(self.layers[0].self_attention, n, len(self.layers), memory.device, memory.dtype)
         if self.cross == "full":
             kv = torch.stack([layer.cross_attention.kv(memory) for layer in self.layers], dim=1)
             return {"memory_kv": kv, "attn": None, "self_kv": empty}
@@ -334,7 +334,7 @@ class TransformerDecoder(nn.Module):
         memory_mask = length_mask(memory_lens, memory.size(1))
         caches, weights, readers = [], [], []
         for j, layer in enumerate(self.layers):
-            x, kv = layer.attend_self_cached(x, position, cache[:, j])
+            x, kv = layer.attend_self_cached(x, position, *block_cache(cache, j))
             caches.append(kv)
             if self.cross == "mocha":
                 x, w, reader = self._monotonic_cross(layer, j, x, state, memory, memory_lens)
@@ -348,7 +348,7 @@ class TransformerDecoder(nn.Module):
             new = self._monotonic_state(state, weights, readers, memory_lens)
         else:
             new = {"memory_kv": state["memory_kv"], "attn": weights[-1][:, -1]}
-        return log_probs, {**new, "self_kv": torch.stack(caches, 1)}
+        return log_probs, {**new, "self_kv": stack_cache(caches)}
 
     def select_state(self, state: dict, index: Tensor) -> dict:
         return select_state(state, index)
