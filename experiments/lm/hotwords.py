@@ -66,7 +66,7 @@ def main() -> None:
 
     def run(split: str, boost: float) -> dict:
         for r in rows:
-            if (r["split"], r["boost"], r["lm"]) == (split, boost, lm_tag):
+            if (r["split"], r["boost"], r["lm"], r["beam"]) == (split, boost, lm_tag, args.beam):
                 return r
         hw_file = args.out / "sets" / f"hotwords_{split}.txt"
         names = {normalize(n) for n in hw_file.read_text().split()}
@@ -86,7 +86,7 @@ def main() -> None:
         with rows_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         n, p = row["names"], row["plain"]
-        print(f"{split:4s} lm {lm_tag:18s} boost {boost:4g}: recall {n['found']}/{n['names']}  WER names {100 * n['wer']:.2f} "
+        print(f"{split:4s} lm {lm_tag:18s} beam {args.beam:2d} boost {boost:4g}: recall {n['found']}/{n['names']}  WER names {100 * n['wer']:.2f} "
               f"plain {100 * p['wer']:.2f} all {100 * row['wer']:.2f}  false alarms names {n['false_alarms']} plain "
               f"{p['false_alarms']} ({p['utts_with_false_alarm']} utts)", flush=True)
         return row
