@@ -31,11 +31,13 @@ from malsori.provenance import git_commit  # noqa: E402
 from malsori.text import normalize  # noqa: E402
 
 DOMAINS = ("conversational", "encyclopedic", "nonfiction")
-KINDS = ("general", "domain", "both")  # LM text: literature, the test's own domain, both together
+KINDS = ("general", "domain", "both", "domain_mix", "both_mix")  # LM text: literature, the test's own domain, both
+MIXED = ("nonfiction",)  # domains whose text also has a "_mix" sample: lines of all its books, not the first ones
 
 
 def lm_name(kind: str, domain: str, size: str) -> str:
-    return {"general": f"general_{size}", "domain": f"{domain}_{size}", "both": f"{domain}_both_{size}"}[kind]
+    return {"general": f"general_{size}", "domain": f"{domain}_{size}", "both": f"{domain}_both_{size}",
+            "domain_mix": f"{domain}_mix_{size}", "both_mix": f"{domain}_mix_both_{size}"}[kind]
 
 
 def load_set(rec: Recognizer, out: Path, name: str) -> tuple[list[str], list[torch.Tensor], float, float]:
@@ -72,7 +74,7 @@ def main() -> None:
     jobs: dict[str, list[str]] = {"none": list(DOMAINS)}  # LM → domains it is scored on
     for size in args.sizes.split(","):
         for kind in KINDS:
-            for d in DOMAINS:
+            for d in DOMAINS if "mix" not in kind else MIXED:
                 jobs.setdefault(lm_name(kind, d, size), []).append(d)
     for lm, domains in jobs.items():
         todo = [d for d in domains if (lm, d) not in done]

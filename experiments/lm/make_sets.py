@@ -143,6 +143,16 @@ def main() -> None:
             write(args.out / "text" / f"{name}_both_{size}.txt", gen + dom)
             info["lm_texts"][f"{name}_{size}"] = dwords
             info["lm_texts"][f"{name}_both_{size}"] = words + dwords
+    # non-fiction is 29 books: its first lines (above) are two of them; "nonfiction_mix" samples lines of all 29
+    mixed = list(pools["nonfiction"])
+    np.random.default_rng([args.seed, 1]).shuffle(mixed)
+    for size, (n_gen, n_dom) in SIZES.items():
+        gen, words = take_words(literature, n_gen, drop)
+        dom, dwords = take_words(mixed, n_dom, drop)
+        write(args.out / "text" / f"nonfiction_mix_{size}.txt", dom)
+        write(args.out / "text" / f"nonfiction_mix_both_{size}.txt", gen + dom)
+        info["lm_texts"][f"nonfiction_mix_{size}"] = dwords
+        info["lm_texts"][f"nonfiction_mix_both_{size}"] = words + dwords
     (args.out / "sets.json").write_text(json.dumps(info, indent=2) + "\n")
     print(json.dumps({k: v for k, v in info.items() if k != "domains"}, indent=1))
 
