@@ -63,10 +63,11 @@ def main() -> None:
     ap.add_argument("--word-bonus", type=float, required=True, help="β, chosen on dev (tune-lm)")
     ap.add_argument("--beam", type=int, default=8)
     ap.add_argument("--sizes", default="S,L")
+    ap.add_argument("--rows", default="grid.jsonl", help="file under OUT for the rows (another one for other weights)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     rec = Recognizer.load(args.model, "cpu")
-    rows_path = args.out / "grid.jsonl"
+    rows_path = args.out / args.rows
     done = set()
     if rows_path.exists():
         done = {(r["lm"], r["domain"]) for r in map(json.loads, rows_path.read_text().splitlines())}
