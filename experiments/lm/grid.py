@@ -89,8 +89,8 @@ def main() -> None:
             scorers = () if model is None else lm_scorers(model, rec.tokenizer, args.lm_weight, args.word_bonus)
             hyps, search_s = run_malsori(rec, log_probs, args.beam, scorers)
             r = error_rates(refs, hyps)
-            row = {"lm": lm, "domain": d, "kind": "none" if lm == "none" else next(k for k in KINDS if lm == lm_name(k, d, lm[-1])),
-                   "size": "" if lm == "none" else lm[-1], "utterances": len(refs), "words": r.words,
+            kind = "none" if lm == "none" else next(k for k in KINDS if lm == lm_name(k, d, lm[-1]))
+            row = {"lm": lm, "domain": d, "kind": kind, "size": "" if lm == "none" else lm[-1], "utterances": len(refs), "words": r.words,
                    "wer": r.wer, "cer": r.cer, "sub": r.substitutions, "del": r.deletions, "ins": r.insertions,
                    "search_s": round(search_s, 1), "ctc_s": round(ctc_s, 1), "audio_s": round(audio_s, 1),
                    "lm_load_s": round(load_s, 1), "lm_weight": args.lm_weight, "word_bonus": args.word_bonus,

@@ -35,16 +35,16 @@ from malsori.text import normalize  # noqa: E402
 
 def name_counts(refs: list[str], hyps: list[str], names: set[str]) -> dict:
     """Reference names found (recall) and list names in hypotheses beyond the reference's (false alarms)."""
-    found = total = false = 0
+    found = total = false = utts_false = 0
     for ref, hyp in zip(refs, hyps):
         r = Counter(w for w in ref.split() if w in names)
         h = Counter(w for w in hyp.split() if w in names)
         total += sum(r.values())
         found += sum(min(c, h[w]) for w, c in r.items())
-        false += sum(max(0, c - r[w]) for w, c in h.items())
-    return {"names": total, "found": found, "false_alarms": false,
-            "utts_with_false_alarm": sum(1 for ref, hyp in zip(refs, hyps)
-                                         if any(c > ref.split().count(w) for w, c in Counter(x for x in hyp.split() if x in names).items()))}
+        extra = sum(max(0, c - r[w]) for w, c in h.items())
+        false += extra
+        utts_false += extra > 0
+    return {"names": total, "found": found, "false_alarms": false, "utts_with_false_alarm": utts_false}
 
 
 def main() -> None:
@@ -62,7 +62,9 @@ def main() -> None:
     rows_path = args.out / "hotwords.jsonl"
     rows = [json.loads(x) for x in rows_path.read_text().splitlines()] if rows_path.exists() else []
     lm_tag = args.lm.name.split(".")[0] if args.lm else "none"
-    base = list(lm_scorers(load_lm(args.lm, rec.tokenizer), rec.tokenizer, args.lm_weight, args.word_bonus)) if args.lm else []
+    base = []
+    if args.lm:
+        base = list(lm_scorers(load_lm(args.lm, rec.tokenizer), rec.tokenizer, args.lm_weight, args.word_bonus))
 
     def run(split: str, boost: float) -> dict:
         for r in rows:
@@ -79,16 +81,17 @@ def main() -> None:
             refs, log_probs, _, _ = load_set(rec, args.out, f"{part}_{split}")
             hyps, seconds = run_malsori(rec, log_probs, args.beam, tuple(scorers))
             e = error_rates(refs, hyps)
-            row[part] = {"wer": e.wer, "cer": e.cer, "words": e.words, "errors": e.substitutions + e.deletions + e.insertions,
-                         "search_s": round(seconds, 1), **name_counts(refs, hyps, names), "hyps": hyps}
+            errors = e.substitutions + e.deletions + e.insertions
+            row[part] = {"wer": e.wer, "cer": e.cer, "words": e.words, "errors": errors, "search_s": round(seconds, 1),
+                         **name_counts(refs, hyps, names), "hyps": hyps}
         row["wer"] = (row["names"]["errors"] + row["plain"]["errors"]) / (row["names"]["words"] + row["plain"]["words"])
         rows.append(row)
         with rows_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         n, p = row["names"], row["plain"]
-        print(f"{split:4s} lm {lm_tag:18s} beam {args.beam:2d} boost {boost:4g}: recall {n['found']}/{n['names']}  WER names {100 * n['wer']:.2f} "
-              f"plain {100 * p['wer']:.2f} all {100 * row['wer']:.2f}  false alarms names {n['false_alarms']} plain "
-              f"{p['false_alarms']} ({p['utts_with_false_alarm']} utts)", flush=True)
+        print(f"{split:4s} lm {lm_tag:18s} beam {args.beam:2d} boost {boost:4g}: recall {n['found']}/{n['names']}  "
+              f"WER names {100 * n['wer']:.2f} plain {100 * p['wer']:.2f} all {100 * row['wer']:.2f}  "
+              f"false alarms names {n['false_alarms']} plain {p['false_alarms']} ({p['utts_with_false_alarm']} utts)", flush=True)
         return row
 
     boosts = [float(b) for b in args.boosts.split(",")]
