@@ -28,8 +28,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--plot", type=Path, default=None)
+    ap.add_argument("--rows", default="grid.jsonl", help="grid.py's rows file under OUT")
     args = ap.parse_args()
-    rows = {(r["kind"], r["size"], r["domain"]): r for r in map(json.loads, (args.out / "grid.jsonl").read_text().splitlines())}
+    rows = {(r["kind"], r["size"], r["domain"]): r for r in map(json.loads, (args.out / args.rows).read_text().splitlines())}
     print("| LM (3-gram, words of text) | " + " | ".join(f"{d}: WER % / CER % / ppl (OOV %)" for d in DOMAINS) + " |")
     print("|---|" + "---|" * len(DOMAINS))
     for kind, size in LMS:
