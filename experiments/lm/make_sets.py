@@ -3,9 +3,10 @@ training texts (general = literature, in-domain, both) at two sizes, and name / 
 
 Held-out rules: test and dev sentences come from a region of each domain file that no LM text is drawn from
 (WikiText-2: the lines of its test split, LM text only from its valid split, see `wikitext_origin`; Gutenberg
-non-fiction: its last 15 % of lines, whole books; Tatoeba, sorted by length: a random 10 % of lines), every LM text also drops lines that normalize to any test/dev sentence, and no chosen
-sentence (or hotword name) occurs in en-small's training transcripts. Writes OUT/sets/*.txt, OUT/text/*.txt and
-OUT/sets.json (counts, sizes, the checks). Run: python experiments/lm/make_sets.py --out /work/exp-lmgrid
+non-fiction: its last 15 % of lines, whole books; Tatoeba, sorted by length: a random 10 % of lines), every LM
+text also drops lines that normalize to any test/dev sentence, and no chosen sentence (or hotword name) occurs in
+en-small's training transcripts. Writes OUT/sets/*.txt, OUT/text/*.txt and OUT/sets.json (counts, sizes, the
+checks). Run: python experiments/lm/make_sets.py --out /work/exp-lmgrid2
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from malsori.data.manifest import read_manifest
 from malsori.text import normalize
 
 TEXT = Path("../shared/data/text/english")
-DOMAINS = {  # name → (file, held-out region: "tail" = last 15 % of lines, "random" = a random 10 %)
+DOMAINS = {  # name → (file, held-out region: "tail" = last 15 % of lines, "random" = a random 10 %,
+    # "origin" = WikiText-2's test split)
     "conversational": (TEXT / "tatoeba_eng_sentences.txt", "random"),
     "encyclopedic": (TEXT / "wikitext2_sentences.txt", "origin"),  # held out: WikiText-2 test lines; LM: valid lines
     "nonfiction": (TEXT / "gutenberg_nonfiction.txt.gz", "tail"),
@@ -117,6 +119,7 @@ def main() -> None:
             held[name] = [s for s, m in zip(lines, mask) if m]
             rng.shuffle(pools[name])  # the file is sorted by length: LM text is a random sample of the rest
     chosen: dict[str, list[str]] = {}
+
     def candidates(region: list[str]) -> list[str]:
         return list(dict.fromkeys(s for s in region if speakable(s) and normalize(s) not in trained
                                   and not re.search(r"\b(Tom|Mary)\b", s)))
