@@ -2,10 +2,11 @@
 training texts (general = literature, in-domain, both) at two sizes, and name / no-name sentences for hotwords.
 
 Held-out rules: test and dev sentences come from a region of each domain file that no LM text is drawn from
-(WikiText-2 and Gutenberg non-fiction: their last 15 % of lines, whole articles/books; Tatoeba, sorted by length:
-a random 10 % of lines), every LM text also drops lines that normalize to any test/dev sentence, and no chosen
-sentence (or hotword name) occurs in en-small's training transcripts. Writes OUT/sets/*.txt, OUT/text/*.txt and
-OUT/sets.json (counts, sizes, the checks). Run: python experiments/lm/make_sets.py --out /work/exp-lmgrid
+(WikiText-2: the lines of its test split, LM text only from its valid split, see `wikitext_origin`; Gutenberg
+non-fiction: its last 15 % of lines, whole books; Tatoeba, sorted by length: a random 10 % of lines), every LM
+text also drops lines that normalize to any test/dev sentence, and no chosen sentence (or hotword name) occurs in
+en-small's training transcripts. Writes OUT/sets/*.txt, OUT/text/*.txt and OUT/sets.json (counts, sizes, the
+checks). Run: python experiments/lm/make_sets.py --out /work/exp-lmgrid2
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from malsori.data.manifest import read_manifest
 from malsori.text import normalize
 
 TEXT = Path("../shared/data/text/english")
-DOMAINS = {  # name → (file, held-out region: "tail" = last 15 % of lines, "random" = a random 10 %)
+DOMAINS = {  # name → (file, held-out region: "tail" = last 15 % of lines, "random" = a random 10 %,
+    # "origin" = WikiText-2's test split)
     "conversational": (TEXT / "tatoeba_eng_sentences.txt", "random"),
-    "encyclopedic": (TEXT / "wikitext2_sentences.txt", "tail"),
+    "encyclopedic": (TEXT / "wikitext2_sentences.txt", "origin"),  # held out: WikiText-2 test lines; LM: valid lines
     "nonfiction": (TEXT / "gutenberg_nonfiction.txt.gz", "tail"),
 }
 GENERAL = TEXT / "gutenberg_literature.txt.gz"  # the general LM's text (not a test domain: there general = in-domain)
@@ -42,6 +44,24 @@ def read_lines(path: Path) -> list[str]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         return [line.strip() for line in f if line.strip()]
+
+
+def squash(s: str) -> str:
+    """WikiText text with its `@-@`, `@,@`, `@.@` tokens mapped as ../shared/data/text/README.md says, no whitespace."""
+    return re.sub(r"\s+", "", s.replace("@-@", "-").replace("@,@", ",").replace("@.@", "."))
+
+
+def wikitext_origin(lines: list[str]) -> list[str]:
+    """Split of origin of each wikitext2_sentences line (the file joins the raw test and tokenized valid splits):
+    "test", "valid", or "ambiguous" (found in both or in neither; never used as LM text)."""
+    test = squash(gzip.open(TEXT / "wikitext2_test.raw.txt.gz", "rt", encoding="utf-8").read())
+    valid = squash(gzip.open(TEXT / "wikitext2_valid.tokens.txt.gz", "rt", encoding="utf-8").read())
+    out = []
+    for line in lines:
+        s = squash(line)
+        in_test, in_valid = s in test, s in valid
+        out.append("test" if in_test and not in_valid else "valid" if in_valid and not in_test else "ambiguous")
+    return out
 
 
 def speakable(s: str, lo: int = 6, hi: int = 16) -> bool:
@@ -81,9 +101,16 @@ def main() -> None:
     info: dict = {"asr_training_transcripts": len(trained), "domains": {}}
     held: dict[str, list[str]] = {}
     pools: dict[str, list[str]] = {}
+    legacy_tail: dict[str, list[str]] = {}  # the first version's held-out region (see below)
     for name, (path, region) in DOMAINS.items():
         lines = read_lines(path)
-        if region == "tail":
+        if region == "origin":  # WikiText-2: never train on its test split (ambiguous lines count as test)
+            origin = wikitext_origin(lines)
+            info["wikitext_origin"] = {k: origin.count(k) for k in ("test", "valid", "ambiguous")}
+            pools[name] = [s for s, o in zip(lines, origin) if o == "valid"]
+            held[name] = [s for s, o in zip(lines, origin) if o != "valid"]
+            legacy_tail[name] = lines[int(len(lines) * 0.85):]
+        elif region == "tail":
             cut = int(len(lines) * 0.85)
             pools[name], held[name] = lines[:cut], lines[cut:]
         else:
@@ -92,10 +119,20 @@ def main() -> None:
             held[name] = [s for s, m in zip(lines, mask) if m]
             rng.shuffle(pools[name])  # the file is sorted by length: LM text is a random sample of the rest
     chosen: dict[str, list[str]] = {}
+
+    def candidates(region: list[str]) -> list[str]:
+        return list(dict.fromkeys(s for s in region if speakable(s) and normalize(s) not in trained
+                                  and not re.search(r"\b(Tom|Mary)\b", s)))
+
     for name in DOMAINS:
-        cands = list(dict.fromkeys(s for s in held[name] if speakable(s) and normalize(s) not in trained
-                                   and not re.search(r"\b(Tom|Mary)\b", s)))
-        rng.shuffle(cands)
+        cands = candidates(held[name])
+        if name in legacy_tail:  # the first version (2026-11-30, corrected the same day) drew WikiText-2's sentences
+            # from its last 15 % of lines with the shared generator: consume the same draws, so that the other
+            # domains' sets and the hotword sets (and their synthesized speech) stay as they were
+            rng.permutation(len(candidates(legacy_tail[name])))
+            np.random.default_rng([args.seed, 2]).shuffle(cands)
+        else:
+            rng.shuffle(cands)
         chosen[f"{name}_test"] = cands[: args.test]
         chosen[f"{name}_dev"] = cands[args.test: args.test + args.dev]
         info["domains"][name] = {"file": str(DOMAINS[name][0]), "held_out_lines": len(held[name]),

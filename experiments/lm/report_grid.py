@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from grid import lm_name  # this folder is on sys.path when the script runs
+
 from malsori.data.manifest import read_manifest
 from malsori.metrics import utterance_errors
 from malsori.text import normalize
@@ -22,6 +24,11 @@ LMS = [("none", "")] + [(k, s) for s in ("S", "L") for k in ("general", "domain"
 WORDS = {("general", "S"): "0.2 M", ("general", "L"): "1 M", ("domain", "S"): "0.05 M", ("domain", "L"): "0.2 M",
          ("both", "S"): "0.25 M", ("both", "L"): "1.2 M", ("domain_mix", "S"): "0.05 M", ("domain_mix", "L"): "0.2 M",
          ("both_mix", "S"): "0.25 M", ("both_mix", "L"): "1.2 M"}
+
+
+def nominal(kind: str, size: str) -> float:
+    """The words of WORDS' label as a number ("0.25 M" → 250,000)."""
+    return float(WORDS[kind, size].split()[0]) * 1e6
 
 
 def main() -> None:
@@ -45,6 +52,12 @@ def main() -> None:
                 cells.append(f"{100 * r['wer']:.1f} / {100 * r['cer']:.1f} / {r['ppl']:.0f} ({100 * r['oov_rate']:.1f})")
         label = "none" if kind == "none" else f"{kind} {WORDS[kind, size]}"
         print(f"| {label} | " + " | ".join(cells) + " |")
+    words = json.loads((args.out / "sets.json").read_text())["lm_texts"]  # make_sets.py's word counts
+    for d in DOMAINS:  # a domain whose text falls short of a nominal size (WikiText-2 without its test split)
+        short = {f"{kind} {size}": words[lm_name(kind, d, size)] for kind, size in LMS[1:] if kind != "general"
+                 and lm_name(kind, d, size) in words and words[lm_name(kind, d, size)] < 0.9 * nominal(kind, size)}
+        if short:
+            print(f"\n{d}: LM texts shorter than the row's size: " + ", ".join(f"{k} {v:,} words" for k, v in short.items()))
     print("\nLeak check (share of the test sentences' word 3-/4-/5-grams in the LM's training text; whole sentences):\n")
     print("| LM | " + " | ".join(DOMAINS) + " |")
     print("|---|" + "---|" * len(DOMAINS))
