@@ -56,3 +56,15 @@ def test_reversed_test_set_takes_the_second_column_as_sources_with_all_their_ref
     for m in backward:  # every English sentence translated by this French one is a reference
         assert sorted(m.references) == sorted(p.source for p in pairs if p.target == m.source)
     assert set(counts) == {w for p in split.select(pairs, "train") for w in words(p.target)}  # French training words
+
+
+def test_cascade_speaks_each_source_once_and_keeps_the_audio_on_a_rerun(tmp_path):
+    from experiments.mt.cascade import speak
+    from malsori.audio import load_audio
+    from malsori.data.tts.espeak import SynthParams, Voice
+
+    paths = speak(["Come here.", "I'm hungry."], tmp_path, Voice("en-us"), SynthParams())
+    assert [p.name for p in paths] == ["test0000.wav", "test0001.wav"]
+    assert all(len(load_audio(p)) > 8000 for p in paths)  # at least half a second of 16 kHz speech
+    stamp = paths[0].stat().st_mtime_ns
+    assert speak(["Come here."], tmp_path, Voice("en-us"), SynthParams())[0].stat().st_mtime_ns == stamp
