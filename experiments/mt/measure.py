@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from malsori.checkpoint import average_checkpoints
 from malsori.decode.options import DecodeOptions
 from malsori.files import strict_json
 from malsori.mt.data import Multi, group_references, read_parallel
@@ -135,15 +136,19 @@ def main() -> None:
     ap.add_argument("--max-join", type=int, default=5, help="join up to this many consecutive test pairs")
     ap.add_argument("--rare", type=int, default=10, help="a word seen fewer times in training sources is rare")
     ap.add_argument("--heatmaps", type=int, default=0, help="attention maps of this many test sentences")
+    ap.add_argument("--checkpoints", type=Path, nargs="*", default=[],
+                    help="score these checkpoints of MODEL's run, averaged, instead of its saved weights")
     args = ap.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     tr = TextTranslator.load(args.model, "cpu")
+    if args.checkpoints:  # the same model at an earlier step (equal-step comparisons)
+        tr.model.load_state_dict(average_checkpoints(args.checkpoints))
     test, counts = test_set(args.shared / "text/parallel" / args.data, SPLITS / args.split, args.reverse)
     cl = args.char_bleu
     sources, refs = [m.source for m in test], [m.references for m in test]
     result: dict = {"name": args.name, "model": str(args.model), "sentences": len(test),
-                    "data": args.data, "reverse": args.reverse, "char_bleu": cl,
+                    "checkpoints": [str(c) for c in args.checkpoints], "data": args.data, "reverse": args.reverse, "char_bleu": cl,
                     "parameters": sum(p.numel() for p in tr.model.parameters()), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     greedy, *t_greedy = timed(tr, sources, DecodeOptions())
     beam, *t_beam = timed(tr, sources, DecodeOptions(method="beam", beam_size=args.beam))
