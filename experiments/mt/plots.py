@@ -3,17 +3,23 @@ fixed-vector, attention and Transformer translators, with the number of sentence
 from the JSON files of experiments.mt.measure.
 
     python -m experiments.mt.plots ../exp-mt/results --out docs/mt
+    python -m experiments.mt.plots ../exp-mt/results30 --names fixed_30min,attention_30min,transformer_30min --out docs/mt
+
+Training throughput is read from each model's run folder (the model folder's parent): target tokens seen (log.csv's
+tokens per second × each logging window) over the CPU seconds of experiments.mt.budget's budget.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import statistics
 from pathlib import Path
 
 from experiments.mt.measure import BUCKETS
 
-ORDER = ["fixed", "attention", "transformer"]
+ORDER = "fixed,attention,transformer"  # result names, in the order of the tables
 LABELS = {"fixed": "fixed-vector LSTM (2014)", "attention": "attention LSTM (Bahdanau 2015)", "transformer": "Transformer"}
 
 
@@ -33,7 +39,7 @@ def plot(results: list[dict], key: str, path: Path, title: str) -> None:
     for r in results:
         rows = r[key]
         xs = [i for i, b in enumerate(names) if b in rows]
-        ax.plot(xs, [rows[names[i]]["bleu"] for i in xs], marker="o", label=LABELS.get(r["name"], r["name"]))
+        ax.plot(xs, [rows[names[i]]["bleu"] for i in xs], marker="o", label=label(r["name"]))
         counts.update({names[i]: rows[names[i]]["sentences"] for i in xs})
     ax.set_xticks(range(len(names)), [f"{b}\n(n={counts.get(b, 0)})" for b in names], fontsize=8)
     ax.set_xlabel("source sentence length (words)")
@@ -46,13 +52,47 @@ def plot(results: list[dict], key: str, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def label(name: str) -> str:
+    """The family's label for a result named `family` or `family_suffix`."""
+    return LABELS.get(name.split("_")[0], name)
+
+
+def throughput(run: Path) -> dict:
+    """Steps, target tokens seen, CPU seconds (budget.json; absent for a wall-clock run) and the median of log.csv's
+    target tokens per wall second, of one training run folder."""
+    budget = json.loads((run / "budget.json").read_text()) if (run / "budget.json").is_file() else {}
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    last = int(budget.get("steps", rows[-1]["step"]))
+    seen, prev = 0.0, 0.0
+    for row in rows:
+        if int(row["step"]) <= last:
+            seen += float(row["target_tokens_per_sec"]) * (float(row["elapsed"]) - prev)
+        prev = float(row["elapsed"])
+    return {"steps": last, "tokens": seen, "cpu_seconds": budget.get("cpu_seconds_used"),
+            "median_tokens_per_sec": statistics.median(float(r["target_tokens_per_sec"]) for r in rows)}
+
+
 def table(results: list[dict]) -> str:
-    rows = ["| model | parameters | greedy BLEU | greedy chrF | beam BLEU | beam chrF | greedy sent/s | beam sent/s |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    rows = ["| model | parameters | greedy BLEU | greedy chrF | beam BLEU | beam chrF | greedy / beam sentences per CPU s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         beam = next(v for k, v in r.items() if k.startswith("beam"))
         rows.append(f"| {r['name']} | {r['parameters'] / 1e6:.2f} M | {r['greedy']['bleu']:.2f} | {r['greedy']['chrf']:.2f} | "
-                    f"{beam['bleu']:.2f} | {beam['chrf']:.2f} | {r['greedy']['sentences_per_sec']:.1f} | {beam['sentences_per_sec']:.1f} |")
+                    f"{beam['bleu']:.2f} | {beam['chrf']:.2f} | {r['greedy']['sentences_per_cpu_sec']:.0f} / {beam['sentences_per_cpu_sec']:.0f} |")
+    return "\n".join(rows)
+
+
+def throughput_table(results: list[dict]) -> str:
+    rows = ["| model | steps | target tokens seen | CPU seconds | target tokens per CPU s | median tokens/s (wall, log.csv) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        run = Path(r["model"]).parent
+        if not (run / "log.csv").is_file():
+            continue
+        t = throughput(run)
+        cpu = f"{t['cpu_seconds']:.0f}" if t["cpu_seconds"] else "–"
+        per_cpu = f"{t['tokens'] / t['cpu_seconds']:,.0f}" if t["cpu_seconds"] else "–"
+        rows.append(f"| {r['name']} | {t['steps']} | {t['tokens'] / 1e6:.2f} M | {cpu} | {per_cpu} | {t['median_tokens_per_sec']:,.0f} |")
     return "\n".join(rows)
 
 
@@ -70,12 +110,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", type=Path)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--names", default=ORDER, help="result files (NAME.json), comma-separated, in table order")
     args = ap.parse_args()
-    results = [json.loads((args.results / f"{n}.json").read_text()) for n in ORDER if (args.results / f"{n}.json").is_file()]
+    names = args.names.split(",")
+    results = [json.loads((args.results / f"{n}.json").read_text()) for n in names if (args.results / f"{n}.json").is_file()]
     args.out.mkdir(parents=True, exist_ok=True)
     plot(results, "by_length_all", args.out / "bleu_by_length.png",
          "eng→fra BLEU by source length (test sentences + joined consecutive test pairs)")
     print(table(results))
+    print("\ntraining throughput:\n" + throughput_table(results))
     print("\ntest sentences only:\n" + length_table(results, "by_length_test"))
     print("\njoined consecutive test pairs only:\n" + length_table(results, "by_length_joined"))
     print("\nall:\n" + length_table(results, "by_length_all"))
