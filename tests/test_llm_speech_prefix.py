@@ -52,10 +52,10 @@ def test_padding_in_a_batch_changes_no_utterance():
     tok = train_tokenizer("char", TRANSCRIPTS)
     model = _model(tok).eval()
     feats, lens, tokens, tlens = _batch(tok)
-    x, mask, y = model._sequences(feats, lens, tokens, tlens)
+    x, mask, y = model._sequences(*model.prefix(feats, lens), tokens, tlens)
     logits = model.gpt.forward_embeddings(x, mask)
     for i in range(4):
-        xi, mi, yi = model._sequences(feats[i : i + 1, : lens[i]], lens[i : i + 1], tokens[i : i + 1, : tlens[i]], tlens[i : i + 1])
+        xi, mi, yi = model._sequences(*model.prefix(feats[i : i + 1, : lens[i]], lens[i : i + 1]), tokens[i : i + 1, : tlens[i]], tlens[i : i + 1])
         alone = model.gpt.forward_embeddings(xi, mi)
         keep, keep_i = y[i] != -100, yi[0] != -100
         assert torch.equal(y[i][keep], yi[0][keep_i])
