@@ -24,6 +24,7 @@ from tqdm import tqdm
 from malsori.data.dataset import load_utterance_audio
 from malsori.data.manifest import Utterance
 from malsori.errors import AudioError, MalsoriError
+from malsori.files import follow_umask
 from malsori.pretrained import ModelDir
 
 Stored = Literal["encoder", "features"]  # encoder frames (frozen encoder) or normalized fbank features (trained encoder)
@@ -96,6 +97,7 @@ def cached_frames(cache_dir: Path, name: str, utts: list[Utterance], model: Mode
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     save_file({"frames": frames.frames, "offsets": frames.offsets}, str(tmp), metadata={"ids": json.dumps(frames.ids)})
+    follow_umask(tmp)  # safetensors makes it private; a cache folder is shared like a run's other files
     os.replace(tmp, path)
     if verbose:
         tqdm.write(f"{name}: {len(frames)} utterances, {frames.frames.shape[0]:,} frames of {stored} cached in {path}")
