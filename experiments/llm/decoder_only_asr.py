@@ -56,6 +56,8 @@ def main() -> None:
     ap.add_argument("--speech", default="en-small", help="the speech model whose encoder the models use")
     ap.add_argument("--model", action="append", default=[], help="NAME=MODEL_DIR of an asr_llm folder (repeat)")
     ap.add_argument("--beam", type=int, default=0, help="also decode with this beam (0 = greedy only)")
+    ap.add_argument("--beam-only", action="store_true", help="skip greedy (already measured)")
+    ap.add_argument("--length-bonus", type=float, default=0.0, help="beam: added per token (counters empty outputs)")
     ap.add_argument("--out", required=True, help="results JSON (merged into an existing one)")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -83,11 +85,13 @@ def main() -> None:
         row = {"folder": folder, "config": {k: m.config[k] for k in ("prefix", "adapter", "prompt")}}
         row["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
         row["folder_bytes"] = (Path(folder) / "model.safetensors").stat().st_size
-        row["greedy"] = score(lambda x, lens: model.decode_encoded(x, lens), m.tokenizer, frames, refs, audio_s)
+        if not args.beam_only:
+            row["greedy"] = score(lambda x, lens: model.decode_encoded(x, lens), m.tokenizer, frames, refs, audio_s)
         if args.beam:
-            opts = DecodeOptions(method="beam", beam_size=args.beam)
-            row[f"beam{args.beam}"] = score(lambda x, lens: model.decode_encoded(x, lens, opts), m.tokenizer, frames, refs, audio_s)
-        results.setdefault("models", {})[name] = row
+            opts = DecodeOptions(method="beam", beam_size=args.beam, length_bonus=args.length_bonus)
+            key = f"beam{args.beam}" + (f"_bonus{args.length_bonus:g}" if args.length_bonus else "")
+            row[key] = score(lambda x, lens: model.decode_encoded(x, lens, opts), m.tokenizer, frames, refs, audio_s)
+        results.setdefault("models", {}).setdefault(name, {}).update(row)
         print(name, {k: (v["wer"], v["cer"], v["decode_rtf"]) for k, v in row.items() if isinstance(v, dict) and "wer" in v})
     print("ctc_greedy", results["ctc_greedy"]["wer"], results["ctc_greedy"]["cer"], results["ctc_greedy"]["decode_rtf"])
     out.write_text(json.dumps(results, indent=1))
