@@ -88,8 +88,9 @@ class AdaptedLM(nn.Module):
         merge_lora(self.gpt)
 
 
-class _Tensors(nn.Module):
-    """Named tensors posing as a module, so the one model-folder writer stores an adapter."""
+class NamedTensors(nn.Module):
+    """Named tensors posing as a module, so the one model-folder writer stores only what a run trained (an adapter,
+    a decoder-only speech model's projector and LoRA)."""
 
     def __init__(self, tensors: dict[str, Tensor]) -> None:
         super().__init__()
@@ -110,7 +111,7 @@ def save_adapter(path: str | os.PathLike, model: AdaptedLM, base: Path, tokenize
     base_cfg = json.loads((base / "config.json").read_text(encoding="utf-8"))
     meta = {"adapter": to_dict(model.cfg), "base": str(base), "base_weights_sha256": base_cfg.get("weights_sha256"),
             "normalize": base_cfg.get("normalize", True)}
-    return write_model_dir(Path(path), ADAPTER_TASK, _Tensors(model.trainable()), meta, tokenizer)
+    return write_model_dir(Path(path), ADAPTER_TASK, NamedTensors(model.trainable()), meta, tokenizer)
 
 
 def load_adapter(path: Path, config: dict) -> ModelDir:

@@ -18,7 +18,7 @@ import torch
 from malsori.config import from_dict, to_dict
 from malsori.errors import ConfigError, MalsoriError
 from malsori.features import Fbank, FbankConfig, GlobalCMVN
-from malsori.llm.adapters import AdaptedLM, AdapterConfig, _Tensors, load_trained
+from malsori.llm.adapters import AdaptedLM, AdapterConfig, NamedTensors, load_trained
 from malsori.llm.speech_prefix import DecoderOnlyASR, SpeechPrefixConfig
 from malsori.pretrained import RELEASED_MODELS, ModelDir, load_model_dir, write_model_dir
 from malsori.text import normalize
@@ -68,7 +68,7 @@ def save_speech_llm(path: Path, model: DecoderOnlyASR, speech: ModelDir, lm: Mod
             "base": _reference(lm.path), "base_weights_sha256": lm.config.get("weights_sha256"),
             "features": speech.config["features"]}
     stats = (speech.path / "feature_stats.json").read_text(encoding="utf-8")
-    return write_model_dir(path, SPEECH_LLM_TASK, _Tensors(trained_tensors(model)), meta, tokenizer,
+    return write_model_dir(path, SPEECH_LLM_TASK, NamedTensors(trained_tensors(model)), meta, tokenizer,
                            {"feature_stats.json": stats})
 
 
