@@ -158,6 +158,10 @@ def load_model_dir(path: str | os.PathLike) -> ModelDir:
     if "vocab_size" in config and config["vocab_size"] != tokenizer.vocab_size:
         raise MalsoriError(f"{path / 'tokenizer.json'}: the tokenizer has {tokenizer.vocab_size} tokens, config.json's "
                            f"vocab_size is {config['vocab_size']}")
+    if task == "asr_llm":  # decoder-only speech recognition: trained tensors beside its encoder's and GPT's folders
+        from malsori.llm.speech_folder import load_speech_llm
+
+        return load_speech_llm(path, config)
     fbank = cmvn = None
     try:
         if task == "asr":
@@ -173,7 +177,7 @@ def load_model_dir(path: str | os.PathLike) -> ModelDir:
 
             model = build_translator(from_dict(TranslatorConfig, config["model"], "model"), tokenizer.vocab_size)
         else:
-            raise MalsoriError(f"{cfg_path}: unknown task {task!r} (known: asr, lm, mt)")
+            raise MalsoriError(f"{cfg_path}: unknown task {task!r} (known: asr, asr_llm, lm, mt)")
     except ConfigError as e:
         raise MalsoriError(f"{cfg_path}: {e}") from None
     except (OSError, KeyError, json.JSONDecodeError) as e:

@@ -4,27 +4,16 @@ changes no utterance's loss."""
 
 import torch
 
+from malsori.decode.options import DecodeOptions
 from malsori.llm.adapters import AdaptedLM, AdapterConfig
 from malsori.llm.speech_prefix import DecoderOnlyASR, SpeechPrefixConfig
 from malsori.lm.gpt import GPT, GPTConfig
 from malsori.nn.conformer import ConformerConfig, ConformerEncoder
 from malsori.tokenizer import train_tokenizer
+from tests.helpers.llm import pretrain_on
 from tests.helpers.training import overfit
 
 TRANSCRIPTS = ["go left", "stop now", "turn right", "yes"]
-
-
-def _pretrain(gpt: GPT, tok, steps: int = 60) -> None:
-    """A stand-in for a pretrained GPT: a few steps of language modelling on the transcripts (a random GPT's frozen
-    N(0, 0.02) embeddings give logits too flat for any adapter to make confident)."""
-    eos = tok.special_ids.eos
-    stream = torch.tensor([eos] + [i for t in TRANSCRIPTS for i in tok.encode(t) + [eos]])[None]
-    opt = torch.optim.Adam(gpt.parameters(), lr=1e-2)
-    for _ in range(steps):
-        loss = torch.nn.functional.cross_entropy(gpt(stream[:, :-1])[0], stream[0, 1:])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
 
 
 def _model(tok, prompt=None) -> DecoderOnlyASR:
@@ -32,7 +21,7 @@ def _model(tok, prompt=None) -> DecoderOnlyASR:
     enc = ConformerEncoder(ConformerConfig(input_dim=20, d_model=32, num_layers=1, num_heads=2, ff_expansion=2, conv_kernel=3,
                                            dropout=0.0, subsampling_channels=8))
     gpt = GPT(GPTConfig(d_model=48, num_layers=2, num_heads=2, dropout=0.0, context=128), tok.vocab_size)
-    _pretrain(gpt, tok)
+    pretrain_on(gpt, tok, TRANSCRIPTS)
     adapted = AdaptedLM(gpt, AdapterConfig(kind="lora", lora_rank=8, lora_alpha=16.0, lora_targets=["qkv", "out", "ff_in", "ff_out"]))
     return DecoderOnlyASR(enc, adapted.gpt, SpeechPrefixConfig(stride=2, hidden=64), tok.special_ids.eos, prompt)
 
@@ -52,10 +41,10 @@ def test_padding_in_a_batch_changes_no_utterance():
     tok = train_tokenizer("char", TRANSCRIPTS)
     model = _model(tok).eval()
     feats, lens, tokens, tlens = _batch(tok)
-    x, mask, y = model._sequences(feats, lens, tokens, tlens)
+    x, mask, y = model._sequences(*model.prefix(feats, lens), tokens, tlens)
     logits = model.gpt.forward_embeddings(x, mask)
     for i in range(4):
-        xi, mi, yi = model._sequences(feats[i : i + 1, : lens[i]], lens[i : i + 1], tokens[i : i + 1, : tlens[i]], tlens[i : i + 1])
+        xi, mi, yi = model._sequences(*model.prefix(feats[i : i + 1, : lens[i]], lens[i : i + 1]), tokens[i : i + 1, : tlens[i]], tlens[i : i + 1])
         alone = model.gpt.forward_embeddings(xi, mi)
         keep, keep_i = y[i] != -100, yi[0] != -100
         assert torch.equal(y[i][keep], yi[0][keep_i])
@@ -73,4 +62,11 @@ def test_tiny_decoder_only_asr_overfits_a_handful_of_utterances():
     assert losses[-1] < 0.05 * losses[0]
     model.eval()
     assert [tok.decode(ids) for ids in model.greedy(feats, lens)] == TRANSCRIPTS
+    beam = model.decode(feats, lens, DecodeOptions(method="beam", beam_size=3))
+    assert [tok.decode(h.tokens) for h in beam] == TRANSCRIPTS
+    # the search's cached scores = log p(transcript, eos | audio, prompt) of one uncached forward
+    x, mask, y = model._sequences(*model.prefix(feats, lens), tokens, tlens)
+    log_probs = model.gpt.forward_embeddings(x, mask).float().log_softmax(-1)
+    total = log_probs.gather(2, y.clamp(min=0)[..., None])[..., 0].masked_fill(y == -100, 0.0).sum(1)
+    torch.testing.assert_close(torch.tensor([h.score for h in beam]), total, atol=1e-4, rtol=1e-5)
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)

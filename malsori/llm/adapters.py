@@ -88,8 +88,9 @@ class AdaptedLM(nn.Module):
         merge_lora(self.gpt)
 
 
-class _Tensors(nn.Module):
-    """Named tensors posing as a module, so the one model-folder writer stores an adapter."""
+class NamedTensors(nn.Module):
+    """Named tensors posing as a module, so the one model-folder writer stores only what a run trained (an adapter,
+    a decoder-only speech model's projector and LoRA)."""
 
     def __init__(self, tensors: dict[str, Tensor]) -> None:
         super().__init__()
@@ -110,7 +111,7 @@ def save_adapter(path: str | os.PathLike, model: AdaptedLM, base: Path, tokenize
     base_cfg = json.loads((base / "config.json").read_text(encoding="utf-8"))
     meta = {"adapter": to_dict(model.cfg), "base": str(base), "base_weights_sha256": base_cfg.get("weights_sha256"),
             "normalize": base_cfg.get("normalize", True)}
-    return write_model_dir(Path(path), ADAPTER_TASK, _Tensors(model.trainable()), meta, tokenizer)
+    return write_model_dir(Path(path), ADAPTER_TASK, NamedTensors(model.trainable()), meta, tokenizer)
 
 
 def load_adapter(path: Path, config: dict) -> ModelDir:
@@ -126,18 +127,23 @@ def load_adapter(path: Path, config: dict) -> ModelDir:
     except ConfigError as e:
         raise MalsoriError(f"{path / 'config.json'}: {e}") from None
     model = AdaptedLM(base.model, cfg)
+    load_trained(path, config, model, model.trainable(), f"a {cfg.kind} adapter of {base.path}")
+    return ModelDir(path, "lm", {**base.config, "adapter": config["adapter"]}, model.eval(), base.tokenizer)
+
+
+def load_trained(path: Path, config: dict, model: nn.Module, own: dict[str, Tensor], what: str) -> None:
+    """Load a folder's model.safetensors, which holds only the trained tensors `own` of `model` (the rest came from
+    its base folders): checksum against config.json, names and shapes must be exactly `own`'s."""
     weights = path / "model.safetensors"
-    if sha256_of(weights) != config.get("weights_sha256"):
-        raise MalsoriError(f"{weights}: checksum mismatch (sha256 differs from config.json's weights_sha256)")
+    if not weights.is_file() or sha256_of(weights) != config.get("weights_sha256"):
+        raise MalsoriError(f"{weights}: missing, or checksum mismatch (sha256 differs from config.json's weights_sha256)")
     try:
         saved = load_file(str(weights))
     except (SafetensorError, OSError) as e:
         raise MalsoriError(f"{weights}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
-    own = model.trainable()
     if set(saved) != set(own) or any(saved[k].shape != own[k].shape for k in own):
-        raise MalsoriError(f"{weights}: its tensors do not match a {cfg.kind} adapter of {base.path}")
+        raise MalsoriError(f"{weights}: its tensors do not match {what}")
     model.load_state_dict(saved, strict=False)
-    return ModelDir(path, "lm", {**base.config, "adapter": config["adapter"]}, model.eval(), base.tokenizer)
 
 
 def load_lm(path: str | os.PathLike) -> ModelDir:

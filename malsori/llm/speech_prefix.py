@@ -4,19 +4,27 @@ embedding space, are a prefix the GPT reads before writing the transcript (an op
 Sequence per utterance: [audio vectors] [prompt tokens] eos [transcript tokens] eos, where the transcript and its
 final eos are predicted. A batch left-pads the audio vectors (hidden from attention by the padding mask; rotary
 positions are relative, so the shift changes nothing) and right-pads the text. Trainable: the projector, the
-GPT's adapter (LoRA, or everything), and the encoder unless frozen. Greedy decoding runs with the GPT's key/value
-cache, whose first positions are the prefix.
+GPT's adapter (LoRA, or everything), and the encoder unless frozen. Decoding (greedy = beam 1, or beam) runs
+through the shared label-synchronous search (`malsori.decode.beam`) with the GPT's key/value cache, whose first
+positions are the prefix; a frozen encoder's outputs can be given directly (`compute_loss_encoded`), so training
+can read them from a cache instead of running the encoder.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from malsori.config import bounded
+from malsori.decode.beam import BeamSearch
+from malsori.decode.options import DecodeOptions
+from malsori.decode.rescore import rescore_with_options
+from malsori.decode.result import Hypothesis
+from malsori.decode.scorers import Scorer, State
 from malsori.lm.gpt import GPT
 from malsori.nn.mask import length_mask
 
@@ -30,6 +38,7 @@ class SpeechPrefixConfig:
     stride: int = bounded(2, ge=1)  # encoder frames stacked into one prefix vector (40 ms frames × 2 = 80 ms each)
     hidden: int = bounded(256, ge=1)  # width of the projector's hidden layer
     freeze_encoder: bool = True  # keep the speech encoder's parameters as trained
+    max_len_ratio: float = bounded(1.0, gt=0)  # decoding: at most this many tokens per encoder frame (1.0 = 25 per second at 40 ms)
 
 
 class Projector(nn.Module):
@@ -48,6 +57,9 @@ class Projector(nn.Module):
         return self.net(stacked), (lens + self.stride - 1) // self.stride
 
 
+DECODE_METHODS = ("greedy", "beam")
+
+
 class DecoderOnlyASR(nn.Module):
     """encoder → projector → GPT (any module with the GPT's `embed`, `forward_embeddings` and cache methods; an
     `AdaptedLM`'s `.gpt` with LoRA inside works too)."""
@@ -55,24 +67,27 @@ class DecoderOnlyASR(nn.Module):
     def __init__(self, encoder: nn.Module, gpt: GPT, cfg: SpeechPrefixConfig, eos: int, prompt: list[int] | None = None) -> None:
         super().__init__()
         self.encoder, self.gpt, self.cfg, self.eos = encoder, gpt, cfg, eos
+        self.vocab_size = gpt.vocab_size
         self.projector = Projector(encoder.output_dim, gpt.cfg.d_model, cfg.stride, cfg.hidden)
         self.register_buffer("prompt", torch.tensor(list(prompt or []) + [eos], dtype=torch.long), persistent=False)
         if cfg.freeze_encoder:
             encoder.requires_grad_(False)
 
-    def prefix(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
-        """Audio → prefix vectors [B, P, D] (right-padded) and their lengths [B]."""
+    def encode(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """Features → encoder frames [B, T, E] and their lengths (without gradients when the encoder is frozen)."""
         if self.cfg.freeze_encoder:
             self.encoder.eval()
             with torch.no_grad():
-                enc, lens = self.encoder(feats, feat_lens)
-        else:
-            enc, lens = self.encoder(feats, feat_lens)
-        return self.projector(enc, lens)
+                return self.encoder(feats, feat_lens)
+        return self.encoder(feats, feat_lens)
 
-    def _sequences(self, feats: Tensor, feat_lens: Tensor, tokens: Tensor, token_lens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """→ input vectors [B, T, D], key mask [B, T], targets [B, T]: audio left-padded, then prompt + eos, transcript."""
-        audio, audio_lens = self.prefix(feats, feat_lens)
+    def prefix(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """Audio → prefix vectors [B, P, D] (right-padded) and their lengths [B]."""
+        return self.projector(*self.encode(feats, feat_lens))
+
+    def _sequences(self, audio: Tensor, audio_lens: Tensor, tokens: Tensor, token_lens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Prefix vectors → input vectors [B, T, D], key mask [B, T], targets [B, T]: audio left-padded, then prompt +
+        eos, transcript."""
         b, p_max, _ = audio.shape
         text = [torch.cat((self.prompt, tokens[i, : token_lens[i]])) for i in range(b)]
         t_max = max(len(t) for t in text)
@@ -92,25 +107,75 @@ class DecoderOnlyASR(nn.Module):
 
     def compute_loss(self, feats: Tensor, feat_lens: Tensor, tokens: Tensor, token_lens: Tensor) -> tuple[Tensor, dict]:
         """Cross-entropy of the transcript tokens and the final eos given the audio prefix (and prompt)."""
-        x, mask, y = self._sequences(feats, feat_lens, tokens, token_lens)
+        return self.compute_loss_encoded(*self.encode(feats, feat_lens), tokens, token_lens)
+
+    def compute_loss_encoded(self, enc: Tensor, enc_lens: Tensor, tokens: Tensor, token_lens: Tensor) -> tuple[Tensor, dict]:
+        """`compute_loss` from encoder frames [B, T, E] already computed (a frozen encoder's, read from a cache)."""
+        x, mask, y = self._sequences(*self.projector(enc, enc_lens), tokens, token_lens)
         logits = self.gpt.forward_embeddings(x, mask)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE)
         return loss, {"loss": float(loss.detach()), "tokens": int((y != IGNORE).sum())}
 
     @torch.no_grad()
-    def greedy(self, feats: Tensor, feat_lens: Tensor, max_tokens: int = 200) -> list[list[int]]:
-        """Transcripts (token ids) of a batch, one utterance at a time with the key/value cache."""
-        audio, audio_lens = self.prefix(feats, feat_lens)
-        out = []
-        for i in range(audio.size(0)):
+    def decode(self, feats: Tensor, feat_lens: Tensor, options: DecodeOptions = DecodeOptions()) -> list[Hypothesis]:
+        """One Hypothesis per utterance (the `Recognizer` contract): greedy (beam 1) or beam search over the GPT after
+        the utterance's prefix, extra scorers (`options.scorers`, e.g. an LM) added, `options.rescorers` re-ranking
+        the n-best. Token frames are the utterance's last encoder frame (the GPT does not align)."""
+        self.check_options(options)
+        return self.decode_encoded(*self.encode(feats, feat_lens), options)
+
+    @torch.no_grad()
+    def decode_encoded(self, enc: Tensor, enc_lens: Tensor, options: DecodeOptions = DecodeOptions()) -> list[Hypothesis]:
+        """`decode` from encoder frames; one search per utterance (the prefix lengths differ, the cache has no mask)."""
+        audio, audio_lens = self.projector(enc, enc_lens)
+        beam = 1 if options.method == "greedy" else options.beam_size
+        ratio = self.cfg.max_len_ratio if options.max_len_ratio is None else options.max_len_ratio
+        hyps = []
+        for i in range(enc.size(0)):
             first = torch.cat((audio[i : i + 1, : audio_lens[i]], self.gpt.embed(self.prompt)[None]), 1)
-            logits, cache = self.gpt.forward_cached_embeddings(first, self.gpt.init_cache(1, audio.device, audio.dtype))
-            ids: list[int] = []
-            for _ in range(max_tokens):
-                tok = int(logits[0, -1].argmax())
-                if tok == self.eos:
-                    break
-                ids.append(tok)
-                logits, cache = self.gpt.forward_cached(torch.tensor([[tok]], device=audio.device), cache)
-            out.append(ids)
-        return out
+            scorers: dict[str, Scorer] = {"att": PrefixedGPTScorer(self.gpt, first)}
+            weights = {"att": 1.0}
+            for extra in options.scorers:
+                scorers[extra.name], weights[extra.name] = extra.scorer, extra.weight
+            search = BeamSearch(scorers, weights, beam_size=beam, max_len=options.max_len, max_len_ratio=ratio,
+                                length_bonus=options.length_bonus or 0.0, nbest=options.search_nbest if beam > 1 else 1)
+            hyps += search(enc[i : i + 1, : enc_lens[i]], enc_lens[i : i + 1])
+        return rescore_with_options(hyps, options) if beam > 1 else hyps
+
+    @torch.no_grad()
+    def greedy(self, feats: Tensor, feat_lens: Tensor) -> list[list[int]]:
+        """Transcripts (token ids) of a batch by greedy search."""
+        return [h.tokens for h in self.decode(feats, feat_lens)]
+
+    def check_options(self, options: DecodeOptions) -> None:
+        """ConfigError for a method this model lacks or a setting it does not use."""
+        unused = {"ctc_weight": "this model has no CTC head", "ilm_weight": "no internal LM estimate is defined for it",
+                  "prompt": "its text prompt is the one it was trained with (the recipe's `prompt`)"}
+        if options.method == "greedy":
+            unused["rescorers"] = "a greedy search has no n-best"
+        options.check("a decoder-only speech model", DECODE_METHODS, unused, self.vocab_size)
+
+
+class PrefixedGPTScorer(Scorer):
+    """The GPT after one utterance's prefix `first` [1, P, D] (audio vectors, prompt, eos) as a full scorer. State: the
+    key/value cache [N, layers, 2, H, L, dh] of each hypothesis and the token it has not read yet ("pending")."""
+
+    def __init__(self, gpt: GPT, first: Tensor) -> None:
+        self.gpt = gpt
+        logits, self.cache = gpt.forward_cached_embeddings(first, gpt.init_cache(1, first.device, first.dtype))
+        self.log_probs = logits[:, -1].float().log_softmax(-1)
+
+    def init_state(self, n: int, memory: Tensor | None = None, memory_lens: Tensor | None = None,
+                   prompt: Sequence[int] = ()) -> State:
+        return {"cache": self.cache.expand(n, *self.cache.shape[1:]), "log_probs": self.log_probs.expand(n, -1)}
+
+    def score(self, state: State, memory: Tensor | None = None, memory_lens: Tensor | None = None,
+              candidates: Tensor | None = None) -> tuple[Tensor, State]:
+        if "log_probs" not in state:
+            logits, cache = self.gpt.forward_cached(state["pending"][:, None], state["cache"])
+            state = {"cache": cache, "log_probs": logits[:, -1].float().log_softmax(-1)}
+        log_probs = state["log_probs"]
+        return (log_probs if candidates is None else log_probs.gather(1, candidates)), state
+
+    def extend(self, state: State, index: Tensor, tokens: Tensor) -> State:
+        return {"cache": state["cache"].index_select(0, index), "pending": tokens.long()}

@@ -18,8 +18,9 @@ def _tasks() -> dict[str, type[Task]]:
     from malsori.tasks.llm import PromptedLMTask
     from malsori.tasks.lm import TextLMTask
     from malsori.tasks.mt import TranslationTask
+    from malsori.tasks.speech_llm import SpeechLLMTask
 
-    return {t.name: t for t in (SpeechTask, TextLMTask, PromptedLMTask, TranslationTask)}
+    return {t.name: t for t in (SpeechTask, TextLMTask, PromptedLMTask, TranslationTask, SpeechLLMTask)}
 
 
 def task_class(name: str) -> type[Task]:

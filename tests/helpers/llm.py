@@ -33,3 +33,16 @@ def reverse_task(path: Path, n_train: int = 40, n_valid: int = 6, n_test: int = 
     items = [Item(w, w[::-1]) for w in words]
     splits = {"train": items[:n_train], "valid": items[n_train : n_train + n_valid], "test": items[n_train + n_valid :]}
     return write_task(path, TaskSpec("reverse", "exact", "reverse the word"), splits)
+
+
+def pretrain_on(gpt: GPT, tok, texts: list[str], steps: int = 60) -> None:
+    """A stand-in for a pretrained GPT: a few steps of language modelling on `texts` (a random GPT's frozen
+    N(0, 0.02) embeddings give logits too flat for any adapter to make confident)."""
+    eos = tok.special_ids.eos
+    stream = torch.tensor([eos] + [i for t in texts for i in tok.encode(t) + [eos]])[None]
+    opt = torch.optim.Adam(gpt.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(gpt(stream[:, :-1])[0], stream[0, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
