@@ -8,6 +8,7 @@ feature_stats.json (CMVN). Version 1 folders (before tasks; no task, no checksum
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -36,6 +37,11 @@ from malsori.transcript import Transcript, Word
 
 FORMAT_VERSION = 2  # 2: task and weights_sha256 in config.json; 1: speech only, no checksum
 RELEASED_MODELS = Path(__file__).resolve().parent.parent / "models"  # models released in the repository (en-small, ...)
+
+# Tasks whose folders name other folders (decoder-only ASR: an encoder's and a GPT's) are defined in rooms above
+# this one, which import it; they are named here, not imported, so `load_model_dir` reads every folder while the
+# package's import graph stays acyclic (docs/architecture.md, "The model folder").
+COMPOSITE_FOLDERS: dict[str, tuple[str, str]] = {"asr_llm": ("malsori.llm.speech_folder", "load_speech_llm")}
 
 
 def resolve_model(name: str | os.PathLike) -> Path:
@@ -158,10 +164,9 @@ def load_model_dir(path: str | os.PathLike) -> ModelDir:
     if "vocab_size" in config and config["vocab_size"] != tokenizer.vocab_size:
         raise MalsoriError(f"{path / 'tokenizer.json'}: the tokenizer has {tokenizer.vocab_size} tokens, config.json's "
                            f"vocab_size is {config['vocab_size']}")
-    if task == "asr_llm":  # decoder-only speech recognition: trained tensors beside its encoder's and GPT's folders
-        from malsori.llm.speech_folder import load_speech_llm
-
-        return load_speech_llm(path, config)
+    if task in COMPOSITE_FOLDERS:  # a folder built on other folders, read by the room that defines its task
+        module, function = COMPOSITE_FOLDERS[task]
+        return getattr(importlib.import_module(module), function)(path, config)
     fbank = cmvn = None
     try:
         if task == "asr":
