@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_lm_decode import overlap, pair  # noqa: E402
-from experiments.lm.frozen_encoder import GivenEncoder, encode_waves  # noqa: E402
+from experiments.lm.frozen_encoder import decode_encoded, encode_waves  # noqa: E402
 from malsori.audio import SAMPLE_RATE  # noqa: E402
 from malsori.data.manifest import read_manifest  # noqa: E402
 from malsori.data.select import evenly_spaced, load_waves  # noqa: E402
@@ -41,19 +41,11 @@ def same_encoder(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k].float(), sb[k].float()) for k in sa)
 
 
-@torch.inference_mode()
 def run(rec: Recognizer, encs: list[torch.Tensor], options: DecodeOptions) -> tuple[list[str], float]:
-    """The model's own search (`decode`) per utterance on the cached encoder outputs → (hypotheses, search time)."""
-    model, hyps = rec.model, []
-    encoder, model.encoder = model.encoder, GivenEncoder(model.encoder.output_dim)
+    """The model's own search per utterance on the cached encoder outputs → (hypotheses, search time)."""
     start = time.perf_counter()
-    try:
-        for enc in encs:
-            best = model.decode(enc[None], torch.tensor([enc.size(0)]), options)[0]
-            hyps.append(normalize(rec.tokenizer.decode(best.tokens)))
-    finally:
-        model.encoder = encoder
-    return hyps, time.perf_counter() - start
+    hyps = decode_encoded(rec.model, encs, options)
+    return [normalize(rec.tokenizer.decode(h.tokens)) for h in hyps], time.perf_counter() - start
 
 
 def main() -> None:

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
+from malsori.decode.options import DecodeOptions
+from malsori.decode.result import Hypothesis
 from malsori.pretrained import Recognizer
 
 
@@ -36,6 +38,16 @@ def encode_waves(rec: Recognizer, waves: list[np.ndarray]) -> tuple[list[Tensor]
         enc, _ = rec.model.encoder(rec.cmvn(feats, feat_lens), feat_lens)
         out.append(enc[0].float().cpu())
     return out, time.perf_counter() - start
+
+
+@torch.inference_mode()
+def decode_encoded(model: nn.Module, encs: list[Tensor], options: DecodeOptions) -> list[Hypothesis]:
+    """The model's own search (`decode`) per utterance on its encoder outputs [T', D], the encoder left unrun."""
+    encoder, model.encoder = model.encoder, GivenEncoder(model.encoder.output_dim)
+    try:
+        return [model.decode(enc[None], torch.tensor([enc.size(0)]), options)[0] for enc in encs]
+    finally:
+        model.encoder = encoder
 
 
 def pad_encoded(encs: list[Tensor]) -> tuple[Tensor, Tensor]:
