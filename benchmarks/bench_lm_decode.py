@@ -48,13 +48,8 @@ def pair(text: str) -> tuple[float, float]:
 @torch.inference_mode()
 def ctc_outputs(rec: Recognizer, waves: list[np.ndarray]) -> tuple[list[torch.Tensor], float]:
     """Each utterance's CTC log-probs [1, T, V] (one at a time, as a live recognizer would), and the total time."""
-    out, start = [], time.perf_counter()
-    for w in waves:
-        batch = torch.from_numpy(w)[None].to(rec.device)
-        lens = torch.tensor([len(w)], device=rec.device)
-        feats, feat_lens = rec.fbank(batch, lens)
-        enc, _ = rec.model.encoder(rec.cmvn(feats, feat_lens), feat_lens)
-        out.append(rec.model.head(enc).float().log_softmax(-1).cpu())
+    start = time.perf_counter()
+    out = [rec.model.head(rec.encode(w)).float().log_softmax(-1).cpu() for w in waves]
     return out, time.perf_counter() - start
 
 

@@ -312,6 +312,14 @@ class Recognizer:
 
     # -- internals ------------------------------------------------------------------------------------------------
     @torch.inference_mode()
+    @torch.inference_mode()
+    def encode(self, wave: np.ndarray) -> torch.Tensor:
+        """One 16 kHz utterance's encoder output [1, T', D] (front end, CMVN, encoder): what every head reads, for
+        experiments that run the encoder once and decode or train heads on it."""
+        lens = torch.tensor([len(wave)], device=self.device)
+        feats, feat_lens = self.fbank(torch.from_numpy(wave)[None].to(self.device), lens)
+        return self.model.encoder(self.cmvn(feats, feat_lens), feat_lens)[0]
+
     def _decode(self, waves: list[np.ndarray], options: DecodeOptions) -> list[Transcript]:
         lens = torch.tensor([len(w) for w in waves])
         batch = torch.zeros(len(waves), int(lens.max()))

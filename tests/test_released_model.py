@@ -3,8 +3,12 @@ before training): it loads by name and its WER and CER over all of them stay bel
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+import torch
+
+from malsori.audio import load_audio
 from malsori.commands.demo import DEMO_AUDIO, RELEASED
 from malsori.data.manifest import read_manifest
 from malsori.metrics import error_rates
@@ -43,3 +47,13 @@ def test_released_model_is_small_and_half_precision():
     import torch
 
     assert torch.float16 in dtypes and torch.float32 not in dtypes
+
+
+def test_encode_gives_the_frames_the_greedy_search_reads(recognizer):
+    """CTC greedy over the head applied to `encode` is the recognizer's own greedy transcript, token for token."""
+    for utt in read_manifest(DEMO_AUDIO, strict=True).utterances[:3]:
+        wave = load_audio(Path(DEMO_AUDIO).parent / utt.audio)
+        with torch.inference_mode():
+            best = recognizer.model.head(recognizer.encode(wave))[0].argmax(-1).tolist()
+        tokens = [t for i, t in enumerate(best) if t != 0 and (i == 0 or t != best[i - 1])]
+        assert tokens == recognizer.transcribe(wave).tokens

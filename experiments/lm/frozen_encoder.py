@@ -30,13 +30,8 @@ class GivenEncoder(nn.Module):
 @torch.inference_mode()
 def encode_waves(rec: Recognizer, waves: list[np.ndarray]) -> tuple[list[Tensor], float]:
     """Each utterance's encoder output [T', D] (one at a time, as a live recognizer would), and the total time."""
-    out, start = [], time.perf_counter()
-    for w in waves:
-        batch = torch.from_numpy(w)[None].to(rec.device)
-        lens = torch.tensor([len(w)], device=rec.device)
-        feats, feat_lens = rec.fbank(batch, lens)
-        enc, _ = rec.model.encoder(rec.cmvn(feats, feat_lens), feat_lens)
-        out.append(enc[0].float().cpu())
+    start = time.perf_counter()
+    out = [rec.encode(w)[0].float().cpu() for w in waves]
     return out, time.perf_counter() - start
 
 
