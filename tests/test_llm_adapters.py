@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from malsori.config import from_dict
-from malsori.errors import MalsoriError
+from malsori.errors import ConfigError, MalsoriError
 from malsori.llm.adapters import AdaptedLM, AdapterConfig, load_lm, save_adapter
 from malsori.llm.lora import LoRALinear
 from malsori.lm.generate import SamplingOptions, generate
@@ -151,3 +151,32 @@ def test_full_fine_tuning_writes_a_whole_lm_folder(tmp_path):
     tuned, base = load_model_dir(out), load_model_dir(base_dir)
     assert tuned.task == "lm" and tuned.config["model"] == base.config["model"]
     assert any(not torch.equal(a, b) for a, b in zip(tuned.model.state_dict().values(), base.model.state_dict().values()))
+
+
+def test_lora_on_q_and_v_only_leaves_k_alone_and_merges_exactly():
+    """Hu et al.'s choice on a fused projection: separate rank-r updates of the q and v thirds; k's rows untouched."""
+    torch.manual_seed(0)
+    base = _gpt()
+    x = torch.randint(3, 19, (2, 9))
+    model = AdaptedLM(base, AdapterConfig(kind="lora", lora_rank=2, lora_targets=["q", "v"]))
+    layer = next(m for m in model.modules() if isinstance(m, LoRALinear))
+    d = layer.in_features
+    assert layer.lora_a.shape == (2 * 2, d) and layer.lora_b.shape == (2 * d, 2)  # two parts, rank 2 each
+    _perturb(model)
+    h = torch.randn(5, d)
+    with torch.no_grad():
+        delta = layer(h) - torch.nn.functional.linear(h, layer.weight, layer.bias)
+    assert delta[:, d : 2 * d].abs().max() == 0  # k unchanged
+    assert delta[:, :d].abs().max() > 0 and delta[:, 2 * d :].abs().max() > 0
+    # each part is its own rank-2 update: q's delta is rank ≤ 2 and differs from v's
+    assert torch.linalg.matrix_rank(delta[:, :d]) <= 2
+    model.eval()
+    unmerged = model(x)
+    model.merge()
+    torch.testing.assert_close(model(x), unmerged, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("targets", [["qkv", "q"], ["q", "q"], ["qk"]])
+def test_bad_lora_targets_are_one_config_error(targets):
+    with pytest.raises(ConfigError, match="lora_targets"):
+        AdapterConfig(kind="lora", lora_targets=targets)

@@ -1,6 +1,7 @@
 """The LLM lessons measured on one base GPT: in-context learning against k, then prompt tuning vs LoRA vs full
-fine-tuning (the same steps each) vs few-shot prompting on one task, then (optionally) instruction tuning with a task
-left out. Runs one thing at a time; results go to OUT/results.json, appended as each part finishes.
+fine-tuning (the same steps each) vs few-shot prompting on some tasks, then (optionally) instruction tuning with a
+task left out. Runs one thing at a time; results go to OUT/results.json, appended as each part finishes, so a run
+that stops resumes where it was. Run it once per base size and compare with `experiments.llm.plots --sizes`.
 
     python -m experiments.llm.compare --base /work/exp-llm/base/model --tasks /work/exp-llm/tasks --out /work/exp-llm/compare
 """
@@ -23,7 +24,9 @@ from malsori.llm.icl import evaluate_shots, reference_loss
 from malsori.llm.prompts import PromptFormat
 from malsori.llm.taskfile import load_task
 
-METHODS = {"prompt": "llm/prompt_tuning", "lora": "llm/lora", "full": "llm/full_finetune"}
+# method → (recipe, extra overrides)
+METHODS = {"prompt": ("llm/prompt_tuning", []), "lora": ("llm/lora", []),
+           "lora_qv": ("llm/lora", ["adapter.lora_targets=[q,v]"]), "full": ("llm/full_finetune", [])}
 
 
 def _save(out: Path, results: dict) -> None:
@@ -81,14 +84,16 @@ def main() -> None:
     ap.add_argument("--base", required=True)
     ap.add_argument("--tasks", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--icl-tasks", default="substitution,linear,normalize,eng_fra")
+    ap.add_argument("--icl-tasks", default="substitution,linear,normalize,eng_fra,fra_eng,eng_kor")
     ap.add_argument("--shots", default="0,1,2,4,8")
     ap.add_argument("--icl-items", type=int, default=50)
-    ap.add_argument("--tune-task", default="normalize")
+    ap.add_argument("--tune-tasks", default="normalize,eng_fra", help="tasks the adapters are trained on, one run each")
+    ap.add_argument("--methods", default="prompt,lora,lora_qv,full", help=f"of {', '.join(METHODS)}")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--test-items", type=int, default=100)
     ap.add_argument("--parts", default="position,icl,tune,instruct")
-    ap.add_argument("--instruct-tasks", default="eng_fra,punctuate")
+    ap.add_argument("--instruct-tasks", default="eng_fra,punctuate", help="the instruction-tuning mixture")
+    ap.add_argument("--instruct-held-out", default="normalize", help="the task left out of the mixture, scored zero-shot")
     ap.add_argument("--base-run", type=Path, help="the base GPT's run folder: its checkpoints get the loss-by-position curve")
     ap.add_argument("--text", type=Path, help="the pretraining text; its held-out lines (every 200th) are scored by position")
     args = ap.parse_args()
@@ -114,22 +119,26 @@ def main() -> None:
                 print(f"{name}: reference loss by k: " + ", ".join(f"k={k} {v:.3f}" for k, v in rows), flush=True)
                 results.setdefault("icl_nll", {})[name] = [{"k": k, "nats_per_token": v} for k, v in rows]
                 _save(args.out, results)
-    task_dir = args.tasks / args.tune_task
+    tune_tasks = args.tune_tasks.split(",")
     if "tune" in parts:
-        tune = results.setdefault("tune", {})
-        for method, recipe in METHODS.items():
-            if method in tune:
-                continue
-            out = args.out / method
-            run = _train(recipe, out, [f"base={args.base}", f"data.tasks=[{task_dir}]", f"max_steps={args.steps}", "data.valid_items=50"])
-            m = load_lm(out / "model")
-            run["trainable"] = sum(p.numel() for p in m.model.parameters() if p.requires_grad or method == "full")
-            run["bytes_on_disk"] = _size(out / "model")
-            run["test"] = _eval(str(out / "model"), task_dir, [0], args.test_items)[0]
-            tune[method] = run
-            _save(args.out, results)
+        for name in tune_tasks:
+            tune = results.setdefault("tune", {}).setdefault(name, {})
+            for method in args.methods.split(","):
+                if method in tune:
+                    continue
+                recipe, extra = METHODS[method]
+                out = args.out / f"{name}_{method}"
+                run = _train(recipe, out, [f"base={args.base}", f"data.tasks=[{args.tasks / name}]", f"max_steps={args.steps}",
+                                           "data.valid_items=50", *extra])
+                m = load_lm(out / "model")
+                run["trainable"] = sum(p.numel() for p in m.model.parameters() if p.requires_grad or method == "full")
+                run["bytes_on_disk"] = _size(out / "model")
+                run["test"] = _eval(str(out / "model"), args.tasks / name, [0], args.test_items)[0]
+                tune[method] = run
+                _save(args.out, results)
     if "instruct" in parts and "instruct" not in results:
-        held_out = args.tune_task
+        held_out = args.instruct_held_out
+        task_dir = args.tasks / held_out
         before = _eval(args.base, task_dir, [0], args.test_items, instruction=True)[0]
         out = args.out / "instruct"
         mixture = ",".join(str(args.tasks / t) for t in args.instruct_tasks.split(","))

@@ -3,10 +3,12 @@
     python -m experiments.llm.make_tasks --shared ../shared/data/text --out /work/exp-llm
 
 Tasks (each a folder of task.json + train/valid/test JSON Lines, `malsori.llm.taskfile`): substitution and linear
-(synthetic episodes), eng_fra (held out by English source sentence here, independently of the MT split),
-normalize (written → spoken by malsori.text.normalize), punctuate (book sentences). The pretraining text mixes
-English (Tatoeba, Gutenberg literature) and French (the French side of eng-fra), shuffled, and leaves out every
-line that is a held-out input or output of any task, and every eng-fra pair of a held-out source sentence.
+(synthetic episodes), eng_fra, fra_eng and eng_kor (held out by source sentence here, independently of the MT
+split), normalize (written → spoken by malsori.text.normalize), punctuate (book sentences). The pretraining text
+mixes English (Tatoeba, Gutenberg literature), French (the French side of eng-fra) and Korean (the Korean sentence
+files and the Korean side of eng-kor): sentences are shuffled one by one, the literature in runs of
+`--book-run` consecutive lines (so names and phrases recur within a context, as in real documents). It leaves out
+every line that is a held-out input or output of any task, and every translation of a held-out source sentence.
 """
 
 from __future__ import annotations
@@ -41,10 +43,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/work/exp-llm"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--literature-lines", type=int, default=40000, help="Gutenberg literature lines in the pretraining mix")
+    ap.add_argument("--book-run", type=int, default=20, help="the literature enters the mix in runs of this many consecutive lines")
     args = ap.parse_args()
 
     english = read_lines(args.shared / "english/tatoeba_eng_sentences.txt")
     pairs = [tuple(line.split("\t")[:2]) for line in read_lines(args.shared / "parallel/eng-fra.txt.gz")]
+    kor_pairs = [tuple(line.split("\t")[:2]) for line in read_lines(args.shared / "parallel/eng-kor.txt")]
+    korean = [ln for f in ("tatoeba_kor", "korsts_human", "korsts_machine", "kornli_xnli")
+              for ln in read_lines(args.shared / f"korean/{f}_sentences.txt")]
     books = read_lines(args.shared / "english/gutenberg_literature.txt.gz", args.literature_lines + 20000)
     counts = Counter(w for s in english for w in re.findall(r"[a-z]+", s) if 3 <= len(w) <= 6)
     words = [w for w, _ in counts.most_common(400)]
@@ -53,6 +59,10 @@ def main() -> None:
         "substitution": builders.substitution_task(words, episodes=300, seed=args.seed),
         "linear": builders.linear_task(episodes=300, seed=args.seed),
         "eng_fra": builders.translation_task(pairs, n_test=300, n_valid=100, seed=args.seed),
+        "fra_eng": builders.translation_task([(f, e) for e, f in pairs], n_test=300, n_valid=100, seed=args.seed + 1,
+                                             name="fra_eng", instruction="translate french to english"),
+        "eng_kor": builders.translation_task(kor_pairs, n_test=300, n_valid=100, seed=args.seed, max_chars=40,
+                                             name="eng_kor", instruction="translate english to korean"),
         "normalize": builders.normalization_task(english + books, n_templated=4000, n_test=300, n_valid=100, seed=args.seed),
         "punctuate": builders.punctuation_task(books[args.literature_lines:], n_test=300, n_valid=100, seed=args.seed),
     }
@@ -61,11 +71,16 @@ def main() -> None:
         write_task(args.out / "tasks" / name, spec, splits)
         held |= builders.held_out_texts(splits)
         print(f"{name}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
-    held_sources = {it.input for s in ("test", "valid") for it in tasks["eng_fra"][1].get(s, [])}
-    french = sorted({fr for en, fr in pairs if en not in held_sources})
-    lines = english + french + books[: args.literature_lines]
-    kept = [ln for ln in lines if ln not in held and ln not in held_sources]
-    random.Random(args.seed).shuffle(kept)
+    for name, corpus in (("eng_fra", pairs), ("fra_eng", [(f, e) for e, f in pairs]), ("eng_kor", kor_pairs)):
+        sources = {it.input for s in ("test", "valid") for it in tasks[name][1].get(s, [])}
+        held |= sources | {tgt for src, tgt in corpus if src in sources}  # every translation of a held-out source
+    french = sorted({fr for _, fr in pairs})
+    units = [[ln] for ln in english + french + sorted(set(korean) | {ko for _, ko in kor_pairs})]
+    lit = books[: args.literature_lines]
+    units += [lit[i : i + args.book_run] for i in range(0, len(lit), args.book_run)]
+    random.Random(args.seed).shuffle(units)
+    lines = [ln for unit in units for ln in unit]
+    kept = [ln for ln in lines if ln not in held]
     out = args.out / "pretrain" / "text.txt"
     atomic_write_text(out, "".join(ln + "\n" for ln in kept))
     print(f"{out}: {len(kept):,} lines ({len(lines) - len(kept):,} held-out lines left out), "

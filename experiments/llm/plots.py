@@ -1,6 +1,8 @@
-"""Plots and a Markdown table from experiments/llm/compare.py's results.json.
+"""Plots and Markdown tables from experiments/llm/compare.py's results.json, for one base or side by side for
+several base sizes (`--sizes`: each results file labelled with its size).
 
     python -m experiments.llm.plots /work/exp-llm/compare/results.json --out docs/llm
+    python -m experiments.llm.plots tiny=a/results.json small=b/results.json medium=c/results.json --sizes --out docs/llm
 """
 
 from __future__ import annotations
@@ -51,29 +53,91 @@ def position_plot(rows: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
-def table(results: dict) -> str:
+def sizes_icl_plot(by_size: dict[str, dict], out: Path) -> None:
+    """One column per task: the metric (top) and the reference output's loss (bottom) against k, a line per size."""
+    tasks = list(next(iter(by_size.values())).get("icl", {}))
+    fig, axes = plt.subplots(2, len(tasks), figsize=(2.9 * len(tasks), 5.2), squeeze=False)
+    for col, name in enumerate(tasks):
+        for size, res in by_size.items():
+            rows = res.get("icl", {}).get(name)
+            if rows:
+                axes[0][col].plot([r["k"] for r in rows], [r["value"] for r in rows], "o-", label=size)
+                axes[0][col].set_ylabel(rows[0]["metric"])
+            nll = res.get("icl_nll", {}).get(name)
+            if nll:
+                axes[1][col].plot([r["k"] for r in nll], [r["nats_per_token"] for r in nll], "s-", label=size)
+        axes[0][col].set_title(name)
+        axes[1][col].set_ylabel("reference loss, nats/token")
+        axes[1][col].set_xlabel("examples in the prompt (k)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "icl_by_size.png", dpi=110)
+    plt.close(fig)
+
+
+def sizes_position_plot(by_size: dict[str, dict], out: Path) -> None:
+    """Left: the ICL score (loss late − early in the context) against training step, a line per size; right: each
+    size's last loss-by-position curve."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for size, res in by_size.items():
+        rows = res.get("position", [])
+        if not rows:
+            continue
+        ax1.plot([r["step"] for r in rows], [r["icl_score"] for r in rows], "o-", label=size)
+        curve = rows[-1]["curve"]
+        smooth = [sum(curve[max(0, i - 10) : i + 11]) / len(curve[max(0, i - 10) : i + 11]) for i in range(len(curve))]
+        ax2.plot(smooth, label=f"{size}, step {rows[-1]['step']}")
+    ax1.axhline(0, color="grey", lw=0.8)
+    ax1.set_xlabel("training step (8 × 512 characters each)")
+    ax1.set_ylabel("ICL score: loss at 490–509 − at 40–59")
+    ax1.legend(fontsize=7)
+    ax2.set_xscale("log")
+    ax2.set_xlabel("token position in the context (characters)")
+    ax2.set_ylabel("loss, nats (21-position mean)")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "icl_score_by_size.png", dpi=110)
+    plt.close(fig)
+
+
+def _tune_rows(tune: dict) -> dict[str, dict]:
+    """{task: {method: run}} (older results held one task: {method: run})."""
+    return {"task": tune} if tune and "test" in next(iter(tune.values())) else tune
+
+
+def table(results: dict, size: str = "") -> str:
     lines = []
-    tune = results.get("tune", {})
-    if tune:
-        lines += ["| method | test score (k=0) | trainable parameters | weights on disk | wall s | CPU s |",
+    for task, runs in _tune_rows(results.get("tune", {})).items():
+        lines += [f"\n{size} {task}", "| method | test score (k=0) | trainable parameters | weights on disk | wall s | CPU s |",
                   "| --- | --- | --- | --- | --- | --- |"]
-        for method, r in tune.items():
+        for method, r in runs.items():
             t = r["test"]
             lines.append(f"| {method} | {t['metric']} {t['value']:.4g} | {r['trainable']:,} | {r['bytes_on_disk'] / 1024:.1f} KiB | "
                          f"{r['wall_s']:.0f} | {r['cpu_s']:.0f} |")
     for name, rows in results.get("icl", {}).items():
-        lines.append(f"\nICL {name} ({rows[0]['metric']}, {rows[0]['items']} items): " +
+        lines.append(f"\n{size} ICL {name} ({rows[0]['metric']}, {rows[0]['items']} items): " +
                      ", ".join(f"k={r['k']}: {r['value']:.4g}" for r in rows))
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results", type=Path)
+    ap.add_argument("results", nargs="+", help="results.json, or SIZE=results.json with --sizes")
+    ap.add_argument("--sizes", action="store_true", help="compare base sizes: icl_by_size.png, icl_score_by_size.png")
     ap.add_argument("--out", type=Path, default=Path("docs/llm"))
     args = ap.parse_args()
-    results = json.loads(args.results.read_text())
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.sizes:
+        by_size = {}
+        for spec in args.results:
+            size, _, path = spec.partition("=")
+            by_size[size] = json.loads(Path(path).read_text())
+        sizes_icl_plot(by_size, args.out)
+        sizes_position_plot(by_size, args.out)
+        for size, res in by_size.items():
+            print(table(res, size))
+        return
+    results = json.loads(Path(args.results[0]).read_text())
     if results.get("icl"):
         icl_plot(results["icl"], args.out, results.get("icl_nll"))
     if results.get("position"):

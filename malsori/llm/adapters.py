@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from malsori.config import bounded, from_dict, to_dict
 from malsori.errors import ConfigError, MalsoriError
 from malsori.files import read_json, sha256_of
-from malsori.llm.lora import TARGETS, apply_lora, merge_lora
+from malsori.llm.lora import apply_lora, check_targets, merge_lora
 from malsori.llm.soft_prompt import SoftPrompt
 from malsori.lm.gpt import GPT
 from malsori.pretrained import ModelDir, load_model_dir, resolve_model, write_model_dir
@@ -41,12 +41,12 @@ class AdapterConfig:
     lora_rank: int = bounded(8, ge=1)  # LoRA: rank r of each update B·A
     lora_alpha: float = bounded(16.0, gt=0)  # LoRA: the update is scaled by alpha / rank
     lora_dropout: float = bounded(0.0, ge=0, lt=1)  # LoRA: dropout on the adapter's input
-    lora_targets: list[str] = field(default_factory=lambda: ["qkv", "out"])  # LoRA: qkv (the fused q/k/v), out, ff_in, ff_out
+    lora_targets: list[str] = field(default_factory=lambda: ["qkv", "out"])  # LoRA: qkv (the fused q/k/v) or some of q, k, v; out, ff_in, ff_out
 
     def __post_init__(self) -> None:
-        unknown = [t for t in self.lora_targets if t not in TARGETS]
-        if unknown:
-            raise ConfigError(f"lora_targets: unknown {unknown} (known: {', '.join(TARGETS)})")
+        problem = check_targets(self.lora_targets)
+        if problem:
+            raise ConfigError(f"lora_targets: {problem}")
 
 
 class AdaptedLM(nn.Module):

@@ -59,7 +59,7 @@ def linear_task(episodes: int, seed: int = 0, points: int = 10) -> tuple[TaskSpe
 
 
 def translation_task(pairs: Iterable[tuple[str, str]], n_test: int, n_valid: int, seed: int = 0, max_chars: int = 30,
-                     name: str = "eng_fra") -> tuple[TaskSpec, dict[str, list[Item]]]:
+                     name: str = "eng_fra", instruction: str = "translate english to french") -> tuple[TaskSpec, dict[str, list[Item]]]:
     """Sentence pairs (source, target) of at most `max_chars` characters each. Held out by source sentence: a source
     goes to test or valid with all its translations' pairs out of the pool, and pool pairs whose target is a held-out
     target are dropped too. Each held-out source keeps its first translation as the reference."""
@@ -75,7 +75,7 @@ def translation_task(pairs: Iterable[tuple[str, str]], n_test: int, n_valid: int
     held_src = {it.input for s in ("test", "valid") for it in cut[s]}
     held_tgt = {t for s in held_src for t in targets[s]}
     train = [Item(s, t) for s in first if s not in held_src for t in sorted(targets[s]) if t not in held_tgt]
-    spec = TaskSpec(name, "chrf", "translate english to french")
+    spec = TaskSpec(name, "chrf", instruction)
     return spec, {"train": train, "valid": cut["valid"], "test": cut["test"]}
 
 
