@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from malsori.decode.scorers import Scorer
+from tests.helpers.searches import SEARCHES
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -119,3 +120,9 @@ class FrameLinearEncoder(torch.nn.Module):
 def toys() -> SimpleNamespace:
     """Decoding test helpers: the toy scorers `bigram` and `constant` (real Scorers) and `encoder` (frame-wise linear)."""
     return SimpleNamespace(bigram=ToyBigramScorer, constant=ToyConstantScorer, encoder=FrameLinearEncoder)
+
+
+@pytest.fixture(params=list(SEARCHES), scope="module")
+def search(request, toys):
+    """Each search of tests/helpers/searches.py in turn (a module may narrow the list with its own `search`)."""
+    return SEARCHES[request.param](toys)

@@ -10,7 +10,7 @@ import random
 import pytest
 import torch
 from test_lm_fusion import CHARS, _spelled
-from test_scorers import LABELS, SEARCHES, V, summary, with_scorers
+from tests.helpers.searches import LABELS, V, summary, with_scorers
 
 from malsori.decode.ctc import ctc_prefix_beam_search
 from malsori.decode.hotwords import HotwordScorer, HotwordsError
@@ -71,10 +71,6 @@ def test_totals_equal_the_occurrences_on_random_phrase_sets() -> None:
             steps, final = walk(scorer, tokens)
             assert sum(steps) + final == pytest.approx(occurrences_credit(phrases, tokens)), (phrases, tokens)
 
-
-@pytest.fixture(params=list(SEARCHES), scope="module")
-def search(request, toys):
-    return SEARCHES[request.param](toys)
 
 
 def test_weight_zero_changes_nothing_and_the_part_is_the_occurrences(search) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_scorers import V, _attention, _feats, _transducer
+from tests.helpers.searches import V, attention_model, toy_feats, transducer_model
 
 from experiments.lm.frozen_encoder import decode_encoded
 from malsori.decode.options import DecodeOptions
@@ -16,12 +16,12 @@ from malsori.tokenizer import SPECIAL_IDS
 
 @pytest.mark.parametrize("family", ["transducer", "attention"])
 def test_decoding_cached_outputs_equals_decoding_features(family, toys) -> None:
-    model = (_transducer(toys) if family == "transducer" else _attention(toys, 0.3)).eval()
+    model = (transducer_model(toys) if family == "transducer" else attention_model(toys, 0.3)).eval()
     encoder = model.encoder
     lm = WeightedScorer("lm", toys.bigram.random(V, SPECIAL_IDS.sos, seed=5), 0.5)
     options = DecodeOptions(method="modified_beam" if family == "transducer" else "beam", beam_size=3,
                             scorers=(lm,), ilm_weight=0.2)
-    feats, lens = _feats(3, [9, 6])
+    feats, lens = toy_feats(3, [9, 6])
     with torch.no_grad():
         enc, enc_lens = model.encoder(feats, lens)
     cached = decode_encoded(model, [enc[i, : enc_lens[i]] for i in range(2)], options)

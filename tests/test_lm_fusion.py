@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from test_scorers import SEARCHES, V, summary, with_scorers
+from tests.helpers.searches import V, summary, with_scorers
 
 from malsori.decode.ctc import ctc_prefix_beam_search
 from malsori.decode.rescore import lm_rescore
@@ -21,7 +21,7 @@ from malsori.errors import ConfigError
 from malsori.lm.ngram import NgramLM
 from malsori.tokenizer import SPECIALS, WORD
 
-# V = 9 ids, as the toy models of test_scorers.py; subword pieces, three of them word starts, so outputs have words
+# V = 9 ids, as the toy models of tests/helpers/searches.py; subword pieces, three of them word starts, so outputs have words
 TOY_PIECES = [*SPECIALS, WORD + "a", "b", WORD + "c", "d", WORD, "e"]
 TOY_TEXT = ["ab cd", "a bed", "abe cd", "c ab", "bed a cd", "de ab", "cd cd a", "ab bed", "ce"]
 assert len(TOY_PIECES) == V
@@ -37,10 +37,6 @@ def words_of(tokens: list[int], pieces: list[str]) -> list[str]:
 def toy_lm() -> NgramLM:
     return NgramLM.train(TOY_TEXT, order=3)
 
-
-@pytest.fixture(params=list(SEARCHES), scope="module")
-def search(request, toys):
-    return SEARCHES[request.param](toys)
 
 
 def test_weight_zero_changes_nothing(search, toy_lm) -> None:

@@ -1,4 +1,4 @@
-"""The GPT as a scorer (malsori/decode/gpt_lm.py) in every search of tests/test_scorers.py, in n-best rescoring and
+"""The GPT as a scorer (malsori/decode/gpt_lm.py) in every search of tests/helpers/searches.py, in n-best rescoring and
 behind `--lm FOLDER`: its scores equal the GPT's own full forward for prefixes of different lengths batched together;
 Î» = 0 changes nothing, bit for bit, and never runs the GPT; a hypothesis' "lm" part is the GPT's log-probability of
 its tokens (then eos where the search scores eos), recomputed by a full forward; a toy GPT trained on one sentence
@@ -6,11 +6,10 @@ makes every search output that sentence; rescoring ranks by first-pass score + Î
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 import torch
-from test_scorers import SEARCHES, V, summary, with_scorers
+from tests.helpers.searches import V, summary, with_scorers
 
 from malsori.config import to_dict
 from malsori.decode.ctc import ctc_prefix_beam_search
@@ -25,7 +24,7 @@ from malsori.nn.state import stack_states
 from malsori.tokenizer import SPECIAL_IDS, SPECIALS, WORD, CharTokenizer
 
 EOS = SPECIAL_IDS.eos
-SENTENCE = [6, 4, 8]  # the toy GPT's one sentence (ids of test_scorers' 9-token vocabulary)
+SENTENCE = [6, 4, 8]  # the toy GPT's one sentence (ids of tests/helpers/searches.py's 9-token vocabulary)
 
 
 def _gpt(context: int = 16, seed: int = 0) -> GPT:
@@ -54,10 +53,6 @@ def sentence_gpt() -> GPT:
         opt.step()
     return model.eval()
 
-
-@pytest.fixture(params=list(SEARCHES), scope="module")
-def search(request, toys):
-    return SEARCHES[request.param](toys)
 
 
 def test_scores_equal_the_full_forward_for_mixed_lengths() -> None:

@@ -10,7 +10,8 @@ import dataclasses
 
 import pytest
 import torch
-from test_scorers import SEARCHES, V, _attention, _ctc, _feats, _transducer, summary, with_scorers
+from tests.helpers.searches import (SEARCHES, V, attention_model, ctc_model, summary, toy_feats, transducer_model,
+                                     with_scorers)
 
 from malsori.decode.options import DecodeOptions
 from malsori.decode.scorers import WeightedScorer
@@ -62,7 +63,7 @@ def test_the_ilm_part_is_subtracted(search, toys) -> None:
     lm, weight, mu, bonus = toys.bigram.random(V, SPECIAL_IDS.sos, seed=6), 0.5, 0.3, 0.2
     hyps = s.run(with_scorers(s.base, WeightedScorer("lm", lm, weight), ilm_weight=mu, length_bonus=bonus))
     plain = s.run(with_scorers(s.base, WeightedScorer("lm", lm, weight), length_bonus=bonus))
-    model = _transducer(toys) if "transducer" in name else _attention(toys, 0.3 if name.startswith("joint") else 0.0)
+    model = transducer_model(toys) if "transducer" in name else attention_model(toys, 0.3 if name.startswith("joint") else 0.0)
     assert any(h.tokens for h in hyps)
     for best in hyps:
         for hyp in best.nbest or [best]:
@@ -79,15 +80,15 @@ def test_the_ilm_part_is_subtracted(search, toys) -> None:
 
 
 def test_models_and_searches_without_an_internal_lm_refuse_it(toys) -> None:
-    feats, lens = _feats(4, [10, 7])
-    cases = [(_ctc(toys), "beam"), (_transducer(toys), "greedy"), (_attention(toys, 0.3), "ctc_beam"),
-             (_attention(toys, 0.3), "rescore")]
+    feats, lens = toy_feats(4, [10, 7])
+    cases = [(ctc_model(toys), "beam"), (transducer_model(toys), "greedy"), (attention_model(toys, 0.3), "ctc_beam"),
+             (attention_model(toys, 0.3), "rescore")]
     for model, method in cases:
         with pytest.raises(ConfigError, match="ilm_weight"):
             model.decode(feats, lens, DecodeOptions(method, ilm_weight=0.5))
     lm = WeightedScorer("ilm", toys.constant(-1.0, V, SPECIAL_IDS.eos), 0.5)  # the name "ilm" is taken while μ > 0
     with pytest.raises(ConfigError, match="taken"):
-        _transducer(toys).decode(feats, lens, DecodeOptions("beam", scorers=(lm,), ilm_weight=0.5))
+        transducer_model(toys).decode(feats, lens, DecodeOptions("beam", scorers=(lm,), ilm_weight=0.5))
     with pytest.raises(ConfigError, match="ilm_weight"):
         DecodeOptions("beam", ilm_weight=-1.0)
     assert dataclasses.replace(DecodeOptions("beam"), ilm_weight=0.0) == DecodeOptions("beam")
