@@ -91,9 +91,11 @@ def main() -> None:
     ap.add_argument("--methods", default="prompt,lora,lora_qv,full", help=f"of {', '.join(METHODS)}")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--test-items", type=int, default=100)
-    ap.add_argument("--parts", default="position,icl,tune,instruct")
+    ap.add_argument("--parts", default="position,icl,tune,instruct", help="position, icl, icl_nll, tune, instruct, mixture")
     ap.add_argument("--instruct-tasks", default="eng_fra,punctuate", help="the instruction-tuning mixture")
     ap.add_argument("--instruct-held-out", default="normalize", help="the task left out of the mixture, scored zero-shot")
+    ap.add_argument("--instruct-steps", type=int, default=300)
+    ap.add_argument("--instruct-kind", default="lora", choices=["lora", "full"], help="what instruction tuning trains")
     ap.add_argument("--base-run", type=Path, help="the base GPT's run folder: its checkpoints get the loss-by-position curve")
     ap.add_argument("--text", type=Path, help="the pretraining text; its held-out lines (every 200th) are scored by position")
     args = ap.parse_args()
@@ -136,16 +138,21 @@ def main() -> None:
                 run["test"] = _eval(str(out / "model"), args.tasks / name, [0], args.test_items)[0]
                 tune[method] = run
                 _save(args.out, results)
-    if "instruct" in parts and "instruct" not in results:
-        held_out = args.instruct_held_out
-        task_dir = args.tasks / held_out
-        before = _eval(args.base, task_dir, [0], args.test_items, instruction=True)[0]
-        out = args.out / "instruct"
+    # instruction tuning ("instruct") and its control ("mixture": the same tasks and steps, prompts without the
+    # instruction line); both scored zero-shot on the held-out task with its instruction, as is the base
+    for part, with_instruction in (("instruct", True), ("mixture", False)):
+        if part not in parts or part in results:
+            continue
+        held_out = args.tasks / args.instruct_held_out
+        before = _eval(args.base, held_out, [0], args.test_items, instruction=True)[0]
+        out = args.out / part
         mixture = ",".join(str(args.tasks / t) for t in args.instruct_tasks.split(","))
-        run = _train("llm/instruction_tuning", out, [f"base={args.base}", f"data.tasks=[{mixture}]", f"max_steps={args.steps}",
-                                                     "data.valid_items=30"])
-        after = _eval(str(out / "model"), task_dir, [0], args.test_items, instruction=True)[0]
-        results["instruct"] = {"held_out": held_out, "mixture": args.instruct_tasks, "before": before, "after": after, **run}
+        run = _train("llm/instruction_tuning", out, [f"base={args.base}", f"data.tasks=[{mixture}]", f"max_steps={args.instruct_steps}",
+                                                     "data.valid_items=30", f"data.instruction={str(with_instruction).lower()}",
+                                                     f"adapter.kind={args.instruct_kind}"])
+        after = _eval(str(out / "model"), held_out, [0], args.test_items, instruction=True)[0]
+        results[part] = {"held_out": args.instruct_held_out, "mixture": args.instruct_tasks, "kind": args.instruct_kind,
+                         "instruction_in_training": with_instruction, "before": before, "after": after, **run}
         _save(args.out, results)
     results["load_after"] = os.getloadavg()
     _save(args.out, results)
