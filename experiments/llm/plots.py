@@ -108,11 +108,12 @@ def _tune_rows(tune: dict) -> dict[str, dict]:
 def table(results: dict, size: str = "") -> str:
     lines = []
     for task, runs in _tune_rows(results.get("tune", {})).items():
-        lines += [f"\n{size} {task}", "| method | test score (k=0) | trainable parameters | weights on disk | wall s | CPU s |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"\n{size} {task}", "| method | test score (k=0) | valid output loss | trainable parameters | weights on disk | wall s | CPU s |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for method, r in runs.items():
             t = r["test"]
-            lines.append(f"| {method} | {t['metric']} {t['value']:.4g} | {r['trainable']:,} | {r['bytes_on_disk'] / 1024:.1f} KiB | "
+            loss = f"{r['valid_output_loss']:.3f}" if "valid_output_loss" in r else "–"
+            lines.append(f"| {method} | {t['metric']} {t['value']:.4g} | {loss} | {r['trainable']:,} | {r['bytes_on_disk'] / 1024:.1f} KiB | "
                          f"{r['wall_s']:.0f} | {r['cpu_s']:.0f} |")
     for name, rows in results.get("icl", {}).items():
         lines.append(f"\n{size} ICL {name} ({rows[0]['metric']}, {rows[0]['items']} items): " +
