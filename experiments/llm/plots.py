@@ -100,6 +100,32 @@ def sizes_position_plot(by_size: dict[str, dict], out: Path) -> None:
     plt.close(fig)
 
 
+def sizes_tune_plot(by_size: dict[str, dict], out: Path) -> None:
+    """Per adapted task: the test score (top) and the validation output loss (bottom) of each method, a bar per size."""
+    tasks = list(_tune_rows(next(iter(by_size.values())).get("tune", {})))
+    if not tasks:
+        return
+    fig, axes = plt.subplots(2, len(tasks), figsize=(4.6 * len(tasks), 5.4), squeeze=False)
+    width = 0.8 / len(by_size)
+    for col, task in enumerate(tasks):
+        for i, (size, res) in enumerate(by_size.items()):
+            runs = _tune_rows(res.get("tune", {})).get(task, {})
+            methods = list(runs)
+            xs = [m + (i - (len(by_size) - 1) / 2) * width for m in range(len(methods))]
+            axes[0][col].bar(xs, [runs[m]["test"]["value"] for m in methods], width, label=size)
+            axes[1][col].bar(xs, [runs[m].get("valid_output_loss", float("nan")) for m in methods], width, label=size)
+            for row in (0, 1):
+                axes[row][col].set_xticks(range(len(methods)), methods)
+            if methods:
+                axes[0][col].set_ylabel(f"test {runs[methods[0]]['test']['metric']} (k = 0)")
+        axes[0][col].set_title(task)
+        axes[1][col].set_ylabel("valid output loss, nats/token")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "tune_by_size.png", dpi=110)
+    plt.close(fig)
+
+
 def _tune_rows(tune: dict) -> dict[str, dict]:
     """{task: {method: run}} (older results held one task: {method: run})."""
     return {"task": tune} if tune and "test" in next(iter(tune.values())) else tune
@@ -135,6 +161,7 @@ def main() -> None:
             by_size[size] = json.loads(Path(path).read_text())
         sizes_icl_plot(by_size, args.out)
         sizes_position_plot(by_size, args.out)
+        sizes_tune_plot(by_size, args.out)
         for size, res in by_size.items():
             print(table(res, size))
         return
