@@ -149,7 +149,17 @@ def main() -> None:
                 _save(args.out, results)
     # instruction tuning ("instruct") and its control ("mixture": the same tasks and steps, prompts without the
     # instruction line); both scored zero-shot on the held-out task with its instruction, as is the base
+    def held_out_loss(model: str) -> float:
+        """Teacher-forced loss of the held-out task's references after its instruction, zero-shot: a graded view."""
+        m = load_lm(model)
+        task = load_task(args.tasks / args.instruct_held_out)
+        return reference_loss(m.model, m.tokenizer, task, [0], PromptFormat(instruction=True), args.test_items)[0][1]
+
     for part, with_instruction in (("instruct", True), ("mixture", False)):
+        if part in results and "after_loss" not in results[part]:  # runs measured before the loss was kept
+            results[part]["before_loss"] = held_out_loss(args.base)
+            results[part]["after_loss"] = held_out_loss(str(args.out / part / "model"))
+            _save(args.out, results)
         if part not in parts or part in results:
             continue
         held_out = args.tasks / args.instruct_held_out
@@ -161,7 +171,8 @@ def main() -> None:
                                                      f"adapter.kind={args.instruct_kind}"])
         after = _eval(str(out / "model"), held_out, [0], args.test_items, instruction=True)[0]
         results[part] = {"held_out": args.instruct_held_out, "mixture": args.instruct_tasks, "kind": args.instruct_kind,
-                         "instruction_in_training": with_instruction, "before": before, "after": after, **run}
+                         "instruction_in_training": with_instruction, "before": before, "after": after,
+                         "before_loss": held_out_loss(args.base), "after_loss": held_out_loss(str(out / "model")), **run}
         _save(args.out, results)
     results["load_after"] = os.getloadavg()
     _save(args.out, results)
