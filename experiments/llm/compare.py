@@ -63,17 +63,15 @@ def _size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.suffix == ".safetensors")
 
 
-def _positions(base: str, run: Path, text: Path, windows: int = 64) -> list[dict]:
-    """Loss by position on held-out pretraining text for each checkpoint of the base run (Olsson et al.'s ICL score)."""
+def _positions(base: str, run: Path, stream_lines: list[str], windows: int = 64) -> list[dict]:
+    """Loss by position on held-out text for each checkpoint of the base run (Olsson et al.'s ICL score)."""
     from safetensors.torch import load_file
 
-    from malsori.lm.text_files import iter_text_lines
     from malsori.llm.icl import loss_by_position
     from malsori.tasks.lm import encode_lines
 
     m = load_lm(base)
-    held = [ln for k, ln in enumerate(iter_text_lines([text])) if k % 200 == 199]
-    stream = torch.from_numpy(encode_lines(held, m.tokenizer, normalized=False).tokens)
+    stream = torch.from_numpy(encode_lines(stream_lines, m.tokenizer, normalized=False).tokens)
     rows = []
     for ckpt in sorted(run.glob("ckpt-*")):
         m.model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
@@ -98,13 +96,15 @@ def main() -> None:
     ap.add_argument("--methods", default="prompt,lora,lora_qv,full", help=f"of {', '.join(METHODS)}")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--test-items", type=int, default=100)
-    ap.add_argument("--parts", default="position,icl,tune,instruct", help="position, icl, icl_nll, tune, instruct, mixture")
+    ap.add_argument("--parts", default="position,icl,tune,instruct", help="position, position_doc, icl, icl_nll, tune, instruct, mixture")
     ap.add_argument("--instruct-tasks", default="eng_fra,punctuate", help="the instruction-tuning mixture")
     ap.add_argument("--instruct-held-out", default="normalize", help="the task left out of the mixture, scored zero-shot")
     ap.add_argument("--instruct-steps", type=int, default=300)
     ap.add_argument("--instruct-kind", default="lora", choices=["lora", "full"], help="what instruction tuning trains")
     ap.add_argument("--base-run", type=Path, help="the base GPT's run folder: its checkpoints get the loss-by-position curve")
     ap.add_argument("--text", type=Path, help="the pretraining text; its held-out lines (every 200th) are scored by position")
+    ap.add_argument("--running-text", type=Path,
+                    help="held-out running text in document order (make_tasks' held_out_literature.txt): part position_doc")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "results.json"
@@ -112,8 +112,15 @@ def main() -> None:
     results.setdefault("load_before", os.getloadavg())
     ks = [int(k) for k in args.shots.split(",")]
     parts = args.parts.split(",")
-    if "position" in parts and "position" not in results:
-        results["position"] = _positions(args.base, args.base_run, args.text)
+    if "position" in parts and "position" not in results:  # held-out lines, each from a different place: no shared context
+        from malsori.lm.text_files import iter_text_lines
+
+        held = [ln for k, ln in enumerate(iter_text_lines([args.text])) if k % 200 == 199]
+        results["position"] = _positions(args.base, args.base_run, held)
+        _save(args.out, results)
+    if "position_doc" in parts and "position_doc" not in results:  # running text: names and phrases recur
+        lines = args.running_text.read_text(encoding="utf-8").splitlines()
+        results["position_doc"] = _positions(args.base, args.base_run, lines, windows=128)
         _save(args.out, results)
     if "icl" in parts:
         for name in args.icl_tasks.split(","):

@@ -44,6 +44,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--literature-lines", type=int, default=40000, help="Gutenberg literature lines in the pretraining mix")
     ap.add_argument("--book-run", type=int, default=20, help="the literature enters the mix in runs of this many consecutive lines")
+    ap.add_argument("--held-out-literature", type=int, default=3000,
+                    help="consecutive literature lines after every used one, written as held-out running text (loss by position)")
     args = ap.parse_args()
 
     english = read_lines(args.shared / "english/tatoeba_eng_sentences.txt")
@@ -51,7 +53,7 @@ def main() -> None:
     kor_pairs = [tuple(line.split("\t")[:2]) for line in read_lines(args.shared / "parallel/eng-kor.txt")]
     korean = [ln for f in ("tatoeba_kor", "korsts_human", "korsts_machine", "kornli_xnli")
               for ln in read_lines(args.shared / f"korean/{f}_sentences.txt")]
-    books = read_lines(args.shared / "english/gutenberg_literature.txt.gz", args.literature_lines + 20000)
+    books = read_lines(args.shared / "english/gutenberg_literature.txt.gz", args.literature_lines + 20000 + args.held_out_literature)
     counts = Counter(w for s in english for w in re.findall(r"[a-z]+", s) if 3 <= len(w) <= 6)
     words = [w for w, _ in counts.most_common(400)]
 
@@ -63,8 +65,9 @@ def main() -> None:
                                              name="fra_eng", instruction="translate french to english"),
         "eng_kor": builders.translation_task(kor_pairs, n_test=300, n_valid=100, seed=args.seed, max_chars=40,
                                              name="eng_kor", instruction="translate english to korean"),
-        "normalize": builders.normalization_task(english + books, n_templated=4000, n_test=300, n_valid=100, seed=args.seed),
-        "punctuate": builders.punctuation_task(books[args.literature_lines:], n_test=300, n_valid=100, seed=args.seed),
+        "normalize": builders.normalization_task(english + books[: args.literature_lines + 20000], n_templated=4000, n_test=300, n_valid=100, seed=args.seed),
+        "punctuate": builders.punctuation_task(books[args.literature_lines : args.literature_lines + 20000], n_test=300, n_valid=100,
+                                               seed=args.seed),
     }
     held = set()
     for name, (spec, splits) in tasks.items():
@@ -85,6 +88,9 @@ def main() -> None:
     atomic_write_text(out, "".join(ln + "\n" for ln in kept))
     print(f"{out}: {len(kept):,} lines ({len(lines) - len(kept):,} held-out lines left out), "
           f"{sum(map(len, kept)) / 1e6:.1f} M characters")
+    running = books[args.literature_lines + 20000 :]  # in no task and not in the mix, in the books' order
+    atomic_write_text(args.out / "pretrain" / "held_out_literature.txt", "".join(ln + "\n" for ln in running))
+    print(f"held-out running literature: {len(running):,} lines")
 
 
 if __name__ == "__main__":
