@@ -2,7 +2,7 @@
 several base sizes (`--sizes`: each results file labelled with its size).
 
     python -m experiments.llm.plots /work/exp-llm/compare/results.json --out docs/llm
-    python -m experiments.llm.plots tiny=a/results.json small=b/results.json medium=c/results.json --sizes --out docs/llm
+    python -m experiments.llm.plots tiny=a/results.json small=b/results.json+b2/results.json --sizes --out docs/llm
 """
 
 from __future__ import annotations
@@ -76,23 +76,26 @@ def sizes_icl_plot(by_size: dict[str, dict], out: Path) -> None:
 
 
 def sizes_position_plot(by_size: dict[str, dict], out: Path) -> None:
-    """Left: the ICL score (loss late − early in the context) against training step, a line per size; right: each
-    size's last loss-by-position curve."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for size, res in by_size.items():
-        rows = res.get("position", [])
-        if not rows:
-            continue
-        ax1.plot([r["step"] for r in rows], [r["icl_score"] for r in rows], "o-", label=size)
-        curve = rows[-1]["curve"]
-        smooth = [sum(curve[max(0, i - 10) : i + 11]) / len(curve[max(0, i - 10) : i + 11]) for i in range(len(curve))]
-        ax2.plot(smooth, label=f"{size}, step {rows[-1]['step']}")
+    """Left: the ICL score (loss late − early in the context) against training step, a colour per size, on held-out
+    running text (solid, part position_doc) and on held-out lines from unrelated places (dashed, part position);
+    right: each size's last loss-by-position curve on the running text."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for i, (size, res) in enumerate(by_size.items()):
+        for part, style, what in (("position_doc", "o-", "running text"), ("position", "s--", "unrelated lines")):
+            rows = res.get(part, [])
+            if rows:
+                ax1.plot([r["step"] for r in rows], [r["icl_score"] for r in rows], style, color=f"C{i}", label=f"{size}, {what}")
+        rows = res.get("position_doc") or res.get("position", [])
+        if rows:
+            curve = rows[-1]["curve"]
+            smooth = [sum(curve[max(0, j - 10) : j + 11]) / len(curve[max(0, j - 10) : j + 11]) for j in range(len(curve))]
+            ax2.plot(smooth, color=f"C{i}", label=f"{size}, step {rows[-1]['step']}")
     ax1.axhline(0, color="grey", lw=0.8)
     ax1.set_xlabel("training step (8 × 512 characters each)")
     ax1.set_ylabel("ICL score: loss at 490–509 − at 40–59")
-    ax1.legend(fontsize=7)
+    ax1.legend(fontsize=6)
     ax2.set_xscale("log")
-    ax2.set_xlabel("token position in the context (characters)")
+    ax2.set_xlabel("position in the context (characters), held-out running text")
     ax2.set_ylabel("loss, nats (21-position mean)")
     ax2.legend(fontsize=7)
     fig.tight_layout()
@@ -149,16 +152,16 @@ def table(results: dict, size: str = "") -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results", nargs="+", help="results.json, or SIZE=results.json with --sizes")
+    ap.add_argument("results", nargs="+", help="results.json, or SIZE=results.json[+more.json] with --sizes")
     ap.add_argument("--sizes", action="store_true", help="compare base sizes: icl_by_size.png, icl_score_by_size.png")
     ap.add_argument("--out", type=Path, default=Path("docs/llm"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.sizes:
         by_size = {}
-        for spec in args.results:
-            size, _, path = spec.partition("=")
-            by_size[size] = json.loads(Path(path).read_text())
+        for spec in args.results:  # SIZE=a.json or SIZE=a.json+b.json (parts measured by separate runs)
+            size, _, paths = spec.partition("=")
+            by_size[size] = {k: v for path in paths.split("+") for k, v in json.loads(Path(path).read_text()).items()}
         sizes_icl_plot(by_size, args.out)
         sizes_position_plot(by_size, args.out)
         sizes_tune_plot(by_size, args.out)
