@@ -129,6 +129,15 @@ def sizes_tune_plot(by_size: dict[str, dict], out: Path) -> None:
     plt.close(fig)
 
 
+def _merge(into: dict, more: dict) -> None:
+    """Join results of runs that measured different parts (nested dicts merged, other values replaced)."""
+    for key, value in more.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
 def _tune_rows(tune: dict) -> dict[str, dict]:
     """{task: {method: run}} (older results held one task: {method: run})."""
     return {"task": tune} if tune and "test" in next(iter(tune.values())) else tune
@@ -161,7 +170,9 @@ def main() -> None:
         by_size = {}
         for spec in args.results:  # SIZE=a.json or SIZE=a.json+b.json (parts measured by separate runs)
             size, _, paths = spec.partition("=")
-            by_size[size] = {k: v for path in paths.split("+") for k, v in json.loads(Path(path).read_text()).items()}
+            by_size[size] = {}
+            for path in paths.split("+"):
+                _merge(by_size[size], json.loads(Path(path).read_text()))
         sizes_icl_plot(by_size, args.out)
         sizes_position_plot(by_size, args.out)
         sizes_tune_plot(by_size, args.out)
