@@ -53,6 +53,9 @@ def position_plot(rows: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
+METHOD_ORDER = ["prompt", "lora_qv", "lora", "full"]  # fewest trained parameters first
+
+
 def sizes_icl_plot(by_size: dict[str, dict], out: Path) -> None:
     """One column per task: the metric (top) and the reference output's loss (bottom) against k, a line per size."""
     tasks = list(next(iter(by_size.values())).get("icl", {}))
@@ -111,16 +114,17 @@ def sizes_tune_plot(by_size: dict[str, dict], out: Path) -> None:
     fig, axes = plt.subplots(2, len(tasks), figsize=(4.6 * len(tasks), 5.4), squeeze=False)
     width = 0.8 / len(by_size)
     for col, task in enumerate(tasks):
-        for i, (size, res) in enumerate(by_size.items()):
-            runs = _tune_rows(res.get("tune", {})).get(task, {})
-            methods = list(runs)
-            xs = [m + (i - (len(by_size) - 1) / 2) * width for m in range(len(methods))]
-            axes[0][col].bar(xs, [runs[m]["test"]["value"] for m in methods], width, label=size)
-            axes[1][col].bar(xs, [runs[m].get("valid_output_loss", float("nan")) for m in methods], width, label=size)
-            for row in (0, 1):
-                axes[row][col].set_xticks(range(len(methods)), methods)
-            if methods:
-                axes[0][col].set_ylabel(f"test {runs[methods[0]]['test']['metric']} (k = 0)")
+        every = [_tune_rows(res.get("tune", {})).get(task, {}) for res in by_size.values()]
+        methods = [m for m in METHOD_ORDER if any(m in runs for runs in every)]
+        for i, (size, runs) in enumerate(zip(by_size, every)):
+            shown = [m for m in methods if m in runs]
+            xs = [methods.index(m) + (i - (len(by_size) - 1) / 2) * width for m in shown]
+            axes[0][col].bar(xs, [runs[m]["test"]["value"] for m in shown], width, label=size)
+            axes[1][col].bar(xs, [runs[m].get("valid_output_loss", float("nan")) for m in shown], width, label=size)
+            if shown:
+                axes[0][col].set_ylabel(f"test {runs[shown[0]]['test']['metric']} (k = 0)")
+        for row in (0, 1):
+            axes[row][col].set_xticks(range(len(methods)), methods)
         axes[0][col].set_title(task)
         axes[1][col].set_ylabel("valid output loss, nats/token")
     axes[0][0].legend(fontsize=7)
