@@ -129,3 +129,29 @@ def test_bad_adapter_configs_are_one_line_errors_naming_the_field(tmp_path):
     r = CliRunner().invoke(main, ["train", "lm/gpt_domain_lora", f"base={tmp_path / 'not_a_model'}",
                                   f"data.train=[{text}]", f"out={tmp_path / 'c'}"])
     assert r.exit_code == 2 and r.output.count("\n") == 1 and "base:" in r.output, r.output
+
+
+def test_transcribe_with_an_adapter_folder_as_the_lm(tmp_path):
+    """`malsori transcribe en-small REC --lm ADAPTER_FOLDER`: a soft prompt on a GPT in en-small's units, end to end."""
+    from click.testing import CliRunner
+
+    from malsori.config import to_dict
+    from malsori.llm.adapters import AdapterConfig, save_adapter
+    from malsori.lm.gpt import GPT, GPTConfig
+    from malsori.models.registry import LMConfig
+    from malsori.pretrained import resolve_model
+    from malsori.tokenizer import load_tokenizer
+
+    released = resolve_model("en-small")
+    recordings = sorted((released.parents[1] / "demo" / "audio").glob("*.ogg"))
+    if not recordings:
+        pytest.skip("no demo recording")
+    tok = load_tokenizer(released)
+    torch.manual_seed(0)
+    cfg = LMConfig(kind="gpt", gpt=GPTConfig(d_model=32, num_layers=2, num_heads=2, dropout=0.0, context=48))
+    base = write_model_dir(tmp_path / "gpt", "lm", GPT(cfg.gpt, tok.vocab_size), {"model": to_dict(cfg), "normalize": True}, tok)
+    adapted = AdaptedLM(load_model_dir(base).model, AdapterConfig(kind="prompt", prompt_length=3))
+    folder = save_adapter(tmp_path / "adapter", adapted, base, tok)
+    r = CliRunner().invoke(main, ["transcribe", "en-small", str(recordings[0]), "--method", "beam", "--beam", "2",
+                                  "--lm", str(folder), "--lm-weight", "0.3", "--device", "cpu"])
+    assert r.exit_code == 0 and r.output.strip(), r.output
