@@ -1,10 +1,11 @@
 """Issue #14, "beyond the anchors": the fusion GPT adapted to a recognizer's domain on a few hundred in-domain
 sentences (soft prompt, LoRA, full fine-tuning: `task: lm` with `base`) against a word 3-gram trained on the same
 sentences, measured as WER through LM fusion in en-small's CTC prefix beam search on the domain grid's synthesized
-test sets (docs/lm/domain_grid.md). Weights are chosen per LM on the domain's dev set, never on test.
+test sets (docs/lm/domain_grid.md). Weights are fixed, or chosen per LM on the domain's dev set (--sweep); never on test.
 
 Steps, each skipping what is already there: in-domain sentences (sampled from the grid's LM text, so never a test
-or dev sentence) → adapters and the n-gram → dev sweep and test decoding (rows.jsonl) → results JSON.
+or dev sentence) → adapters and the n-gram → test decoding (rows.jsonl; with --sweep, each LM's weights chosen on
+the domain's dev set first; without, one fixed λ, β per LM family) → results JSON, rewritten after each domain.
 Run (docs/llm/domain_prompt.md):
   python experiments/llm/domain_prompt.py --grid /work/exp-lmgrid2 --gpt /work/exp-lmfuse/gpt_char_en_small/model \
       --out /work/exp-anchors --results docs/llm/results_domain_prompt.json
@@ -27,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "experiments" / "lm")]
 
-from bench_lm_decode import ctc_outputs, overlap, run_malsori  # noqa: E402
+from bench_lm_decode import ctc_outputs, overlap, pair, run_malsori  # noqa: E402
 from make_sets import read_lines, speakable  # noqa: E402
 
 from experiments.llm.compare import _size, _train  # noqa: E402
@@ -68,11 +69,12 @@ def in_domain(grid: Path, out: Path, domain: str, n: int, seed: int) -> tuple[Pa
     return path, info
 
 
-def train_lms(gpt: Path, grid: Path, out: Path, domain: str, text: Path, n: int) -> dict[str, dict]:
-    """The adapters of ADAPTERS and the word 3-gram on `text`: each with its folder/file, cost and size."""
+def train_lms(gpt: Path, grid: Path, out: Path, domain: str, text: Path, n: int, kinds: list[str]) -> dict[str, dict]:
+    """The word 3-gram and the adapters `kinds` (of ADAPTERS) on `text`: each with its folder/file, cost and size."""
     trained = {}
     dev = grid / "sets" / f"{domain}_dev.txt"
-    for kind, (recipe, extra) in ADAPTERS.items():
+    for kind in kinds:
+        recipe, extra = ADAPTERS[kind]
         run = out / "models" / f"{domain}_{n}_{kind}"
         info_path = run / "train.json"
         if not info_path.exists():
@@ -153,6 +155,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--beam", type=int, default=8, help="the grid's CTC prefix beam")
     ap.add_argument("--model", default="en-small")
+    ap.add_argument("--kinds", default="prompt,lora,full", help="adapters trained and fused (of ADAPTERS)")
+    ap.add_argument("--sweep", action="store_true", help="choose each LM's weights on the dev set (WEIGHTS)")
+    ap.add_argument("--gpt-weight", default="0.5,0", help="λ,β of every GPT without --sweep (gpt_fusion.md's dev choice)")
+    ap.add_argument("--ngram-weight", default="0.75,1", help="λ,β of every n-gram without --sweep (the grid's dev choice)")
     ap.add_argument("--results", type=Path, help="write the results JSON here (hypotheses left out)")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -166,21 +172,23 @@ def main() -> None:
     results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": git_commit(), "gpt": str(args.gpt),
                "model": args.model, "beam": args.beam, "sentences": args.sentences, "weights_tried": WEIGHTS, "domains": {}}
     rng = np.random.default_rng(0)
+    fixed = {"gpt": (pair(args.gpt_weight),), "ngram": (pair(args.ngram_weight),)}
     for domain in args.domains.split(","):
         text, data = in_domain(args.grid, args.out, domain, args.sentences, args.seed)
-        trained = train_lms(args.gpt, args.grid, args.out, domain, text, args.sentences)
-        paths = {"none": None, "gpt": str(args.gpt), **{k: v["path"] for k, v in trained.items()}}
-        sets = {s: load_set(rec, args.grid, args.out, f"{domain}_{s}") for s in ("dev", "test")}
+        trained = train_lms(args.gpt, args.grid, args.out, domain, text, args.sentences, args.kinds.split(","))
+        paths = {"none": None, "ngram": trained["ngram"]["path"], "gpt": str(args.gpt),
+                 **{k: v["path"] for k, v in trained.items() if k != "ngram"}}
+        sets = {s: load_set(rec, args.grid, args.out, f"{domain}_{s}") for s in (("dev", "test") if args.sweep else ("test",))}
         chosen, ppl = {}, {}
         for name, path in paths.items():
             lm = None if path is None else load_lm(path, rec.tokenizer)
-            grid_of_weights = ((0.0, 0.0),) if lm is None else WEIGHTS["ngram" if isinstance(lm, NgramLM) else "gpt"]
-            for split in ("dev", "test"):
-                if split == "test":  # the dev set's best: lowest WER, then CER
-                    dev = [rows[domain, name, "dev", w, b] for w, b in grid_of_weights]
-                    best = min(dev, key=lambda r: (r["wer"], r["cer"]))
-                    grid_of_weights = ((best["lm_weight"], best["word_bonus"]),)
-                for w, b in grid_of_weights:
+            family = "ngram" if isinstance(lm, NgramLM) else "gpt"
+            weights = ((0.0, 0.0),) if lm is None else (WEIGHTS if args.sweep else fixed)[family]
+            for split in ("dev", "test") if args.sweep else ("test",):
+                if split == "test" and args.sweep:  # the dev set's best: lowest WER, then CER
+                    best = min((rows[domain, name, "dev", w, b] for w, b in weights), key=lambda r: (r["wer"], r["cer"]))
+                    weights = ((best["lm_weight"], best["word_bonus"]),)
+                for w, b in weights:
                     key = (domain, name, split, w, b)
                     if key in rows:
                         continue
@@ -192,27 +200,28 @@ def main() -> None:
                         f.write(json.dumps(row) + "\n")
                     print(f"{domain:14s} {name:6s} {split:4s} λ {w:4.2f} β {b:3.1f}  WER {100 * row['wer']:6.2f}  "
                           f"CER {100 * row['cer']:6.2f}  search {row['search_cpu_s']:6.1f} CPU s", flush=True)
-            chosen[name] = grid_of_weights[0]
+            chosen[name] = weights[0]
             if lm is not None:
                 ppl[name] = lm_perplexity(lm, path, sets["test"][0])
         refs = sets["test"][0]
         test = {name: rows[domain, name, "test", *chosen[name]] for name in paths}
-        dev = {name: {f"{w},{b}": rows[domain, name, "dev", w, b]["wer"] for w, b in
-                      (((0.0, 0.0),) if name == "none" else WEIGHTS["ngram" if name == "ngram" else "gpt"])} for name in paths}
-        pairs = [("prompt", "gpt"), ("lora", "gpt"), ("full", "gpt"), ("gpt", "none"), ("ngram", "none"),
-                 ("prompt", "ngram"), ("lora", "ngram"), ("lora", "prompt")]
+        dev = {name: {f"{w},{b}": r["wer"] for (d, n, split, w, b), r in rows.items() if (d, n, split) == (domain, name, "dev")}
+               for name in paths}
+        pairs = [(a, b) for a, b in (("prompt", "gpt"), ("lora", "gpt"), ("full", "gpt"), ("gpt", "none"), ("ngram", "none"),
+                                     ("prompt", "ngram"), ("lora", "ngram"), ("lora", "prompt")) if a in test and b in test]
         grid_ref = {}
         for pattern in GRID_ROWS:
             g = grid_rows.get((pattern.format(d=domain), domain))
             if g:
                 grid_ref[g["lm"]] = {k: g.get(k) for k in ("wer", "cer", "ppl", "oov_rate", "lm_weight", "word_bonus", "leak")}
         results["domains"][domain] = {
-            "data": data, "trained": trained, "dev_wer": dev, "perplexity": ppl,
+            "data": data, "trained": trained, "weights": "chosen per LM on the dev set" if args.sweep else
+            f"fixed: GPTs λ, β = {args.gpt_weight}, n-grams {args.ngram_weight}", "dev_wer": dev, "perplexity": ppl,
             "test": {n: {k: v for k, v in r.items() if k not in ("hyps", "domain", "split")} for n, r in test.items()},
             "differences": {f"{a} - {b}": bootstrap(refs, test[a]["hyps"], test[b]["hyps"], rng) for a, b in pairs},
             "grid_ngram_rows": grid_ref}
-    if args.results:
-        args.results.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+        if args.results:
+            args.results.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":
