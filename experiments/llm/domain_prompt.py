@@ -5,7 +5,8 @@ test sets (docs/lm/domain_grid.md). Weights are fixed, or chosen per LM on the d
 
 Steps, each skipping what is already there: in-domain sentences (sampled from the grid's LM text, so never a test
 or dev sentence) → adapters and the n-gram → test decoding (rows.jsonl; with --sweep, each LM's weights chosen on
-the domain's dev set first; without, one fixed λ, β per LM family) → results JSON, rewritten after each domain.
+the domain's dev set first; without, one fixed λ, β per LM family) → the results JSON (--results), where each
+domain's entry is added or replaced as it finishes.
 Run (docs/llm/domain_prompt.md):
   python experiments/llm/domain_prompt.py --grid /work/exp-lmgrid2 --gpt /work/exp-lmfuse/gpt_char_en_small/model \
       --out /work/exp-anchors --results docs/llm/results_domain_prompt.json
@@ -169,8 +170,10 @@ def main() -> None:
         for r in map(json.loads, rows_path.read_text().splitlines()):
             rows[r["domain"], r["lm"], r["split"], r["lm_weight"], r["word_bonus"]] = r
     grid_rows = {(r["lm"], r["domain"]): r for r in map(json.loads, (args.grid / "grid.jsonl").read_text().splitlines())}
-    results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": git_commit(), "gpt": str(args.gpt),
-               "model": args.model, "beam": args.beam, "sentences": args.sentences, "weights_tried": WEIGHTS, "domains": {}}
+    results = {"gpt": str(args.gpt), "model": args.model, "beam": args.beam, "sentences": args.sentences,
+               "weights_tried_on_dev": WEIGHTS, "domains": {}}
+    if args.results and args.results.exists():  # other domains' results stay
+        results["domains"] = json.loads(args.results.read_text())["domains"]
     rng = np.random.default_rng(0)
     fixed = {"gpt": (pair(args.gpt_weight),), "ngram": (pair(args.ngram_weight),)}
     for domain in args.domains.split(","):
@@ -215,6 +218,7 @@ def main() -> None:
             if g:
                 grid_ref[g["lm"]] = {k: g.get(k) for k in ("wer", "cer", "ppl", "oov_rate", "lm_weight", "word_bonus", "leak")}
         results["domains"][domain] = {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": git_commit(), "out": str(args.out),
             "data": data, "trained": trained, "weights": "chosen per LM on the dev set" if args.sweep else
             f"fixed: GPTs λ, β = {args.gpt_weight}, n-grams {args.ngram_weight}", "dev_wer": dev, "perplexity": ppl,
             "test": {n: {k: v for k, v in r.items() if k not in ("hyps", "domain", "split")} for n, r in test.items()},
