@@ -49,6 +49,7 @@ ADAPTERS = {  # kind → recipe and overrides
     "prompt": ("lm/gpt_domain_prompt", []),
     "lora": ("lm/gpt_domain_lora", []),
     "full": ("lm/gpt_domain_lora", ["adapter.kind=full", "optim.lr=1e-3"]),
+    "prompt_lr0.3": ("lm/gpt_domain_prompt", ["optim.lr=0.3"]),  # Lester et al.'s learning rate
 }
 WEIGHTS = {"gpt": ((0.25, 0.0), (0.5, 0.0), (1.0, 0.0)), "ngram": ((0.5, 1.0), (0.75, 1.0), (1.0, 1.0))}  # (λ, β) on dev
 GRID_ROWS = ("general_S", "general_L", "{d}_S", "{d}_L", "{d}_both_L")  # the grid's n-gram rows shown for reference
@@ -210,8 +211,9 @@ def main() -> None:
         test = {name: rows[domain, name, "test", *chosen[name]] for name in paths}
         dev = {name: {f"{w},{b}": r["wer"] for (d, n, split, w, b), r in rows.items() if (d, n, split) == (domain, name, "dev")}
                for name in paths}
-        pairs = [(a, b) for a, b in (("prompt", "gpt"), ("lora", "gpt"), ("full", "gpt"), ("gpt", "none"), ("ngram", "none"),
-                                     ("prompt", "ngram"), ("lora", "ngram"), ("lora", "prompt")) if a in test and b in test]
+        kinds = [k for k in ADAPTERS if k in test]
+        pairs = [(a, b) for a, b in ([(k, "gpt") for k in kinds] + [("gpt", "none"), ("ngram", "none")]
+                                     + [(k, "ngram") for k in kinds] + [("lora", "prompt")]) if a in test and b in test]
         grid_ref = {}
         for pattern in GRID_ROWS:
             g = grid_rows.get((pattern.format(d=domain), domain))
