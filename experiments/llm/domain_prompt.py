@@ -147,6 +147,32 @@ def bootstrap(refs: list[str], a: list[str], b: list[str], rng: np.random.Genera
     return [round(100 * diff.sum() / ea[:, 1].sum(), 2), round(lo, 2), round(hi, 2)]
 
 
+def plot(results: dict, path: Path) -> None:
+    """Each adapted GPT's test WER minus the general GPT's (95 % interval) against its test perplexity per character,
+    one colour per domain: does a lower perplexity buy a lower WER?"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = {"gpt": "o", "prompt": "s", "lora": "^", "full": "D", "prompt_lr0.3": "P"}
+    for colour, (domain, r) in zip(("tab:blue", "tab:orange", "tab:green"), results["domains"].items()):
+        for name, marker in markers.items():
+            if name not in r["test"]:
+                continue
+            d = [0.0, 0.0, 0.0] if name == "gpt" else r["differences"][f"{name} - gpt"]
+            ax.errorbar(r["perplexity"][name]["ppl_token"], d[0], yerr=[[d[0] - d[1]], [d[2] - d[0]]], fmt=marker,
+                        color=colour, capsize=3, label=f"{domain}: {'general GPT' if name == 'gpt' else name}")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("perplexity per character on the domain's test sentences")
+    ax.set_ylabel("test WER − general GPT's (points, 95 % interval)")
+    ax.set_title("The fusion GPT adapted on 300 in-domain sentences (en-small, CTC beam 8)", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--grid", type=Path, required=True, help="the domain grid's folder (make_sets.py, synth, train_lms)")
@@ -162,6 +188,7 @@ def main() -> None:
     ap.add_argument("--gpt-weight", default="0.5,0", help="λ,β of every GPT without --sweep (gpt_fusion.md's dev choice)")
     ap.add_argument("--ngram-weight", default="0.75,1", help="λ,β of every n-gram without --sweep (the grid's dev choice)")
     ap.add_argument("--results", type=Path, help="write the results JSON here (hypotheses left out)")
+    ap.add_argument("--plot", type=Path, help="then draw the results JSON's adapters here (a PNG; `plot`)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     rec = Recognizer.load(args.model, "cpu")
@@ -228,6 +255,8 @@ def main() -> None:
             "grid_ngram_rows": grid_ref}
         if args.results:
             args.results.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    if args.plot:
+        plot(results, args.plot)
 
 
 if __name__ == "__main__":
