@@ -137,8 +137,9 @@ def decode(rec, log_probs, refs, lm, weight: float, bonus: float, beam: int) -> 
             "search_cpu_s": round(time.process_time() - cpu, 1), "hyps": hyps}
 
 
-def bootstrap(refs: list[str], a: list[str], b: list[str], rng: np.random.Generator) -> list[float]:
-    """WER(a) − WER(b) in points and its 95 % paired bootstrap interval over utterances (2000 resamples)."""
+def bootstrap(refs: list[str], a: list[str], b: list[str]) -> list[float]:
+    """WER(a) − WER(b) in points and its 95 % paired bootstrap interval over utterances (2000 resamples, seed 0)."""
+    rng = np.random.default_rng(0)
     ea = np.array([utterance_errors(r, h)[:2] for r, h in zip(refs, a)])
     eb = np.array([utterance_errors(r, h)[0] for r, h in zip(refs, b)])
     diff = (ea[:, 0] - eb).astype(float)
@@ -202,7 +203,6 @@ def main() -> None:
                "weights_tried_on_dev": WEIGHTS, "domains": {}}
     if args.results and args.results.exists():  # other domains' results stay
         results["domains"] = json.loads(args.results.read_text())["domains"]
-    rng = np.random.default_rng(0)
     fixed = {"gpt": (pair(args.gpt_weight),), "ngram": (pair(args.ngram_weight),)}
     for domain in args.domains.split(","):
         text, data = in_domain(args.grid, args.out, domain, args.sentences, args.seed)
@@ -251,7 +251,7 @@ def main() -> None:
             "data": data, "trained": trained, "weights": "chosen per LM on the dev set" if args.sweep else
             f"fixed: GPTs λ, β = {args.gpt_weight}, n-grams {args.ngram_weight}", "dev_wer": dev, "perplexity": ppl,
             "test": {n: {k: v for k, v in r.items() if k not in ("hyps", "domain", "split")} for n, r in test.items()},
-            "differences": {f"{a} - {b}": bootstrap(refs, test[a]["hyps"], test[b]["hyps"], rng) for a, b in pairs},
+            "differences": {f"{a} - {b}": bootstrap(refs, test[a]["hyps"], test[b]["hyps"]) for a, b in pairs},
             "grid_ngram_rows": grid_ref}
         if args.results:
             args.results.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
