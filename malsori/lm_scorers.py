@@ -22,18 +22,21 @@ def is_neural_lm(path: str | os.PathLike) -> bool:
 
 
 def load_gpt_scorer(path: str | os.PathLike, tokenizer: Tokenizer, device: str | torch.device = "cpu") -> GPTScorer:
-    """The GPT of a model folder as a scorer for a recognizer with `tokenizer`; its units must be the same."""
-    from malsori.pretrained import load_model_dir
+    """The GPT of a model folder, or of an adapter folder on its base (`malsori.llm.adapters`), as a scorer for a
+    recognizer with `tokenizer`; its units must be the same."""
+    from malsori.llm.adapters import AdaptedLM
+    from malsori.llm.adapters import load_lm as load_lm_folder
 
-    m = load_model_dir(path)
-    if m.task != "lm":
-        raise MalsoriError(f"{m.path}: --lm needs a language model (an ARPA file or an LM model folder), not a model of task {m.task!r}")
+    m = load_lm_folder(path)  # refuses a model of another task
     pieces = lambda t: (t.kind, [t.id_to_piece(i) for i in range(t.vocab_size)])  # noqa: E731
     if pieces(m.tokenizer) != pieces(tokenizer):
         raise MalsoriError(f"{m.path / 'tokenizer.json'}: the LM's units differ from the recognizer's ({m.tokenizer.kind}, "
                            f"{m.tokenizer.vocab_size} tokens vs {tokenizer.kind}, {tokenizer.vocab_size}); train the LM "
                            "with data.tokenizer_dir = the recognizer's model folder")
-    return GPTScorer(m.model.to(device), tokenizer.special_ids.eos)
+    model = m.model.to(device)
+    if isinstance(model, AdaptedLM):  # LoRA is inside the GPT's layers; a soft prompt is read before each sentence
+        return GPTScorer(model.gpt, tokenizer.special_ids.eos, model.prompt.vectors if model.prompt is not None else None)
+    return GPTScorer(model, tokenizer.special_ids.eos)
 
 
 def load_lm(path: str | os.PathLike, tokenizer: Tokenizer, device: str | torch.device = "cpu") -> NgramLM | GPTScorer:

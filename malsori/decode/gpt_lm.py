@@ -13,6 +13,10 @@ them at position 0; a step rotates each row's past keys to their offsets from th
 depend only on offsets), so every row of a batch may have a different length. A step costs one token through the
 GPT plus attention over at most W past entries: flat in the prefix length up to W = the GPT's context − 1; past
 that the oldest entry is dropped (a sliding window: the kept entries were computed with the dropped ones in view).
+
+An adapted GPT (`malsori.llm.adapters`) scores the same way: LoRA lives inside the GPT's layers, and a soft prompt
+is a `prefix` of embeddings read once per search before the sentence start, its entries pinned at the start of the
+window (never dropped), as `AdaptedLM.forward` puts them before the tokens.
 """
 
 from __future__ import annotations
@@ -57,11 +61,16 @@ class GPTScorer(Scorer):
     "log_probs" [N, V] and the pending token read into "path".
     """
 
-    def __init__(self, model: GPT, eos: int = SPECIAL_IDS.eos) -> None:
+    def __init__(self, model: GPT, eos: int = SPECIAL_IDS.eos, prefix: Tensor | None = None) -> None:
         self.model, self.eos = model.eval(), eos
         first = next(model.parameters())
         self.device, self.dtype = first.device, first.dtype
         self.window = max(1, model.context - 1)  # past tokens a step attends to (the new one makes the context)
+        # embeddings [P, D] read before the sentence start (a soft prompt), kept in the window
+        self.prefix = None if prefix is None else prefix.detach().to(self.device, self.dtype)
+        self.pinned = 0 if prefix is None else prefix.size(0)
+        if self.pinned >= self.window:
+            raise ValueError(f"a prefix of {self.pinned} vectors leaves no room in the window of {self.window}")
 
     def init_state(self, n: int, memory: Tensor | None = None, memory_lens: Tensor | None = None,
                    prompt: Sequence[int] = ()) -> State:
@@ -70,6 +79,12 @@ class GPTScorer(Scorer):
                  "length": torch.zeros(n, dtype=torch.long, device=self.device),
                  "pending": torch.full((n,), self.eos, dtype=torch.long, device=self.device)}
         rows = torch.arange(n, device=self.device)
+        if self.prefix is not None:  # read once for one row, its entries shared by all n (the eos stays pending)
+            one = {**state, "path": state["path"].new_zeros(1, self.window), "length": state["length"].new_zeros(1),
+                   "pending": state["pending"].new_full((1,), self.eos)}
+            for vector in self.prefix:
+                one = {k: v for k, v in self._read(one, vector[None, None]).items() if k != "log_probs"}
+            state = {**state, "path": one["path"].expand(n, -1).clone(), "length": one["length"].expand(n).clone()}
         for token in prompt:  # read like output tokens, not scored
             state = self.extend(self.score(state)[1], rows, torch.full((n,), int(token), device=self.device))
         return state
@@ -99,20 +114,24 @@ class GPTScorer(Scorer):
         """[M] log p(y, eos | eos) of whole sequences (n-best rescoring) by one teacher-forced forward, float64 sums;
         None when one is longer than the context (the step-by-step path, with its window, then scores them)."""
         longest = max((len(y) for y in sequences), default=0)
-        if longest + 1 > self.model.context:
+        if self.pinned + longest + 1 > self.model.context:
             return None
         lens = torch.tensor([len(y) for y in sequences])
         x = torch.full((len(sequences), longest + 1), eos, dtype=torch.long)
         target = x.clone()
         for i, y in enumerate(sequences):
             x[i, 1 : len(y) + 1] = target[i, : len(y)] = torch.as_tensor(y, dtype=torch.long)
-        log_probs = self.model(x.to(self.device)).float().log_softmax(-1).double().cpu()
+        x = self.model.embed(x.to(self.device))
+        if self.prefix is not None:
+            x = torch.cat((self.prefix[None].expand(x.size(0), -1, -1), x), 1)
+        log_probs = self.model.forward_embeddings(x)[:, self.pinned :].float().log_softmax(-1).double().cpu()
         picked = log_probs.gather(2, target[..., None]).squeeze(-1)
         return picked.masked_fill(torch.arange(longest + 1)[None, :] > lens[:, None], 0.0).sum(1)
 
     @torch.no_grad()
-    def _read(self, state: State) -> State:
-        """Read each row's pending token: its log-probs of the next token, its keys/values stored and on its path."""
+    def _read(self, state: State, x: Tensor | None = None) -> State:
+        """Read each row's pending token (or the embeddings `x` [N, 1, D] instead): its log-probs of the next token,
+        its keys/values stored and on its path."""
         store, path, length = state["store"], state["path"], state["length"]
         n, past = path.size(0), int(length.max()) if path.size(0) else 0
         slots = torch.arange(past, device=self.device)
@@ -123,7 +142,8 @@ class GPTScorer(Scorer):
         half = self.model.layers[0].attention.head_dim // 2
         cos, sin = cos.view(n, 1, past, half), sin.view(n, 1, past, half)  # [N, 1, past, dh/2]: the same for every head
         allowed = torch.cat((valid, valid.new_ones(n, 1)), 1)[:, None, None, :]  # [N, 1, 1, past + 1]
-        x = self.model.embed(state["pending"])[:, None]  # dropout: the model is in eval mode
+        if x is None:
+            x = self.model.embed(state["pending"])[:, None]  # dropout: the model is in eval mode
         zero = torch.zeros(1, dtype=torch.long, device=self.device)
         new = []
         for j, layer in enumerate(self.model.layers):
@@ -133,8 +153,9 @@ class GPTScorer(Scorer):
             new.append(torch.stack((k[:, :, -1], v[:, :, -1]), 1))  # [N, 2, H, dh]
         log_probs = self.model.logits(x)[:, 0].float().log_softmax(-1)
         ids = store.add(torch.stack(new, 1))
-        full = length >= self.window  # a full window drops its oldest entry
-        path = torch.where(full[:, None], path.roll(-1, 1), path)
+        full = length >= self.window  # a full window drops its oldest entry (after the pinned prefix)
+        p = self.pinned
+        path = torch.where(full[:, None], torch.cat((path[:, :p], path[:, p:].roll(-1, 1)), 1), path)
         path = path.scatter(1, length.clamp(max=self.window - 1)[:, None], ids[:, None])
         return {"store": store, "path": path, "length": (length + 1).clamp(max=self.window), "pending": state["pending"],
                 "log_probs": log_probs}

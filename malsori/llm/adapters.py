@@ -114,6 +114,27 @@ def save_adapter(path: str | os.PathLike, model: AdaptedLM, base: Path, tokenize
     return write_model_dir(Path(path), ADAPTER_TASK, NamedTensors(model.trainable()), meta, tokenizer)
 
 
+def load_base(path: str) -> ModelDir:
+    """The pretrained LM folder a run adapts (a recipe's `base`); every problem is a ConfigError naming the field."""
+    if not path:
+        raise ConfigError("base: no pretrained LM folder given")
+    try:
+        base = load_model_dir(path)
+    except MalsoriError as e:
+        raise ConfigError(f"base: {e}") from None
+    if base.task != "lm":
+        raise ConfigError(f"base: {base.path} is a model of task {base.task!r}, not a language model")
+    return base
+
+
+def save_adapted(path: str | os.PathLike, model: AdaptedLM, base: ModelDir) -> Path:
+    """What an adapter run writes: a whole LM folder for full fine-tuning, else an adapter folder on `base`."""
+    if model.cfg.kind == "full":
+        meta = {"model": base.config["model"], "normalize": base.config.get("normalize", True)}
+        return write_model_dir(Path(path), "lm", model.gpt, meta, base.tokenizer)
+    return save_adapter(path, model, base.path, base.tokenizer)
+
+
 def load_adapter(path: Path, config: dict) -> ModelDir:
     """An adapter folder (its config.json already read) on its base model: the base's checksum must match."""
     base = load_model_dir(config.get("base", ""))

@@ -18,12 +18,11 @@ from tqdm import tqdm
 
 from malsori.config import bounded
 from malsori.errors import ConfigError
-from malsori.llm.adapters import AdaptedLM, AdapterConfig, save_adapter
+from malsori.llm.adapters import AdaptedLM, AdapterConfig, load_base, save_adapted
 from malsori.llm.icl import complete_items, output_limit
 from malsori.llm.prompts import PromptFormat, build_prompt, target_ids
 from malsori.llm.scoring import as_error, score
 from malsori.llm.taskfile import PromptTask, load_task
-from malsori.pretrained import load_model_dir, write_model_dir
 from malsori.tasks.base import RunConfig, Task, Validation
 
 IGNORE = -100  # target id of prompt and padding positions: no loss
@@ -64,13 +63,9 @@ class PromptedLMTask(Task):
     def __init__(self, cfg: LLMTrainConfig, out: Path, device: torch.device, rank: int = 0, world: int = 1, verbose: bool = True):
         super().__init__(cfg, out, device, rank, world, verbose)
         d = cfg.data
-        if not cfg.base:
-            raise ConfigError("base: no pretrained LM folder given")
+        self.base = load_base(cfg.base)
         if not d.tasks:
             raise ConfigError("data.tasks: no task folders given")
-        self.base = load_model_dir(cfg.base)
-        if self.base.task != "lm":
-            raise ConfigError(f"base: {self.base.path} is a model of task {self.base.task!r}, not a language model")
         self.tokenizer = self.base.tokenizer
         self.tasks: list[PromptTask] = [load_task(t) for t in d.tasks]
         self.format = PromptFormat(d.separator, d.instruction, d.shots)
@@ -151,10 +146,7 @@ class PromptedLMTask(Task):
                           f"{'; '.join(parts)}; mean error {error:.4f}, output loss {loss:.4f} nats/token ({items} items)")
 
     def save_model(self, path: Path, model: torch.nn.Module) -> Path:
-        if self.cfg.adapter.kind == "full":
-            meta = {"model": self.base.config["model"], "normalize": self.base.config.get("normalize", True)}
-            return write_model_dir(path, "lm", model.gpt, meta, self.tokenizer)
-        return save_adapter(path, model, self.base.path, self.tokenizer)
+        return save_adapted(path, model, self.base)
 
 
 def pad_sequences(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:

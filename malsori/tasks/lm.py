@@ -1,6 +1,9 @@
 """Language modelling as a task: text files → normalized lines → tokens → one stream (each line followed by the
 end-of-sentence id) cut into fixed-length blocks; loss = next-token cross-entropy; validation = perplexity per
-token and per word (so LMs with different tokenizers compare); throughput in tokens per second."""
+token and per word (so LMs with different tokenizers compare); throughput in tokens per second.
+With `base` (a pretrained LM folder) the run adapts that GPT on the text instead (`adapter`: full fine-tuning,
+prompt tuning or LoRA, `malsori.llm.adapters`), in the base's tokens and normalization; it writes an adapter folder
+(a whole LM folder for full fine-tuning), e.g. a fusion LM adapted to a recognizer's domain."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from tqdm import tqdm
 
 from malsori.config import bounded, to_dict
 from malsori.errors import ConfigError, MalsoriError
+from malsori.llm.adapters import AdaptedLM, AdapterConfig, load_base, save_adapted
 from malsori.lm.text_files import TextReadStats, excluded_sentences, iter_text_lines
 from malsori.models.registry import LMConfig, build_lm
 from malsori.pretrained import write_model_dir
@@ -52,7 +56,9 @@ class LMTrainConfig(RunConfig):
 
     task: Literal["lm"] = "lm"  # language modelling
     data: TextDataConfig = field(default_factory=TextDataConfig)  # text files and tokens
-    model: LMConfig = field(default_factory=LMConfig)  # which LM and its sizes
+    model: LMConfig = field(default_factory=LMConfig)  # which LM and its sizes (not read with base: the base's)
+    base: str = ""  # adapt this pretrained LM folder instead of training a new LM (its tokenizer and normalization)
+    adapter: AdapterConfig | None = None  # with base: what is trained (full, prompt or lora); none = full fine-tuning
 
 
 @dataclass
@@ -136,24 +142,31 @@ class TextLMTask(Task):
         d = cfg.data
         if not d.train:
             raise ConfigError("data.train: no training text files given")
+        if cfg.adapter is not None and not cfg.base:
+            raise ConfigError("adapter: needs base (the pretrained LM folder it adapts)")
+        if cfg.base and d.tokenizer_dir:
+            raise ConfigError("data.tokenizer_dir: not with base (the base's tokenizer is used)")
+        self.base = load_base(cfg.base) if cfg.base else None
+        self.normalized = self.base.config.get("normalize", True) if self.base else d.normalize  # lines normalized
         stats = TextReadStats()
         lines = iter_text_lines(d.train, d.strict, stats)
         lines = list(itertools.islice(lines, d.max_lines) if d.max_lines else lines)
         held = [ln for k, ln in enumerate(lines) if d.holdout_every and k % d.holdout_every == d.holdout_every - 1]
         if d.holdout_every:
             lines = [ln for k, ln in enumerate(lines) if k % d.holdout_every != d.holdout_every - 1]
-        texts = [normalize(ln) for ln in lines] if d.normalize else lines
+        texts = [normalize(ln) for ln in lines] if self.normalized else lines
         excluded = excluded_sentences(d.exclude, d.strict)
         self.excluded_lines = 0  # training lines left out by data.exclude
         if excluded:
-            kept = [k for k, t in enumerate(texts) if (t if d.normalize else normalize(t)) not in excluded]
+            kept = [k for k, t in enumerate(texts) if (t if self.normalized else normalize(t)) not in excluded]
             self.excluded_lines = len(texts) - len(kept)
             texts = [texts[k] for k in kept]
         step = max(1, math.ceil(len(texts) / max(1, d.tokenizer_lines)))
-        self.tokenizer = prepare_tokenizer(d.tokenizer, d.vocab_size, d.tokenizer_dir, texts[::step], out)
+        self.tokenizer = (self.base.tokenizer if self.base else
+                          prepare_tokenizer(d.tokenizer, d.vocab_size, d.tokenizer_dir, texts[::step], out))
         self.train = encode_lines(texts, self.tokenizer, normalized=False)
         valid_lines = itertools.chain(iter_text_lines(d.valid, d.strict, stats), held)
-        self.valid = encode_lines(valid_lines, self.tokenizer, d.normalize, d.max_valid_tokens) if d.valid or held else None
+        self.valid = encode_lines(valid_lines, self.tokenizer, self.normalized, d.max_valid_tokens) if d.valid or held else None
         if verbose:
             skipped = f", {len(stats.skipped):,} lines skipped (not UTF-8; first: {stats.skipped[0]})" if stats.skipped else ""
             left_out = f", {self.excluded_lines:,} left out by data.exclude" if d.exclude else ""
@@ -162,7 +175,10 @@ class TextLMTask(Task):
         self.context = 0  # set by build_model
 
     def build_model(self) -> torch.nn.Module:
-        model = build_lm(self.cfg.model, self.tokenizer.vocab_size)
+        if self.base is not None:
+            model = AdaptedLM(self.base.model, self.cfg.adapter or AdapterConfig(kind="full"))
+        else:
+            model = build_lm(self.cfg.model, self.tokenizer.vocab_size)
         self.context = model.context
         if self.train.predicted < self.context * self.cfg.data.batch_size:
             raise MalsoriError(f"{', '.join(self.cfg.data.train)}: {self.train.predicted:,} tokens are fewer than one batch "
@@ -170,6 +186,9 @@ class TextLMTask(Task):
         return model
 
     def describe(self, model: torch.nn.Module) -> str:
+        if isinstance(model, AdaptedLM):
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            return f"{model.cfg.kind} adapter of {self.base.path}, {trainable:,} trainable, context {self.context}"
         return f"{self.cfg.model.kind}, context {self.context}, vocab {self.tokenizer.vocab_size}"
 
     def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
@@ -208,5 +227,7 @@ class TextLMTask(Task):
         return perplexity(model, self.valid, self.cfg.data.batch_size, self.device)
 
     def save_model(self, path: Path, model: torch.nn.Module) -> Path:
+        if self.base is not None:
+            return save_adapted(path, model, self.base)
         return write_model_dir(path, "lm", model, {"model": to_dict(self.cfg.model), "normalize": self.cfg.data.normalize},
                                self.tokenizer)
