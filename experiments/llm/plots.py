@@ -33,24 +33,33 @@ def icl_plot(icl: dict, out: Path, nll: dict | None = None) -> None:
             ax.set_ylabel("reference loss, nats/token")
             ax.set_xticks([r["k"] for r in nll[name]])
         ax.set_xlabel("examples in the prompt (k)")
+    _save(fig, out / "icl_vs_k.png")
+
+
+def _smooth(curve: list[float]) -> list[float]:
+    """The loss at each position as the mean of the 21 positions around it (one position is too noisy to read)."""
+    return [sum(curve[max(0, i - 10) : i + 11]) / len(curve[max(0, i - 10) : i + 11]) for i in range(len(curve))]
+
+
+def _position_axes(ax, xlabel: str) -> None:
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("loss, nats (21-position mean)")
+    ax.legend(fontsize=7)
+
+
+def _save(fig, path: Path) -> None:
     fig.tight_layout()
-    fig.savefig(out / "icl_vs_k.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def position_plot(rows: list[dict], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for r in rows:
-        curve = r["curve"]
-        smooth = [sum(curve[max(0, i - 10) : i + 11]) / len(curve[max(0, i - 10) : i + 11]) for i in range(len(curve))]
-        ax.plot(smooth, label=f"step {r['step']} (ICL score {r['icl_score']:+.3f})")
-    ax.set_xscale("log")
-    ax.set_xlabel("token position in the context (characters)")
-    ax.set_ylabel("loss, nats (21-position mean)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "loss_by_position.png", dpi=110)
-    plt.close(fig)
+        ax.plot(_smooth(r["curve"]), label=f"step {r['step']} (ICL score {r['icl_score']:+.3f})")
+    _position_axes(ax, "token position in the context (characters)")
+    _save(fig, out / "loss_by_position.png")
 
 
 METHOD_ORDER = ["prompt", "lora_qv", "lora", "full"]  # fewest trained parameters first
@@ -73,9 +82,7 @@ def sizes_icl_plot(by_size: dict[str, dict], out: Path) -> None:
         axes[1][col].set_ylabel("reference loss, nats/token")
         axes[1][col].set_xlabel("examples in the prompt (k)")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "icl_by_size.png", dpi=110)
-    plt.close(fig)
+    _save(fig, out / "icl_by_size.png")
 
 
 def sizes_position_plot(by_size: dict[str, dict], out: Path) -> None:
@@ -90,20 +97,13 @@ def sizes_position_plot(by_size: dict[str, dict], out: Path) -> None:
                 ax1.plot([r["step"] for r in rows], [r["icl_score"] for r in rows], style, color=f"C{i}", label=f"{size}, {what}")
         rows = res.get("position_doc") or res.get("position", [])
         if rows:
-            curve = rows[-1]["curve"]
-            smooth = [sum(curve[max(0, j - 10) : j + 11]) / len(curve[max(0, j - 10) : j + 11]) for j in range(len(curve))]
-            ax2.plot(smooth, color=f"C{i}", label=f"{size}, step {rows[-1]['step']}")
+            ax2.plot(_smooth(rows[-1]["curve"]), color=f"C{i}", label=f"{size}, step {rows[-1]['step']}")
     ax1.axhline(0, color="grey", lw=0.8)
     ax1.set_xlabel("training step (8 × 512 characters each)")
     ax1.set_ylabel("ICL score: loss at 490–509 − at 40–59")
     ax1.legend(fontsize=6)
-    ax2.set_xscale("log")
-    ax2.set_xlabel("position in the context (characters), held-out running text")
-    ax2.set_ylabel("loss, nats (21-position mean)")
-    ax2.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "icl_score_by_size.png", dpi=110)
-    plt.close(fig)
+    _position_axes(ax2, "position in the context (characters), held-out running text")
+    _save(fig, out / "icl_score_by_size.png")
 
 
 def sizes_tune_plot(by_size: dict[str, dict], out: Path) -> None:
@@ -128,9 +128,7 @@ def sizes_tune_plot(by_size: dict[str, dict], out: Path) -> None:
         axes[0][col].set_title(task)
         axes[1][col].set_ylabel("valid output loss, nats/token")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "tune_by_size.png", dpi=110)
-    plt.close(fig)
+    _save(fig, out / "tune_by_size.png")
 
 
 def _merge(into: dict, more: dict) -> None:
