@@ -1,7 +1,9 @@
 """Decoder-only ASR: a tiny one (frozen random Conformer encoder → projector → GPT with LoRA) overfits a handful of
 utterances: the loss falls and greedy decoding with the KV cache reproduces every transcript; padding in a batch
-changes no utterance's loss."""
+changes no utterance's loss; with the text prompt before or after the audio, the cached search scores what one
+uncached forward does."""
 
+import pytest
 import torch
 
 from malsori.decode.options import DecodeOptions
@@ -16,14 +18,14 @@ from tests.helpers.training import overfit
 TRANSCRIPTS = ["go left", "stop now", "turn right", "yes"]
 
 
-def _model(tok, prompt=None) -> DecoderOnlyASR:
+def _model(tok, prompt=None, position="after") -> DecoderOnlyASR:
     torch.manual_seed(0)
     enc = ConformerEncoder(ConformerConfig(input_dim=20, d_model=32, num_layers=1, num_heads=2, ff_expansion=2, conv_kernel=3,
                                            dropout=0.0, subsampling_channels=8))
     gpt = GPT(GPTConfig(d_model=48, num_layers=2, num_heads=2, dropout=0.0, context=128), tok.vocab_size)
     pretrain_on(gpt, tok, TRANSCRIPTS)
     adapted = AdaptedLM(gpt, AdapterConfig(kind="lora", lora_rank=8, lora_alpha=16.0, lora_targets=["qkv", "out", "ff_in", "ff_out"]))
-    return DecoderOnlyASR(enc, adapted.gpt, SpeechPrefixConfig(stride=2, hidden=64), tok.special_ids.eos, prompt)
+    return DecoderOnlyASR(enc, adapted.gpt, SpeechPrefixConfig(stride=2, hidden=64, prompt_position=position), tok.special_ids.eos, prompt)
 
 
 def _batch(tok):
@@ -37,9 +39,17 @@ def _batch(tok):
     return feats, lens, tokens, torch.tensor([len(t) for t in ids])
 
 
-def test_padding_in_a_batch_changes_no_utterance():
+def _uncached_scores(model, feats, lens, tokens, tlens) -> torch.Tensor:
+    """log p(transcript, eos | audio, prompt) of each utterance from one forward over the padded batch."""
+    x, mask, y = model._sequences(*model.prefix(feats, lens), tokens, tlens)
+    log_probs = model.gpt.forward_embeddings(x, mask).float().log_softmax(-1)
+    return log_probs.gather(2, y.clamp(min=0)[..., None])[..., 0].masked_fill(y == -100, 0.0).sum(1)
+
+
+@pytest.mark.parametrize("position", ["after", "before"])
+def test_padding_in_a_batch_changes_no_utterance(position):
     tok = train_tokenizer("char", TRANSCRIPTS)
-    model = _model(tok).eval()
+    model = _model(tok, tok.encode("go"), position).eval()
     feats, lens, tokens, tlens = _batch(tok)
     x, mask, y = model._sequences(*model.prefix(feats, lens), tokens, tlens)
     logits = model.gpt.forward_embeddings(x, mask)
@@ -65,8 +75,24 @@ def test_tiny_decoder_only_asr_overfits_a_handful_of_utterances():
     beam = model.decode(feats, lens, DecodeOptions(method="beam", beam_size=3))
     assert [tok.decode(h.tokens) for h in beam] == TRANSCRIPTS
     # the search's cached scores = log p(transcript, eos | audio, prompt) of one uncached forward
-    x, mask, y = model._sequences(*model.prefix(feats, lens), tokens, tlens)
-    log_probs = model.gpt.forward_embeddings(x, mask).float().log_softmax(-1)
-    total = log_probs.gather(2, y.clamp(min=0)[..., None])[..., 0].masked_fill(y == -100, 0.0).sum(1)
+    total = _uncached_scores(model, feats, lens, tokens, tlens)
     torch.testing.assert_close(torch.tensor([h.score for h in beam]), total, atol=1e-4, rtol=1e-5)
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+
+
+@pytest.mark.parametrize("position", ["after", "before"])
+def test_cached_search_scores_equal_the_uncached_forward_with_the_prompt_on_either_side(position):
+    tok = train_tokenizer("char", TRANSCRIPTS + ["transcribe:"])
+    prompt = tok.encode("transcribe:")
+    model = _model(tok, prompt, position).eval()
+    feats, lens, _, _ = _batch(tok)
+    x, mask, _ = model._sequences(*model.prefix(feats, lens), torch.zeros(4, 1, dtype=torch.long), torch.zeros(4, dtype=torch.long))
+    first = mask[0].nonzero()[0, 0]  # utterance 0's first real position: the prompt's first token only when before
+    assert torch.equal(x[0, first], model.gpt.embed(torch.tensor(prompt[:1]))[0]) == (position == "before")
+    hyps = model.decode(feats, lens, DecodeOptions(method="beam", beam_size=3, max_len=12))
+    ids = [h.tokens for h in hyps]
+    tokens = torch.zeros(4, max(1, max(map(len, ids))), dtype=torch.long)
+    for i, t in enumerate(ids):
+        tokens[i, : len(t)] = torch.tensor(t, dtype=torch.long)
+    total = _uncached_scores(model, feats, lens, tokens, torch.tensor([len(t) for t in ids]))
+    torch.testing.assert_close(torch.tensor([h.score for h in hyps]), total, atol=1e-4, rtol=1e-5)

@@ -87,7 +87,7 @@ def test_a_tiny_decoder_only_asr_trains_through_the_cli_path_and_transcribes(sou
 
 
 def test_the_model_folder_holds_the_trained_tensors_and_reloads_to_the_same_search(sources, tmp_path):
-    cfg = load_train_config(RECIPE, _overrides(sources, tmp_path / "run"))
+    cfg = load_train_config(RECIPE, _overrides(sources, tmp_path / "run", "prefix.prompt_position=before"))
     task = task_class("asr_llm")(cfg, tmp_path / "run", torch.device("cpu"), verbose=False)
     torch.manual_seed(3)
     model = task.build_model()
@@ -102,12 +102,16 @@ def test_the_model_folder_holds_the_trained_tensors_and_reloads_to_the_same_sear
         names = set(json.loads(f.read(int.from_bytes(f.read(8), "little")))) - {"__metadata__"}
     assert names and all(n.startswith("projector.") or ".lora_" in n for n in names)
     assert stored["task"] == "asr_llm" and loaded.task == "asr"
+    assert stored["prefix"]["prompt_position"] == loaded.model.cfg.prompt_position == "before"
     feats = torch.randn(2, 60, 80, generator=torch.Generator().manual_seed(0))
     lens = torch.tensor([60, 44])
     for options in (DecodeOptions(max_len=12), DecodeOptions(method="beam", beam_size=3, max_len=12)):
         ours, theirs = model.decode(feats, lens, options), loaded.model.decode(feats, lens, options)
         assert [h.tokens for h in ours] == [h.tokens for h in theirs]
         assert all(math.isclose(a.score, b.score, abs_tol=1e-5) for a, b in zip(ours, theirs))
+    older = {**stored, "prefix": {k: v for k, v in stored["prefix"].items() if k != "prompt_position"}}
+    (path / "config.json").write_text(json.dumps(older))
+    assert load_model_dir(path).model.cfg.prompt_position == "after"  # a folder from before the option: prompt after the audio
     stored["base_weights_sha256"] = "0" * 64
     (path / "config.json").write_text(json.dumps(stored))
     with pytest.raises(MalsoriError, match="base .* is not the model this one was trained on"):

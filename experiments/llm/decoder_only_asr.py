@@ -1,10 +1,11 @@
-"""Decoder-only ASR measurements (docs/llm/decoder_only_asr.md): trained `asr_llm` model folders and their speech
-model's own CTC head scored on the same test utterances from the same cached encoder frames — WER/CER and the
-decoding CPU time per audio second (RTF of the part after the encoder; the encoder's own RTF is measured once).
+"""Decoder-only ASR measurements (docs/llm/decoder_only_asr.md): trained `asr_llm` model folders, speech models on the
+same encoder (heads trained by experiments/lm/train_heads.py) and the speech model's own CTC head scored on the same
+test utterances from the same cached encoder frames — WER/CER and the decoding CPU time per audio second (RTF of
+the part after the encoder; the encoder's own RTF is measured once).
 
     python -m experiments.llm.decoder_only_asr --test /work/exp-asrllm/data/so762_test200.jsonl \
         --cache /work/exp-asrllm/cache --out docs/llm/results_decoder_only_asr.json \
-        --model s2_lora=/work/exp-asrllm/runs/s2_lora/model ...
+        --model s2_lora=/work/exp-asrllm/runs/s2_lora/model --model attention=/work/exp-asrhead/runs/attention/model ...
 
 CPU seconds (time.process_time, one thread) rather than wall seconds: the machine is shared.
 """
@@ -18,9 +19,11 @@ from pathlib import Path
 
 import torch
 
+from experiments.lm.frozen_encoder import decode_encoded
 from malsori.data.manifest import read_manifest
 from malsori.decode.options import DecodeOptions
 from malsori.llm.speech_cache import cached_frames, compute_frames
+from malsori.llm.speech_prefix import DecoderOnlyASR
 from malsori.metrics import error_rates
 from malsori.pretrained import load_model_dir
 from malsori.text import normalize
@@ -49,15 +52,38 @@ def score(decode, tokenizer, frames, refs: list[str], audio_s: float) -> dict:
             "decode_rtf": round(cpu / audio_s, 6), "examples": [[r, h] for r, h in list(zip(refs, hyps))[:5]]}
 
 
+def decoder(model: torch.nn.Module, options: DecodeOptions):
+    """decode(enc, lens) → hypotheses from encoder frames: a decoder-only model's `decode_encoded`, or any other speech
+    model's own search on the given frames, one utterance at a time like the decoder-only model."""
+    if isinstance(model, DecoderOnlyASR):
+        return lambda x, lens: model.decode_encoded(x, lens, options)
+    return lambda x, lens: decode_encoded(model, [x[i, : lens[i]] for i in range(len(lens))], options)
+
+
+def describe(m, folder: str) -> dict:
+    """The row's fixed facts: settings, trained parameters (a decoder-only model's trainable ones; another model's
+    outside its frozen encoder) and the stored weights' size."""
+    model = m.model
+    if isinstance(model, DecoderOnlyASR):
+        config = {k: m.config[k] for k in ("prefix", "adapter", "prompt")}
+        trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    else:
+        config = {"head": m.config["model"]["head"]}
+        trained = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("encoder."))
+    return {"folder": folder, "config": config, "trainable_params": trained,
+            "folder_bytes": (m.path / "model.safetensors").stat().st_size}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--test", required=True, help="test manifest")
     ap.add_argument("--cache", required=True, help="cache folder of encoder frames")
     ap.add_argument("--speech", default="en-small", help="the speech model whose encoder the models use")
-    ap.add_argument("--model", action="append", default=[], help="NAME=MODEL_DIR of an asr_llm folder (repeat)")
+    ap.add_argument("--model", action="append", default=[], help="NAME=MODEL_DIR of a speech model folder on the same encoder (repeat)")
     ap.add_argument("--beam", type=int, default=0, help="also decode with this beam (0 = greedy only)")
     ap.add_argument("--beam-only", action="store_true", help="skip greedy (already measured)")
     ap.add_argument("--length-bonus", type=float, default=0.0, help="beam: added per token (counters empty outputs)")
+    ap.add_argument("--ctc-weight", type=float, help="beam of an attention model: the CTC prefix scorer's weight (default: its config's)")
     ap.add_argument("--out", required=True, help="results JSON (merged into an existing one)")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -81,16 +107,15 @@ def main() -> None:
     for spec in args.model:
         name, folder = spec.split("=", 1)
         m = load_model_dir(folder)
-        model = m.model.eval()
-        row = {"folder": folder, "config": {k: m.config[k] for k in ("prefix", "adapter", "prompt")}}
-        row["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        row["folder_bytes"] = (Path(folder) / "model.safetensors").stat().st_size
+        m.model.eval()
+        row = describe(m, folder)
         if not args.beam_only:
-            row["greedy"] = score(lambda x, lens: model.decode_encoded(x, lens), m.tokenizer, frames, refs, audio_s)
+            row["greedy"] = score(decoder(m.model, DecodeOptions()), m.tokenizer, frames, refs, audio_s)
         if args.beam:
-            opts = DecodeOptions(method="beam", beam_size=args.beam, length_bonus=args.length_bonus)
-            key = f"beam{args.beam}" + (f"_bonus{args.length_bonus:g}" if args.length_bonus else "")
-            row[key] = score(lambda x, lens: model.decode_encoded(x, lens, opts), m.tokenizer, frames, refs, audio_s)
+            opts = DecodeOptions(method="beam", beam_size=args.beam, length_bonus=args.length_bonus, ctc_weight=args.ctc_weight)
+            key = (f"beam{args.beam}" + (f"_bonus{args.length_bonus:g}" if args.length_bonus else "")
+                   + ("" if args.ctc_weight is None else f"_ctc{args.ctc_weight:g}"))
+            row[key] = score(decoder(m.model, opts), m.tokenizer, frames, refs, audio_s)
         results.setdefault("models", {}).setdefault(name, {}).update(row)
         print(name, {k: (v["wer"], v["cer"], v["decode_rtf"]) for k, v in row.items() if isinstance(v, dict) and "wer" in v})
     print("ctc_greedy", results["ctc_greedy"]["wer"], results["ctc_greedy"]["cer"], results["ctc_greedy"]["decode_rtf"])

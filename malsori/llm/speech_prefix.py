@@ -1,9 +1,11 @@
 """Decoder-only speech recognition: a speech encoder's frames, stacked `stride` at a time and projected into the GPT's
-embedding space, are a prefix the GPT reads before writing the transcript (an optional text prompt between them).
+embedding space, are a prefix the GPT reads before writing the transcript (an optional text prompt after or before
+the audio).
 
-Sequence per utterance: [audio vectors] [prompt tokens] eos [transcript tokens] eos, where the transcript and its
-final eos are predicted. A batch left-pads the audio vectors (hidden from attention by the padding mask; rotary
-positions are relative, so the shift changes nothing) and right-pads the text. Trainable: the projector, the
+Sequence per utterance: [audio vectors] [prompt tokens] eos [transcript tokens] eos (`prompt_position: after`), or
+[prompt tokens] [audio vectors] eos ... (`before`), where the transcript and its final eos are predicted. A batch
+left-pads what comes before the eos (hidden from attention by the padding mask; rotary positions are relative, so
+the shift changes nothing) and right-pads the text. Trainable: the projector, the
 GPT's adapter (LoRA, or everything), and the encoder unless frozen. Decoding (greedy = beam 1, or beam) runs
 through the shared label-synchronous search (`malsori.decode.beam`) with the GPT's key/value cache, whose first
 positions are the prefix; a frozen encoder's outputs can be given directly (`compute_loss_encoded`), so training
@@ -13,7 +15,7 @@ can read them from a cache instead of running the encoder.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +41,7 @@ class SpeechPrefixConfig:
     hidden: int = bounded(256, ge=1)  # width of the projector's hidden layer
     freeze_encoder: bool = True  # keep the speech encoder's parameters as trained
     max_len_ratio: float = bounded(1.0, gt=0)  # decoding: at most this many tokens per encoder frame (1.0 = 25 per second at 40 ms)
+    prompt_position: Literal["after", "before"] = "after"  # the text prompt after the audio (the audio starts every sequence) or before it
 
 
 class Projector(nn.Module):
@@ -85,24 +88,29 @@ class DecoderOnlyASR(nn.Module):
         """Audio → prefix vectors [B, P, D] (right-padded) and their lengths [B]."""
         return self.projector(*self.encode(feats, feat_lens))
 
+    def _head(self, audio: Tensor) -> Tensor:
+        """One utterance's audio vectors [P, D] with the prompt's embeddings after or before them (not its eos)."""
+        prompt = self.gpt.embed(self.prompt[:-1])
+        return torch.cat((prompt, audio) if self.cfg.prompt_position == "before" else (audio, prompt))
+
     def _sequences(self, audio: Tensor, audio_lens: Tensor, tokens: Tensor, token_lens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Prefix vectors → input vectors [B, T, D], key mask [B, T], targets [B, T]: audio left-padded, then prompt +
-        eos, transcript."""
+        """Prefix vectors → input vectors [B, T, D], key mask [B, T], targets [B, T]: audio and prompt (`_head`)
+        left-padded, then eos, transcript."""
         b, p_max, _ = audio.shape
-        text = [torch.cat((self.prompt, tokens[i, : token_lens[i]])) for i in range(b)]
+        h_max = p_max + len(self.prompt) - 1
+        text = [torch.cat((self.prompt[-1:], tokens[i, : token_lens[i]])) for i in range(b)]
         t_max = max(len(t) for t in text)
-        x = audio.new_zeros(b, p_max + t_max, audio.size(2))
-        mask = torch.zeros(b, p_max + t_max, dtype=torch.bool, device=audio.device)
-        y = torch.full((b, p_max + t_max), IGNORE, dtype=torch.long, device=audio.device)
+        x = audio.new_zeros(b, h_max + t_max, audio.size(2))
+        mask = torch.zeros(b, h_max + t_max, dtype=torch.bool, device=audio.device)
+        y = torch.full((b, h_max + t_max), IGNORE, dtype=torch.long, device=audio.device)
         for i in range(b):
-            p, ids = int(audio_lens[i]), text[i]
-            x[i, p_max - p : p_max] = audio[i, :p]
-            x[i, p_max : p_max + len(ids)] = self.gpt.embed(ids)
-            mask[i, p_max - p : p_max + len(ids)] = True
-            # position of the prompt's eos predicts the first transcript token; the last token predicts eos
-            start = p_max + len(self.prompt) - 1
-            y[i, start : p_max + len(ids) - 1] = ids[len(self.prompt) :]
-            y[i, p_max + len(ids) - 1] = self.eos
+            head, ids = self._head(audio[i, : audio_lens[i]]), text[i]
+            x[i, h_max - len(head) : h_max] = head
+            x[i, h_max : h_max + len(ids)] = self.gpt.embed(ids)
+            mask[i, h_max - len(head) : h_max + len(ids)] = True
+            # the eos after audio and prompt predicts the first transcript token; the last token predicts eos
+            y[i, h_max : h_max + len(ids) - 1] = ids[1:]
+            y[i, h_max + len(ids) - 1] = self.eos
         return x, mask, y
 
     def compute_loss(self, feats: Tensor, feat_lens: Tensor, tokens: Tensor, token_lens: Tensor) -> tuple[Tensor, dict]:
@@ -132,7 +140,7 @@ class DecoderOnlyASR(nn.Module):
         ratio = self.cfg.max_len_ratio if options.max_len_ratio is None else options.max_len_ratio
         hyps = []
         for i in range(enc.size(0)):
-            first = torch.cat((audio[i : i + 1, : audio_lens[i]], self.gpt.embed(self.prompt)[None]), 1)
+            first = torch.cat((self._head(audio[i, : audio_lens[i]]), self.gpt.embed(self.prompt[-1:])))[None]
             scorers: dict[str, Scorer] = {"att": PrefixedGPTScorer(self.gpt, first)}
             weights = {"att": 1.0}
             for extra in options.scorers:
@@ -157,7 +165,7 @@ class DecoderOnlyASR(nn.Module):
 
 
 class PrefixedGPTScorer(Scorer):
-    """The GPT after one utterance's prefix `first` [1, P, D] (audio vectors, prompt, eos) as a full scorer. State: the
+    """The GPT after one utterance's prefix `first` [1, P, D] (audio vectors and prompt, eos) as a full scorer. State: the
     key/value cache [N, layers, 2, H, L, dh] of each hypothesis and the token it has not read yet ("pending")."""
 
     def __init__(self, gpt: GPT, first: Tensor) -> None:

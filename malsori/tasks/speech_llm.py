@@ -49,7 +49,7 @@ class SpeechLLMTrainConfig(RunConfig):
     task: Literal["asr_llm"] = "asr_llm"  # decoder-only speech recognition
     encoder: str = "en-small"  # speech model folder (or released name) giving the encoder, front end, CMVN and tokenizer
     base: str = ""  # GPT folder in the same tokenizer (a `task: lm` run with data.tokenizer_dir = the speech model)
-    prompt: str = ""  # text the GPT reads after the audio, before the transcript (e.g. a domain hint; normalized)
+    prompt: str = ""  # text the GPT reads after the audio (or before it: prefix.prompt_position), before the transcript (e.g. a domain hint; normalized)
     prefix: SpeechPrefixConfig = field(default_factory=SpeechPrefixConfig)  # stride, projector width, encoder frozen
     adapter: AdapterConfig = field(default_factory=AdapterConfig)  # lora (the GPT frozen) or full
     data: SpeechLLMDataConfig = field(default_factory=SpeechLLMDataConfig)  # manifests and batching
