@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--shots", default="0,1,2,4,8")
     ap.add_argument("--icl-items", type=int, default=50)
     ap.add_argument("--tune-tasks", default="normalize,eng_fra", help="tasks the adapters are trained on, one run each")
+    ap.add_argument("--seed", type=int, default=0, help="the adapter runs' seed (initialization, batch order)")
     ap.add_argument("--methods", default="prompt,lora,lora_qv,full", help=f"of {', '.join(METHODS)}")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--test-items", type=int, default=100)
@@ -146,7 +147,7 @@ def main() -> None:
                     continue
                 recipe, extra = METHODS[method]
                 run = _train(recipe, out, [f"base={args.base}", f"data.tasks=[{args.tasks / name}]", f"max_steps={args.steps}",
-                                           "data.valid_items=50", *extra])
+                                           "data.valid_items=50", f"seed={args.seed}", *extra])
                 m = load_lm(out / "model")
                 run["trainable"] = sum(p.numel() for p in m.model.parameters() if p.requires_grad or method == "full")
                 run["bytes_on_disk"] = _size(out / "model")
