@@ -310,8 +310,6 @@ class Recognizer:
 
         return Stream(self, cfg)
 
-    # -- internals ------------------------------------------------------------------------------------------------
-    @torch.inference_mode()
     @torch.inference_mode()
     def encode(self, wave: np.ndarray) -> torch.Tensor:
         """One 16 kHz utterance's encoder output [1, T', D] (front end, CMVN, encoder): what every head reads, for
@@ -320,6 +318,8 @@ class Recognizer:
         feats, feat_lens = self.fbank(torch.from_numpy(wave)[None].to(self.device), lens)
         return self.model.encoder(self.cmvn(feats, feat_lens), feat_lens)[0]
 
+    # -- internals ------------------------------------------------------------------------------------------------
+    @torch.inference_mode()
     def _decode(self, waves: list[np.ndarray], options: DecodeOptions) -> list[Transcript]:
         lens = torch.tensor([len(w) for w in waves])
         batch = torch.zeros(len(waves), int(lens.max()))

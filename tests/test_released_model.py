@@ -57,3 +57,19 @@ def test_encode_gives_the_frames_the_greedy_search_reads(recognizer):
             best = recognizer.model.head(recognizer.encode(wave))[0].argmax(-1).tolist()
         tokens = [t for i, t in enumerate(best) if t != 0 and (i == 0 or t != best[i - 1])]
         assert tokens == recognizer.transcribe(wave).tokens
+
+
+def test_transcription_builds_no_autograd_graph(recognizer, monkeypatch):
+    """The search runs under inference mode (no graph kept for every frame and step): a slip of a decorator once
+    left `_decode` without it."""
+    seen = []
+    decode = recognizer.model.decode
+
+    def spy(*args, **kwargs):
+        seen.append(torch.is_inference_mode_enabled())
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(recognizer.model, "decode", spy)
+    utt = read_manifest(DEMO_AUDIO, strict=True).utterances[0]
+    recognizer.transcribe(load_audio(Path(DEMO_AUDIO).parent / utt.audio))
+    assert seen == [True]
