@@ -143,7 +143,6 @@ def main() -> None:
             for method in args.methods.split(","):
                 out = args.out / f"{name}_{method}"
                 if method in tune:
-                    tune[method].setdefault("valid_output_loss", _valid_loss(out))
                     continue
                 recipe, extra = METHODS[method]
                 run = _train(recipe, out, [f"base={args.base}", f"data.tasks=[{args.tasks / name}]", f"max_steps={args.steps}",
@@ -163,15 +162,14 @@ def main() -> None:
         task = load_task(args.tasks / args.instruct_held_out)
         return reference_loss(m.model, m.tokenizer, task, [0], PromptFormat(instruction=True), args.test_items)[0][1]
 
+    base_scores: dict = {}  # the base model's zero-shot score and reference loss on the held-out task, once
     for part, with_instruction in (("instruct", True), ("mixture", False)):
-        if part in results and "after_loss" not in results[part]:  # runs measured before the loss was kept
-            results[part]["before_loss"] = held_out_loss(args.base)
-            results[part]["after_loss"] = held_out_loss(str(args.out / part / "model"))
-            _save(args.out, results)
         if part not in parts or part in results:
             continue
         held_out = args.tasks / args.instruct_held_out
-        before = _eval(args.base, held_out, [0], args.test_items, instruction=True)[0]
+        if not base_scores:
+            base_scores = {"before": _eval(args.base, held_out, [0], args.test_items, instruction=True)[0],
+                           "before_loss": held_out_loss(args.base)}
         out = args.out / part
         mixture = ",".join(str(args.tasks / t) for t in args.instruct_tasks.split(","))
         run = _train("llm/instruction_tuning", out, [f"base={args.base}", f"data.tasks=[{mixture}]", f"max_steps={args.instruct_steps}",
@@ -179,8 +177,8 @@ def main() -> None:
                                                      f"adapter.kind={args.instruct_kind}"])
         after = _eval(str(out / "model"), held_out, [0], args.test_items, instruction=True)[0]
         results[part] = {"held_out": args.instruct_held_out, "mixture": args.instruct_tasks, "kind": args.instruct_kind,
-                         "instruction_in_training": with_instruction, "before": before, "after": after,
-                         "before_loss": held_out_loss(args.base), "after_loss": held_out_loss(str(out / "model")), **run}
+                         "instruction_in_training": with_instruction, **base_scores, "after": after,
+                         "after_loss": held_out_loss(str(out / "model")), **run}
         _save(args.out, results)
     results["load_after"] = os.getloadavg()
     _save(args.out, results)
